@@ -1,0 +1,25 @@
+# shrinkflow: `make run` and `make test` work on a fresh clone: they build .venv from requirements.lock first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/digits_cnn.yaml
+
+.PHONY: setup run test clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/shrinkflow run $(CONFIG)
+
+test: setup
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) workspace .pytest_cache

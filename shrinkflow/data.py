@@ -1,0 +1,453 @@
+"""Load, validate, split and scale a dataset into one content-addressed .npz file.
+
+Every problem with the data is raised as a DataError naming the file and what is expected, before
+any training starts. TensorFlow is imported only for the keras: sources, because it is slow to load.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from shrinkflow.config import DataConfig
+from shrinkflow.errors import DataError
+
+ACCEPTED_SOURCES = (
+    "sklearn:digits, keras:mnist, keras:fashion_mnist, idx:DIR (MNIST-format IDX files), "
+    "or a path to a .csv or .parquet file"
+)
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+MNIST_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+FASHION_MNIST_FILES = (
+    "train-labels-idx1-ubyte.gz",
+    "train-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+)
+MIN_SAMPLES_PER_CLASS = 3  # one each for train, validation and test
+IDX_UNSIGNED_BYTE = 0x08
+IDX_IMAGES_NAME = re.compile(r"(?P<prefix>.*)images(?P<middle>.*)idx3-ubyte(\.gz)?")
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A prepared dataset: where its splits are stored and what a model and its clients need to know."""
+
+    path: str
+    fingerprint: str
+    source: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    class_names: tuple[str, ...]
+    class_counts: tuple[tuple[str, int], ...]
+    split_sizes: tuple[tuple[str, int], ...]
+    is_image: bool
+    preprocessing: tuple[tuple[str, Any], ...]
+
+
+class Splits(NamedTuple):
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def prepare_dataset(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
+    """Read and validate the data, split and scale it, and store the splits as out_dir/<key>.npz.
+
+    The key hashes the raw data and the data config, so an unchanged dataset is never written twice.
+
+    Raises:
+        DataError: naming the file and what is wrong with it.
+    """
+    features, labels, from_table = _read_source(cfg)
+    fingerprint = _fingerprint(features, labels)
+    features = _apply_image_shape(features, cfg, from_table)
+    label_field = f"column {cfg.label_column!r}" if from_table else "the labels"
+    class_names, y = _encode_labels(labels, cfg.source, label_field)
+    _require_samples_per_class(y, class_names, cfg.source)
+    if cfg.max_samples is not None and cfg.max_samples < len(y):
+        features, y = _stratified_subsample(features, y, cfg)
+        _require_samples_per_class(
+            y, class_names, cfg.source, after=f" after subsampling to data.max_samples={cfg.max_samples}"
+        )
+    splits, preprocessing = _scale(_split(features, y, cfg), cfg.scaling)
+
+    key = hashlib.sha256((fingerprint + cfg.model_dump_json()).encode()).hexdigest()[:16]
+    path = Path(out_dir) / f"{key}.npz"
+    if not path.exists():
+        _write_atomically(path, splits)
+    counts = np.bincount(y, minlength=len(class_names))
+    return DatasetRef(
+        path=str(path),
+        fingerprint=fingerprint,
+        source=cfg.source,
+        input_shape=tuple(int(size) for size in features.shape[1:]),
+        num_classes=len(class_names),
+        class_names=class_names,
+        class_counts=tuple((name, int(count)) for name, count in zip(class_names, counts)),
+        split_sizes=(
+            ("train", len(splits.y_train)),
+            ("validation", len(splits.y_val)),
+            ("test", len(splits.y_test)),
+        ),
+        is_image=features.ndim == 4,
+        preprocessing=preprocessing,
+    )
+
+
+def load_splits(ref: DatasetRef) -> Splits:
+    """The stored splits: float32 features and int64 class indices."""
+    try:
+        with np.load(ref.path) as stored:
+            return Splits(
+                *(
+                    stored[name].astype(np.float32 if name.startswith("x") else np.int64, copy=False)
+                    for name in Splits._fields
+                )
+            )
+    except FileNotFoundError:
+        raise DataError(f"{ref.path}: prepared dataset not found; prepare the dataset again") from None
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def _read_source(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Features and raw label values as the source holds them, and whether the source is a table."""
+    source = cfg.source
+    if source == "sklearn:digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images[..., np.newaxis], digits.target, False
+    if source in KERAS_READERS:
+        features, labels = KERAS_READERS[source]()
+        return features, labels, False
+    if source.startswith("idx:"):
+        features, labels = _read_idx_dir(Path(source.removeprefix("idx:")))
+        return features, labels, False
+    if Path(source).suffix.lower() in (".csv", ".parquet"):
+        features, labels = _read_table(Path(source), cfg.label_column)
+        return features, labels, True
+    raise DataError(f"data.source {source!r} is not supported; use {ACCEPTED_SOURCES}")
+
+
+def _read_table(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric feature columns (2-D float64) and the label column of a CSV or Parquet file."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    read = pd.read_parquet if path.suffix.lower() == ".parquet" else pd.read_csv
+    try:
+        table = read(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the table is empty (no columns and no rows)") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the file as {path.suffix.lower()[1:]} ({exc})") from None
+    table.columns = [str(column) for column in table.columns]
+    if table.empty:
+        raise DataError(f"{path}: the table has no rows")
+    if label_column not in table.columns:
+        raise DataError(
+            f"{path}: no label column {label_column!r}; available columns: {', '.join(table.columns)} "
+            "(set data.label_column)"
+        )
+    feature_table = table.drop(columns=label_column)
+    if feature_table.columns.empty:
+        raise DataError(f"{path}: no feature columns, only the label column {label_column!r}")
+    _require_numeric(feature_table, path)
+    _require_finite(table, path)
+    labels = table[label_column]
+    label_values = labels.to_numpy() if pd.api.types.is_numeric_dtype(labels) else labels.to_numpy(dtype=str)
+    return feature_table.to_numpy(dtype=np.float64), label_values
+
+
+def _require_numeric(feature_table: pd.DataFrame, path: Path) -> None:
+    problems = []
+    for name, column in feature_table.items():
+        if pd.api.types.is_numeric_dtype(column):
+            continue
+        unconvertible = column.notna() & pd.to_numeric(column, errors="coerce").isna()
+        example = (
+            f"first bad value {column[unconvertible].iloc[0]!r}" if unconvertible.any() else f"dtype {column.dtype}"
+        )
+        problems.append(f"column {name!r} is not numeric ({example})")
+    if problems:
+        raise DataError(f"{path}: {', '.join(problems)}; features must be numbers, or drop the column")
+
+
+def _require_finite(table: pd.DataFrame, path: Path) -> None:
+    """No missing or infinite values in any column, labels included."""
+    missing = table.isna().sum()
+    infinite = table.select_dtypes("number").isin([np.inf, -np.inf]).sum()
+    for counts, kind, fix in (
+        (missing, "missing (NaN) values", "fill or drop those rows"),
+        (infinite, "infinite values", "replace or drop those rows"),
+    ):
+        bad = counts[counts > 0]
+        if not bad.empty:
+            columns = ", ".join(f"{name!r} ({count} row{'s' if count > 1 else ''})" for name, count in bad.items())
+            raise DataError(f"{path}: {kind} in column{'s' if len(bad) > 1 else ''} {columns}; {fix}")
+
+
+def _read_idx_dir(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every images/labels IDX pair in `directory`, concatenated in file name order."""
+    if not directory.is_dir():
+        raise DataError(f"idx:{directory}: directory not found")
+    pairs = []
+    for images_path in sorted(directory.iterdir()):
+        match = IDX_IMAGES_NAME.fullmatch(images_path.name)
+        if match is None:
+            continue
+        labels_name = f"{match['prefix']}labels{match['middle']}idx1-ubyte"
+        candidates = [directory / labels_name, directory / f"{labels_name}.gz"]
+        labels_path = next((path for path in candidates if path.is_file()), None)
+        if labels_path is None:
+            raise DataError(f"{images_path}: no matching labels file; expected {labels_name}[.gz] beside it")
+        pairs.append(_read_idx_pair(images_path, labels_path))
+    if not pairs:
+        raise DataError(f"idx:{directory}: no *images*idx3-ubyte[.gz] files in the directory")
+    features, labels = zip(*pairs)
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images with a channel axis (N, H, W, 1) and their labels, checked to be equally many."""
+    images = _read_idx(images_path, ndim=3)
+    labels = _read_idx(labels_path, ndim=1)
+    if len(images) != len(labels):
+        raise DataError(f"{labels_path}: {len(labels)} labels, but {images_path.name} has {len(images)} images")
+    return images[..., np.newaxis], labels
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An unsigned-byte IDX array (optionally gzipped): magic 0x0000 0x08 ndim, big-endian sizes, data."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+            content = file.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read the file ({exc})") from None
+    expected_magic = (IDX_UNSIGNED_BYTE << 8) | ndim
+    magic = int.from_bytes(content[:4], "big")
+    if magic != expected_magic:
+        raise DataError(
+            f"{path}: not an IDX file of unsigned bytes with {ndim} dimension(s): magic number "
+            f"0x{magic:08x}, expected 0x{expected_magic:08x}"
+        )
+    header_size = 4 + 4 * ndim
+    if len(content) < header_size:
+        raise DataError(f"{path}: truncated IDX header ({len(content)} bytes, expected {header_size})")
+    sizes = tuple(int(size) for size in np.frombuffer(content, dtype=">u4", count=ndim, offset=4))
+    data = np.frombuffer(content, dtype=np.uint8, offset=header_size)
+    if data.size != np.prod(sizes):
+        raise DataError(
+            f"{path}: the header promises {' x '.join(map(str, sizes))} = {np.prod(sizes)} values, "
+            f"but the file holds {data.size}"
+        )
+    return data.reshape(sizes)
+
+
+def _keras_file(subdir: str, filename: str) -> Path:
+    """A file of Keras's dataset cache (KERAS_HOME or ~/.keras), downloaded only when missing."""
+    from tf_keras.utils import get_file  # shrinkflow/__init__ has set TF_USE_LEGACY_KERAS by now
+
+    cache_dir = os.environ.get("KERAS_HOME") or str(Path.home() / ".keras")
+    origin = KERAS_ORIGIN + filename
+    try:
+        return Path(get_file(filename, origin=origin, cache_dir=cache_dir, cache_subdir=subdir, file_hash=None))
+    except Exception as exc:  # get_file raises a bare Exception for network errors
+        raise DataError(
+            f"cannot download {origin} ({exc}); without internet access, put the file at "
+            f"{Path(cache_dir, subdir, filename)}"
+        ) from None
+
+
+def _read_keras_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """Keras's mnist.npz, train and test parts together, images with a channel axis."""
+    path = _keras_file("datasets", "mnist.npz")
+    redownload = "delete it and Keras downloads it again"
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a .npz archive; {redownload}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [name for name in MNIST_ARRAYS if name not in archive.files]
+            if missing:
+                raise DataError(f"{path}: no {', '.join(missing)} array; expected {', '.join(MNIST_ARRAYS)}")
+            arrays = {name: archive[name] for name in MNIST_ARRAYS}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read the file as .npz ({exc}); {redownload}") from None
+    for part in ("train", "test"):
+        if len(arrays[f"x_{part}"]) != len(arrays[f"y_{part}"]):
+            raise DataError(f"{path}: x_{part} and y_{part} differ in length")
+    features = np.concatenate([arrays["x_train"], arrays["x_test"]])
+    return features[..., np.newaxis], np.concatenate([arrays["y_train"], arrays["y_test"]])
+
+
+def _read_keras_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """Keras's Fashion-MNIST IDX files, train and test parts together."""
+    subdir = os.path.join("datasets", "fashion-mnist")
+    paths = {filename: _keras_file(subdir, filename) for filename in FASHION_MNIST_FILES}
+    parts = [
+        _read_idx_pair(paths[f"{part}-images-idx3-ubyte.gz"], paths[f"{part}-labels-idx1-ubyte.gz"])
+        for part in ("train", "t10k")
+    ]
+    features, labels = zip(*parts)
+    return np.concatenate(features), np.concatenate(labels)
+
+
+KERAS_READERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+    "keras:mnist": _read_keras_mnist,
+    "keras:fashion_mnist": _read_keras_fashion_mnist,
+}
+
+
+# --- validating ----------------------------------------------------------------------------------
+
+
+def _fingerprint(features: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 of the raw features and labels (values, dtypes and shapes), before any config applies."""
+    digest = hashlib.sha256()
+    for array in (features, labels):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array))
+    return digest.hexdigest()
+
+
+def _apply_image_shape(features: np.ndarray, cfg: DataConfig, from_table: bool) -> np.ndarray:
+    """A table's columns reshaped to cfg.image_shape (a 2-D shape gets a channel axis)."""
+    if cfg.image_shape is None:
+        return features
+    image_shape = cfg.image_shape + (1,) if len(cfg.image_shape) == 2 else cfg.image_shape
+    if not from_table:
+        if image_shape != features.shape[1:]:
+            raise DataError(
+                f"data.image_shape {list(cfg.image_shape)} applies to CSV/Parquet tables only; "
+                f"{cfg.source} images already have shape {list(features.shape[1:])}"
+            )
+        return features
+    if int(np.prod(image_shape)) != features.shape[1]:
+        raise DataError(
+            f"{cfg.source}: data.image_shape {list(cfg.image_shape)} holds {int(np.prod(image_shape))} values, "
+            f"but the table has {features.shape[1]} feature columns"
+        )
+    return features.reshape(len(features), *image_shape)
+
+
+def _encode_labels(labels: np.ndarray, source: str, label_field: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """Class names (sorted unique label values) and each sample's class index."""
+    classes, indices = np.unique(labels, return_inverse=True)
+    class_names = tuple(str(value) for value in classes)
+    if len(class_names) < 2:
+        raise DataError(
+            f"{source}: {label_field} has {len(class_names)} class(es) {list(class_names)}; "
+            "classification needs at least 2"
+        )
+    return class_names, indices.reshape(-1).astype(np.int64)
+
+
+def _require_samples_per_class(y: np.ndarray, class_names: tuple[str, ...], source: str, after: str = "") -> None:
+    counts = np.bincount(y, minlength=len(class_names))
+    smallest = int(counts.argmin())
+    if counts[smallest] < MIN_SAMPLES_PER_CLASS:
+        raise DataError(
+            f"{source}: class {class_names[smallest]!r} has only {counts[smallest]} sample(s){after}; every class "
+            f"needs at least {MIN_SAMPLES_PER_CLASS} (one each for train, validation and test)"
+        )
+
+
+# --- splitting and scaling -----------------------------------------------------------------------
+
+
+def _stratified_subsample(features: np.ndarray, y: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        keep, _ = train_test_split(
+            np.arange(len(y)), train_size=cfg.max_samples, stratify=y, random_state=cfg.seed
+        )
+    except ValueError as exc:
+        raise DataError(
+            f"{cfg.source}: cannot take a stratified subsample of data.max_samples={cfg.max_samples} "
+            f"from {len(y)} samples ({exc})"
+        ) from None
+    keep = np.sort(keep)
+    return features[keep], y[keep]
+
+
+def _split(features: np.ndarray, y: np.ndarray, cfg: DataConfig) -> Splits:
+    """A stratified train/validation/test split: test and validation are shares of all samples."""
+    try:
+        rest, test = train_test_split(
+            np.arange(len(y)), test_size=cfg.test_fraction, stratify=y, random_state=cfg.seed
+        )
+        train, val = train_test_split(
+            rest,
+            test_size=cfg.validation_fraction / (1 - cfg.test_fraction),
+            stratify=y[rest],
+            random_state=cfg.seed,
+        )
+    except ValueError as exc:
+        raise DataError(
+            f"{cfg.source}: cannot split {len(y)} samples of {np.unique(y).size} classes into train, validation "
+            f"and test with one sample of every class in each ({exc}); use more data or larger "
+            "data.validation_fraction / data.test_fraction"
+        ) from None
+    return Splits(features[train], y[train], features[val], y[val], features[test], y[test])
+
+
+def _scale(splits: Splits, scaling: str) -> tuple[Splits, tuple[tuple[str, Any], ...]]:
+    """float32 features scaled with statistics of the training split only, and how to repeat it.
+
+    A client scales raw input as (x - offset) * scale; "standard" has one offset and scale per
+    (flattened) feature.
+    """
+    x_train, x_val, x_test = (x.astype(np.float32) for x in (splits.x_train, splits.x_val, splits.x_test))
+    if scaling == "minmax":
+        low, high = x_train.min(), x_train.max()
+        value_range = high - low if high > low else np.float32(1)
+        x_train, x_val, x_test = ((x - low) / value_range for x in (x_train, x_val, x_test))
+        preprocessing: tuple[tuple[str, Any], ...] = (
+            ("kind", "minmax"),
+            ("offset", float(low)),
+            ("scale", 1 / float(value_range)),
+        )
+    elif scaling == "standard":
+        scaler = StandardScaler().fit(x_train.reshape(len(x_train), -1))
+        x_train, x_val, x_test = (
+            scaler.transform(x.reshape(len(x), -1)).astype(np.float32).reshape(x.shape)
+            for x in (x_train, x_val, x_test)
+        )
+        preprocessing = (
+            ("kind", "standard"),
+            ("offset", tuple(float(mean) for mean in scaler.mean_)),
+            ("scale", tuple(1 / float(std) for std in scaler.scale_)),
+        )
+    else:
+        preprocessing = (("kind", "none"),)
+    return Splits(x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test), preprocessing
+
+
+def _write_atomically(path: Path, splits: Splits) -> None:
+    """Write the splits to a temporary file beside `path`, then rename it, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            np.savez_compressed(tmp, **splits._asdict())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

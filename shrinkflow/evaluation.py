@@ -1,0 +1,173 @@
+"""Evaluate any model variant the same way: a Keras file or a TFLite file, on the held-out test set.
+
+Every variant gets the same metric names, so the MLflow compare view lines them up:
+accuracy, precision_macro, recall_macro, f1_macro, loss, size_bytes, gzip_size_bytes, latency_ms.
+"""
+
+from __future__ import annotations
+
+import gzip
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from shrinkflow.data import DatasetRef, load_splits
+
+METRIC_NAMES = (
+    "accuracy", "precision_macro", "recall_macro", "f1_macro", "loss",
+    "size_bytes", "gzip_size_bytes", "latency_ms",
+)
+
+BatchPredictor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A variant's metrics (see METRIC_NAMES) and where its confusion-matrix plot is."""
+
+    metrics: dict[str, float]
+    confusion_matrix_png: str
+
+
+def evaluate_model_file(
+    model_path: str | Path, dataset: DatasetRef, out_dir: str | Path, latency_repeats: int = 100
+) -> Evaluation:
+    """Evaluate a saved `.keras` or `.tflite` model on the dataset's test split."""
+    splits = load_splits(dataset)
+    predict = load_predictor(model_path)
+    probabilities = predict(splits.x_test)
+    metrics = classification_metrics(splits.y_test, probabilities, dataset.num_classes)
+    metrics.update(file_sizes(model_path))
+    metrics["latency_ms"] = median_latency_ms(predict, splits.x_test[:1], repeats=latency_repeats)
+    png = Path(out_dir) / "confusion_matrix.png"
+    save_confusion_matrix(splits.y_test, probabilities.argmax(axis=1), dataset.class_names, png)
+    return Evaluation(metrics=metrics, confusion_matrix_png=str(png))
+
+
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Accuracy, macro precision / recall / F1 and cross-entropy loss (scikit-learn)."""
+    from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
+
+    labels = list(range(num_classes))
+    predicted = probabilities.argmax(axis=1)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, predicted, labels=labels, average="macro", zero_division=0
+    )
+    # Quantized models' dequantized outputs need not sum to exactly one.
+    clipped = np.clip(probabilities.astype(np.float64), 1e-12, None)
+    normalized = clipped / clipped.sum(axis=1, keepdims=True)
+    return {
+        "accuracy": float(accuracy_score(y_true, predicted)),
+        "precision_macro": float(precision),
+        "recall_macro": float(recall),
+        "f1_macro": float(f1),
+        "loss": float(log_loss(y_true, normalized, labels=labels)),
+    }
+
+
+def file_sizes(path: str | Path) -> dict[str, float]:
+    """On-disk size of a model file, and its gzipped size (what a download actually costs)."""
+    data = Path(path).read_bytes()
+    return {"size_bytes": float(len(data)), "gzip_size_bytes": float(len(gzip.compress(data, compresslevel=9)))}
+
+
+def median_latency_ms(predict: BatchPredictor, sample: np.ndarray, repeats: int = 100, warmup: int = 5) -> float:
+    """Median wall time of one single-sample prediction, in milliseconds."""
+    for _ in range(warmup):
+        predict(sample)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict(sample)
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings) * 1000.0
+
+
+def load_predictor(model_path: str | Path) -> BatchPredictor:
+    """A function from a batch of scaled features to class probabilities, for either file type."""
+    path = Path(model_path)
+    if path.suffix == ".tflite":
+        return _tflite_predictor(path)
+    if path.suffix == ".keras":
+        return _keras_predictor(path)
+    raise ValueError(f"cannot evaluate {path}: expected a .keras or .tflite file")
+
+
+def _keras_predictor(path: Path) -> BatchPredictor:
+    import tensorflow as tf
+
+    from shrinkflow.training import load_keras_model
+
+    model = load_keras_model(path)
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        if len(batch) <= 64:
+            return call(tf.constant(batch, dtype=tf.float32)).numpy()
+        return model.predict(batch, batch_size=256, verbose=0)
+
+    return predict
+
+
+def _tflite_predictor(path: Path) -> BatchPredictor:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        outputs = []
+        for sample in batch:
+            interpreter.set_tensor(input_detail["index"], _quantize(sample[None, ...], input_detail))
+            interpreter.invoke()
+            outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
+        return np.concatenate(outputs, axis=0)
+
+    return predict
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.integer):
+        scale, zero_point = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if np.issubdtype(detail["dtype"], np.integer):
+        scale, zero_point = detail["quantization"]
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def save_confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, class_names: tuple[str, ...], png_path: str | Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    size = max(4.0, 0.5 * len(class_names))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=list(range(len(class_names))), display_labels=list(class_names),
+        ax=ax, colorbar=False,
+    )
+    ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)

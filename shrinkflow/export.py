@@ -1,0 +1,101 @@
+"""Deployable exports in the TF Serving layout, written atomically.
+
+<exports>/<name>/<version>/ is a SavedModel (serving_default signature) with, beside it, the Keras
+file, any extra variant files and a manifest.json that lists every file with its size and sha256.
+The folder is assembled under a hidden staging name and renamed into place at the end, so a failed
+or killed run never leaves a half-written version folder behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from shrinkflow.config import ExportConfig
+
+MANIFEST_NAME = "manifest.json"
+KERAS_FILE_NAME = "model.keras"
+SERVING_INPUT = "inputs"
+SERVING_OUTPUT = "probabilities"
+
+
+def export_version(
+    target: str | Path,
+    keras_path: str | Path,
+    export_cfg: ExportConfig,
+    manifest: Mapping[str, Any],
+    extra_files: Mapping[str, str | Path] | None = None,
+) -> Path:
+    """Write one export version folder and return its path.
+
+    Args:
+        target: the version folder, e.g. exports/digits/3; it must not exist yet.
+        keras_path: the model to export as a SavedModel and a Keras file.
+        manifest: fields for manifest.json (metrics, run ids, config hash, ...); `files` is added.
+        extra_files: more files to include, as {relative name in the export: source path}.
+    """
+    target = Path(target)
+    if target.exists():
+        raise FileExistsError(f"export {target} already exists; refusing to overwrite a shipped version")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".staging-{target.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        if export_cfg.saved_model:
+            write_saved_model(keras_path, staging)
+        staging.mkdir(exist_ok=True)
+        if export_cfg.keras:
+            shutil.copy2(keras_path, staging / KERAS_FILE_NAME)
+        for name, source in (extra_files or {}).items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, staging / name)
+        full_manifest = {
+            **manifest,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "files": describe_files(staging),
+        }
+        (staging / MANIFEST_NAME).write_text(json.dumps(full_manifest, indent=2, sort_keys=True))
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def write_saved_model(keras_path: str | Path, out_dir: str | Path) -> None:
+    """A SavedModel whose serving_default maps `inputs` (scaled features) to `probabilities`."""
+    import tensorflow as tf
+
+    from shrinkflow.training import load_keras_model
+
+    model = load_keras_model(keras_path)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=SERVING_INPUT)])
+    def serve(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {SERVING_OUTPUT: model(inputs, training=False)}
+
+    tf.saved_model.save(model, str(out_dir), signatures={"serving_default": serve})
+
+
+def describe_files(folder: Path) -> list[dict[str, Any]]:
+    """Every file under `folder`: relative path, size and sha256, in a stable order."""
+    return [
+        {"path": path.relative_to(folder).as_posix(), "size_bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    ]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

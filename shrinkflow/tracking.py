@@ -1,0 +1,180 @@
+"""MLflow tracking: one parent run per flow run, one nested child run per model variant.
+
+Prefect may run tasks in worker threads, and MLflow's "active run" is thread-local, so every call
+here addresses runs by id through an `MlflowClient` instead of relying on `mlflow.active_run()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities.model_registry import ModelVersion
+
+from shrinkflow.config import PipelineConfig
+from shrinkflow.data import DatasetRef
+from shrinkflow.evaluation import Evaluation
+
+MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
+MLFLOW_BATCH_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class TrackingRef:
+    """How to reach this flow run's MLflow parent run."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
+    """The experiment's id, creating it (with artifacts under `artifact_root`, if given) when new."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = artifact_root.as_uri() if artifact_root is not None else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def start_parent_run(
+    tracking_uri: str,
+    config: PipelineConfig,
+    artifact_root: Path | None,
+    prefect_flow_run_id: str | None,
+) -> TrackingRef:
+    """Open the parent run: the config as params, the resolved YAML as an artifact, tags."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment_id = ensure_experiment(client, config.name, artifact_root)
+    tags = {"shrinkflow.config_hash": config.config_hash(), "shrinkflow.model_name": config.name}
+    if prefect_flow_run_id:
+        tags["prefect.flow_run_id"] = prefect_flow_run_id
+    run = client.create_run(experiment_id, run_name=f"{config.name}-pipeline", tags=tags)
+    run_id = run.info.run_id
+    params = [Param(key, str(value)) for key, value in flatten(config.model_dump(mode="json")).items()]
+    log_batch(client, run_id, params=params)
+    client.log_text(run_id, config.to_yaml(), "config.yaml")
+    return TrackingRef(tracking_uri, experiment_id, run_id)
+
+
+def start_variant_run(tracking: TrackingRef, variant: str, tags: dict[str, str] | None = None) -> str:
+    """A child run nested under the parent, named and tagged after its variant."""
+    client = tracking.client()
+    all_tags = {MLFLOW_PARENT_RUN_TAG: tracking.parent_run_id, "variant": variant, **(tags or {})}
+    return client.create_run(tracking.experiment_id, run_name=variant, tags=all_tags).info.run_id
+
+
+def log_dataset(tracking: TrackingRef, dataset: DatasetRef) -> None:
+    """The dataset's fingerprint, shape and class counts, on the parent run."""
+    client = tracking.client()
+    run_id = tracking.parent_run_id
+    client.set_tag(run_id, "data.fingerprint", dataset.fingerprint)
+    log_batch(
+        client,
+        run_id,
+        params=[
+            Param("data.input_shape", str(list(dataset.input_shape))),
+            Param("data.num_classes", str(dataset.num_classes)),
+            *(Param(f"data.{split}_size", str(size)) for split, size in dataset.split_sizes),
+        ],
+    )
+    client.log_dict(
+        run_id,
+        {
+            "source": dataset.source,
+            "fingerprint": dataset.fingerprint,
+            "input_shape": list(dataset.input_shape),
+            "class_counts": dict(dataset.class_counts),
+            "split_sizes": dict(dataset.split_sizes),
+            "preprocessing": dict(dataset.preprocessing),
+        },
+        "dataset.json",
+    )
+
+
+def log_epoch(client: MlflowClient, run_id: str, epoch: int, logs: dict[str, float]) -> None:
+    """Keras epoch logs as step-indexed metrics: train_loss, train_accuracy, val_loss, val_accuracy."""
+    metrics = [
+        Metric(key if key.startswith("val_") else f"train_{key}", value, _now_ms(), epoch)
+        for key, value in logs.items()
+    ]
+    log_batch(client, run_id, metrics=metrics)
+
+
+def log_evaluation(tracking: TrackingRef, run_id: str, evaluation: Evaluation) -> None:
+    client = tracking.client()
+    log_batch(client, run_id, metrics=[Metric(k, v, _now_ms(), 0) for k, v in evaluation.metrics.items()])
+    client.log_artifact(run_id, evaluation.confusion_matrix_png)
+
+
+def log_and_register_keras_model(
+    tracking: TrackingRef, run_id: str, keras_path: str, registered_name: str, tags: dict[str, str]
+) -> ModelVersion:
+    """Log the Keras model with the `mlflow.tensorflow` flavor and register it as a new version."""
+    import mlflow
+    import mlflow.tensorflow
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+    from mlflow.models import infer_signature
+
+    from shrinkflow.training import load_keras_model
+
+    model = load_keras_model(keras_path)
+    example = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)
+    signature = infer_signature(example, model(example, training=False).numpy())
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    mlflow.set_registry_uri(tracking.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.tensorflow.log_model(
+            model,
+            name="model",
+            signature=signature,
+            # Listing requirements skips MLflow's slow inference of them in a subprocess.
+            pip_requirements=[f"tensorflow=={tf.__version__}", f"tf-keras=={tf_keras.__version__}"],
+        )
+    version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
+    return tracking.client().get_model_version(registered_name, version.version)
+
+
+def finish_run(tracking: TrackingRef, run_id: str, succeeded: bool) -> None:
+    status = RunStatus.to_string(RunStatus.FINISHED if succeeded else RunStatus.FAILED)
+    tracking.client().set_terminated(run_id, status=status)
+
+
+def log_summary(tracking: TrackingRef, rows: list[dict[str, Any]]) -> None:
+    tracking.client().log_dict(tracking.parent_run_id, rows, "summary.json")
+
+
+def log_batch(
+    client: MlflowClient, run_id: str, metrics: list[Metric] = (), params: list[Param] = (), tags: list[RunTag] = ()
+) -> None:
+    """`MlflowClient.log_batch` in chunks within MLflow's per-call limit."""
+    metrics, params, tags = list(metrics), list(params), list(tags)
+    for start in range(0, max(len(metrics), len(params), len(tags), 1), MLFLOW_BATCH_LIMIT):
+        end = start + MLFLOW_BATCH_LIMIT
+        client.log_batch(run_id, metrics=metrics[start:end], params=params[start:end], tags=tags[start:end])
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"epochs": 2}} -> {"train.epochs": 2}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,152 @@
+"""Build and train the baseline Keras model (Keras 2 via tf_keras, as tfmot requires)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from shrinkflow.config import ModelConfig, TrainConfig
+from shrinkflow.data import DatasetRef, load_splits
+from shrinkflow.errors import ConfigError
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def build_model(model_cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """A Sequential mlp or cnn ending in a softmax over `num_classes`.
+
+    Raises:
+        ConfigError: a cnn asked for on data that is not an image.
+    """
+    from tf_keras import Sequential, layers, regularizers
+
+    check_model_fits_data(model_cfg, input_shape)
+    regularizer = regularizers.L1L2(l1=model_cfg.l1, l2=model_cfg.l2) if model_cfg.l1 or model_cfg.l2 else None
+    stack: list[Any] = [layers.Input(shape=input_shape)]
+    if model_cfg.family == "cnn":
+        for filters in model_cfg.conv_filters:
+            stack.append(
+                layers.Conv2D(
+                    filters, model_cfg.kernel_size, padding="same", activation=model_cfg.activation,
+                    kernel_regularizer=regularizer,
+                )
+            )
+            stack.append(layers.MaxPooling2D(2, padding="same"))
+    stack.append(layers.Flatten())
+    for units in model_cfg.hidden_units:
+        stack.append(layers.Dense(units, activation=model_cfg.activation, kernel_regularizer=regularizer))
+        if model_cfg.dropout:
+            stack.append(layers.Dropout(model_cfg.dropout))
+    stack.append(layers.Dense(num_classes, activation="softmax"))
+    return Sequential(stack)
+
+
+def check_model_fits_data(model_cfg: ModelConfig, input_shape: tuple[int, ...]) -> None:
+    """Raises ConfigError when the model family cannot take this data (a cnn on a flat table)."""
+    if model_cfg.family == "cnn" and len(input_shape) != 3:
+        raise ConfigError(
+            f"model.family: cnn needs image data (height, width, channels), but the data has "
+            f"shape {list(input_shape)}; use family: mlp, or set data.image_shape"
+        )
+
+
+def make_optimizer(train_cfg: TrainConfig, steps_per_epoch: int) -> Any:
+    from tf_keras import optimizers
+
+    learning_rate: Any = train_cfg.learning_rate
+    if train_cfg.lr_schedule == "exponential":
+        learning_rate = optimizers.schedules.ExponentialDecay(
+            train_cfg.learning_rate, decay_steps=steps_per_epoch, decay_rate=train_cfg.decay_rate
+        )
+    if train_cfg.optimizer == "sgd":
+        return optimizers.SGD(learning_rate, momentum=train_cfg.momentum)
+    return {"adam": optimizers.Adam, "rmsprop": optimizers.RMSprop, "adagrad": optimizers.Adagrad}[
+        train_cfg.optimizer
+    ](learning_rate)
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> Any:
+    """A batched, prefetched tf.data pipeline; shuffled (reproducibly) when a seed is given."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_for_training(model: Any, optimizer: Any) -> None:
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def epoch_reporter(on_epoch: EpochCallback) -> Any:
+    """Adapts a plain `on_epoch(epoch, metrics)` function to a Keras callback."""
+    from tf_keras.callbacks import LambdaCallback
+
+    return LambdaCallback(
+        on_epoch_end=lambda epoch, logs: on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items()})
+    )
+
+
+def train_baseline(
+    dataset: DatasetRef,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    out_path: str | Path,
+    on_epoch: EpochCallback | None = None,
+) -> dict[str, float]:
+    """Train the baseline and save it, ready for inference, to `out_path` (a .keras file).
+
+    Returns the training history's last values plus `epochs_run` (early stopping may end sooner).
+    """
+    import tf_keras
+    from tf_keras.callbacks import EarlyStopping
+
+    tf_keras.utils.set_random_seed(train_cfg.seed)
+    splits = load_splits(dataset)
+    model = build_model(model_cfg, dataset.input_shape, dataset.num_classes)
+    steps_per_epoch = int(np.ceil(len(splits.x_train) / train_cfg.batch_size))
+    compile_for_training(model, make_optimizer(train_cfg, steps_per_epoch))
+    callbacks: list[Any] = []
+    if train_cfg.early_stopping_patience:
+        callbacks.append(
+            EarlyStopping(monitor="val_loss", patience=train_cfg.early_stopping_patience, restore_best_weights=True)
+        )
+    if on_epoch is not None:
+        callbacks.append(epoch_reporter(on_epoch))
+    history = model.fit(
+        make_dataset(splits.x_train, splits.y_train, train_cfg.batch_size, shuffle_seed=train_cfg.seed),
+        validation_data=make_dataset(splits.x_val, splits.y_val, train_cfg.batch_size),
+        epochs=train_cfg.epochs,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    save_for_inference(model, out_path)
+    final = {name: float(values[-1]) for name, values in history.history.items()}
+    return {**final, "epochs_run": float(len(history.history["loss"]))}
+
+
+def save_for_inference(model: Any, out_path: str | Path) -> None:
+    """Save a Keras file without optimizer state: what serving needs, and what its size measures.
+
+    Written to a temporary name and renamed, so a crash never leaves a partial model behind.
+    """
+    import tf_keras
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    inference_model = tf_keras.models.clone_model(model)
+    inference_model.set_weights(model.get_weights())
+    partial = out_path.with_name(f".partial-{out_path.name}")
+    inference_model.save(partial)
+    partial.replace(out_path)
+
+
+def load_keras_model(path: str | Path) -> Any:
+    import tf_keras
+
+    return tf_keras.models.load_model(path, compile=False)

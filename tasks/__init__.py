@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers that call shrinkflow's plain functions and pass small references."""

@@ -1,0 +1,26 @@
+"""Opening and closing the MLflow parent run."""
+
+from typing import Any
+
+from prefect import runtime, task
+
+from shrinkflow import tracking
+from shrinkflow.config import PipelineConfig
+from shrinkflow.tracking import TrackingRef
+from shrinkflow.workspace import Workspace
+from tasks.options import IO_TASK
+
+
+@task(name="start-tracking", **IO_TASK)
+def start_tracking(config: PipelineConfig, workspace: Workspace) -> TrackingRef:
+    uri = workspace.tracking_uri()
+    # Only the embedded SQLite store keeps artifacts in the workspace; a server decides for itself.
+    artifact_root = workspace.mlartifacts if uri.startswith("sqlite:") else None
+    return tracking.start_parent_run(uri, config, artifact_root, runtime.flow_run.id)
+
+
+@task(name="finish-tracking", **IO_TASK)
+def finish_tracking(tracking_ref: TrackingRef, rows: list[dict[str, Any]], succeeded: bool) -> None:
+    if rows:
+        tracking.log_summary(tracking_ref, rows)
+    tracking.finish_run(tracking_ref, tracking_ref.parent_run_id, succeeded)

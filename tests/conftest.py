@@ -1,0 +1,54 @@
+"""Shared fixtures: one Prefect test harness for the whole session, a fresh workspace per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from shrinkflow.config import PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_T10K = REPO.parent / "shared" / "data" / "mnist-t10k"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect server and database for every flow test in the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    # A fresh server runs its database migrations first: give it time on a busy 2-core machine.
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their own tracking store and workspace; nothing leaks in from the shell."""
+    for name in ("MLFLOW_TRACKING_URI", "SHRINKFLOW_WORKSPACE", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return tmp_path / "workspace"
+
+
+def tiny_digits_config(**overrides: object) -> PipelineConfig:
+    """The default preset shrunk to seconds: a small CNN, two epochs."""
+    sets = {
+        "model.conv_filters": "[8]",
+        "model.hidden_units": "[16]",
+        "train.epochs": "2",
+        **{k: str(v) for k, v in overrides.items()},
+    }
+    return load_config(REPO / "configs" / "digits_cnn.yaml", [f"{k}={v}" for k, v in sets.items()])
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("SHRINKFLOW_WORKSPACE", None)
+    return env
