@@ -7,6 +7,7 @@ traceback; 1 anything else.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     dataset = prepare_dataset(config.data, workspace.datasets)
     check_model_fits_data(config.model, dataset.input_shape)
 
+    # The ephemeral Prefect server's telemetry heartbeat has nowhere to go offline, and on its first
+    # start it races the database migrations ("database is locked").
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pipeline import pipeline
 
     rows = pipeline(config, workspace=str(workspace.root))

@@ -143,9 +143,17 @@ def log_and_register_keras_model(
     return tracking.client().get_model_version(registered_name, version.version)
 
 
-def finish_run(tracking: TrackingRef, run_id: str, succeeded: bool) -> None:
+def finish_pipeline(tracking: TrackingRef, succeeded: bool) -> None:
+    """Close the parent run and any child run still open (a stage that failed mid-way)."""
+    client = tracking.client()
     status = RunStatus.to_string(RunStatus.FINISHED if succeeded else RunStatus.FAILED)
-    tracking.client().set_terminated(run_id, status=status)
+    open_children = client.search_runs(
+        [tracking.experiment_id],
+        filter_string=f"tags.`{MLFLOW_PARENT_RUN_TAG}` = '{tracking.parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for child in open_children:
+        client.set_terminated(child.info.run_id, status=status)
+    client.set_terminated(tracking.parent_run_id, status=status)
 
 
 def log_summary(tracking: TrackingRef, rows: list[dict[str, Any]]) -> None:

@@ -54,14 +54,21 @@ def check_model_fits_data(model_cfg: ModelConfig, input_shape: tuple[int, ...]) 
         )
 
 
+def make_learning_rate(train_cfg: TrainConfig, steps_per_epoch: int) -> Any:
+    """A constant, or a schedule that multiplies the rate by `decay_rate` once per epoch."""
+    from tf_keras import optimizers
+
+    if train_cfg.lr_schedule == "exponential":
+        return optimizers.schedules.ExponentialDecay(
+            train_cfg.learning_rate, decay_steps=steps_per_epoch, decay_rate=train_cfg.decay_rate
+        )
+    return train_cfg.learning_rate
+
+
 def make_optimizer(train_cfg: TrainConfig, steps_per_epoch: int) -> Any:
     from tf_keras import optimizers
 
-    learning_rate: Any = train_cfg.learning_rate
-    if train_cfg.lr_schedule == "exponential":
-        learning_rate = optimizers.schedules.ExponentialDecay(
-            train_cfg.learning_rate, decay_steps=steps_per_epoch, decay_rate=train_cfg.decay_rate
-        )
+    learning_rate = make_learning_rate(train_cfg, steps_per_epoch)
     if train_cfg.optimizer == "sgd":
         return optimizers.SGD(learning_rate, momentum=train_cfg.momentum)
     return {"adam": optimizers.Adam, "rmsprop": optimizers.RMSprop, "adagrad": optimizers.Adagrad}[

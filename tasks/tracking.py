@@ -23,4 +23,4 @@ def start_tracking(config: PipelineConfig, workspace: Workspace) -> TrackingRef:
 def finish_tracking(tracking_ref: TrackingRef, rows: list[dict[str, Any]], succeeded: bool) -> None:
     if rows:
         tracking.log_summary(tracking_ref, rows)
-    tracking.finish_run(tracking_ref, tracking_ref.parent_run_id, succeeded)
+    tracking.finish_pipeline(tracking_ref, succeeded)

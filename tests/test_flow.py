@@ -120,17 +120,26 @@ print(json.dumps(float((probabilities.argmax(1) == splits.y_test).mean())))
     assert json.loads(result.stdout.strip().splitlines()[-1]) == pytest.approx(baseline.data.metrics["accuracy"])
 
 
-def test_a_failed_run_marks_mlflow_failed_and_exports_nothing(prefect_harness, workspace: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "overrides", "error", "failed_children"),
+    [
+        ("missing-data", {"data.source": "missing.csv", "model.family": "mlp"}, "missing.csv", 0),
+        ("cnn-on-table", {"data.source": str(REPO / "examples" / "wine.csv"), "data.label_column": "cultivar"}, "cnn needs image data", 1),
+    ],
+)
+def test_a_failed_run_marks_mlflow_failed_and_ships_nothing(
+    prefect_harness, workspace: Path, name: str, overrides: dict[str, str], error: str, failed_children: int
+) -> None:
     from flows.pipeline import pipeline
-    from shrinkflow.errors import DataError
+    from shrinkflow.errors import UserError
 
-    missing = tmp_path / "missing.csv"
-    config = tiny_digits_config(**{"name": "broken", "data.source": str(missing), "model.family": "mlp"})
-    with pytest.raises(DataError, match="missing.csv"):
+    config = tiny_digits_config(name=name, **overrides)
+    with pytest.raises(UserError, match=error):
         pipeline(config, workspace=str(workspace))
     ws = Workspace(workspace)
     client = MlflowClient(tracking_uri=ws.tracking_uri(), registry_uri=ws.tracking_uri())
-    [parent] = client.search_runs([client.get_experiment_by_name("broken").experiment_id])
-    assert parent.info.status == "FAILED"
-    assert not (ws.exports / "broken").exists()
-    assert client.search_model_versions("name='broken'") == []
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert {run.info.status for run in runs} == {"FAILED"}
+    assert len(runs) == 1 + failed_children
+    assert not (ws.exports / name).exists()
+    assert client.search_model_versions(f"name='{name}'") == []
