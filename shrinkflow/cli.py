@@ -64,8 +64,18 @@ def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline
 
     rows = pipeline(config, workspace=str(workspace.root))
-    print(f"\nshrinkflow: {config.name} done; exports under {workspace.exports / config.name}\n")
+    print(f"\nshrinkflow: {config.name} done\n")
     print(format_table(rows))
+    shipped = [row for row in rows if row.get("selected") == "yes"]
+    if shipped:
+        row = shipped[0]
+        champion = "it is now the champion" if row["promoted"] == "yes" else "the champion alias stays (see the version's promotion_reason tag)"
+        print(
+            f"\nshipped {row['variant']} as version {row['version']} of {config.name!r}; {champion}.\n"
+            f"export: {workspace.exports / config.name / row['version']}"
+        )
+    else:
+        print("\nno variant passed the selection policy (config section 'select'): nothing registered or exported.")
     return EXIT_OK
 
 

@@ -18,6 +18,7 @@ from shrinkflow.errors import ConfigError
 
 Optimizer = Literal["adam", "sgd", "rmsprop", "adagrad"]
 QuantizationMode = Literal["dynamic", "float16", "int8", "qat"]
+SelectionMetric = Literal["gzip_size_bytes", "size_bytes", "latency_ms", "loss"]
 
 
 class Section(BaseModel):
@@ -104,19 +105,57 @@ class TrainConfig(Section):
 class PruneConfig(Section):
     """Magnitude pruning of a copy of the baseline (tensorflow-model-optimization)."""
 
-    enabled: bool = False
-    target_sparsity: float = Field(0.8, ge=0, lt=1, description="Share of weights set to zero.")
-    schedule: Literal["polynomial", "constant"] = "polynomial"
+    enabled: bool = Field(False, description="Build the pruned variant (and its quantized variants).")
+    target_sparsity: float = Field(0.8, ge=0, lt=1, description="Share of weights set to zero, in [0, 1).")
+    schedule: Literal["polynomial", "constant"] = Field(
+        "polynomial", description="polynomial: sparsity ramps from 0 to the target while fine-tuning; constant: at once."
+    )
     epochs: int = Field(2, ge=1, description="Fine-tuning epochs while pruning.")
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="Fine-tuning learning rate (Adam).")
 
 
 class QuantizeConfig(Section):
-    """Post-training and quantization-aware conversion to TFLite."""
+    """Post-training and quantization-aware conversion to TFLite, of the baseline and the pruned model."""
 
-    modes: tuple[QuantizationMode, ...] = Field((), description="TFLite variants to build.")
-    int8_io: bool = Field(False, description="int8: integer input and output tensors too.")
-    representative_samples: int = Field(200, ge=1, description="int8: calibration samples from the training split.")
+    modes: tuple[QuantizationMode, ...] = Field(
+        (),
+        description=(
+            "TFLite variants to build: dynamic (dynamic-range), float16, int8 (full integer, calibrated "
+            "on training data), qat (quantization-aware training, then conversion)."
+        ),
+    )
+    int8_io: bool = Field(False, description="int8: integer input and output tensors too (for integer-only accelerators).")
+    representative_samples: int = Field(
+        200, ge=0, description="int8: calibration samples drawn from the training split."
+    )
     qat_epochs: int = Field(1, ge=1, description="qat: quantization-aware fine-tuning epochs.")
+    qat_learning_rate: float = Field(1e-4, gt=0, le=1, description="qat: fine-tuning learning rate (Adam).")
+
+    @model_validator(mode="after")
+    def _check_calibration(self) -> QuantizeConfig:
+        if len(set(self.modes)) != len(self.modes):
+            raise ValueError("modes lists a mode twice")
+        if "int8" in self.modes and self.representative_samples == 0:
+            raise ValueError(
+                "int8 needs calibration data: set representative_samples to at least 1, or drop int8 from modes"
+            )
+        return self
+
+
+class SelectConfig(Section):
+    """Which variant ships, and when it may replace the registry's champion."""
+
+    metric: SelectionMetric = Field(
+        "gzip_size_bytes", description="Among the variants within the allowed accuracy drop, ship the one lowest on this."
+    )
+    max_accuracy_drop: float = Field(
+        0.005, ge=0, le=1, description="Largest accuracy loss against the baseline, as a fraction (0.005 = half a point)."
+    )
+    max_size_bytes: int | None = Field(None, ge=1, description="Only variants at most this large (size_bytes) may ship.")
+    max_regression: float = Field(
+        0.005, ge=0, le=1,
+        description="The alias 'champion' moves only if the new version's accuracy is at least the champion's minus this.",
+    )
 
 
 class ExportConfig(Section):
@@ -139,6 +178,7 @@ class PipelineConfig(Section):
     train: TrainConfig = TrainConfig()
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
+    select: SelectConfig = SelectConfig()
     export: ExportConfig = ExportConfig()
 
     def config_hash(self) -> str:

@@ -33,6 +33,7 @@ def export_version(
     export_cfg: ExportConfig,
     manifest: Mapping[str, Any],
     extra_files: Mapping[str, str | Path] | None = None,
+    extra_saved_models: Mapping[str, str | Path] | None = None,
 ) -> Path:
     """Write one export version folder and return its path.
 
@@ -41,6 +42,7 @@ def export_version(
         keras_path: the model to export as a SavedModel and a Keras file.
         manifest: fields for manifest.json (metrics, run ids, config hash, ...); `files` is added.
         extra_files: more files to include, as {relative name in the export: source path}.
+        extra_saved_models: more Keras models to include as SavedModels, as {relative folder: .keras path}.
     """
     target = Path(target)
     if target.exists():
@@ -53,6 +55,8 @@ def export_version(
         staging.mkdir(exist_ok=True)
         if export_cfg.keras:
             shutil.copy2(keras_path, staging / KERAS_FILE_NAME)
+        for folder, source in (extra_saved_models or {}).items():
+            write_saved_model(source, staging / folder)
         for name, source in (extra_files or {}).items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, staging / name)

@@ -6,6 +6,8 @@ here addresses runs by id through an `MlflowClient` instead of relying on `mlflo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,18 @@ def start_variant_run(tracking: TrackingRef, variant: str, tags: dict[str, str] 
     return client.create_run(tracking.experiment_id, run_name=variant, tags=all_tags).info.run_id
 
 
+@contextmanager
+def failure_recorded(tracking: TrackingRef, run_id: str) -> Iterator[None]:
+    """Mark the variant's child run FAILED, with the reason as its `error` tag, if the block raises."""
+    try:
+        yield
+    except Exception as exc:
+        client = tracking.client()
+        client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+        raise
+
+
 def log_dataset(tracking: TrackingRef, dataset: DatasetRef) -> None:
     """The dataset's fingerprint, shape and class counts, on the parent run."""
     client = tracking.client()
@@ -107,9 +121,11 @@ def log_epoch(client: MlflowClient, run_id: str, epoch: int, logs: dict[str, flo
     log_batch(client, run_id, metrics=metrics)
 
 
-def log_evaluation(tracking: TrackingRef, run_id: str, evaluation: Evaluation) -> None:
+def log_evaluation(tracking: TrackingRef, run_id: str, evaluation: Evaluation, sparsity: float) -> None:
+    """The test metrics (same names for every variant), the measured sparsity and the confusion matrix."""
     client = tracking.client()
-    log_batch(client, run_id, metrics=[Metric(k, v, _now_ms(), 0) for k, v in evaluation.metrics.items()])
+    metrics = {**evaluation.metrics, "sparsity": sparsity}
+    log_batch(client, run_id, metrics=[Metric(k, v, _now_ms(), 0) for k, v in metrics.items()])
     client.log_artifact(run_id, evaluation.confusion_matrix_png)
 
 

@@ -14,6 +14,7 @@ from tasks.options import COMPUTE_TASK
 
 @task(name="evaluate", task_run_name="evaluate-{variant.variant}", **COMPUTE_TASK)
 def evaluate(variant: VariantRef, dataset: DatasetRef, tracking_ref: TrackingRef) -> Evaluation:
-    evaluation = evaluate_model_file(variant.model_path, dataset, Path(variant.model_path).parent)
-    tracking.log_evaluation(tracking_ref, variant.run_id, evaluation)
+    with tracking.failure_recorded(tracking_ref, variant.run_id):
+        evaluation = evaluate_model_file(variant.model_path, dataset, Path(variant.model_path).parent)
+        tracking.log_evaluation(tracking_ref, variant.run_id, evaluation, sparsity=variant.sparsity)
     return evaluation

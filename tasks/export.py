@@ -1,34 +1,41 @@
-"""Register the shipped model in MLflow and write the deployable export."""
+"""Ship the selected variant: register it in MLflow, write the export, then gate the champion alias."""
 
-from pathlib import Path
+from __future__ import annotations
+
 from typing import Any
 
 from prefect import task
 
-from shrinkflow import tracking
+from shrinkflow import registry, tracking
 from shrinkflow.config import PipelineConfig
-from shrinkflow.data import DatasetRef
-from shrinkflow.evaluation import Evaluation
+from shrinkflow.data import DatasetRef, load_splits
+from shrinkflow.evaluation import Evaluation, classification_metrics
 from shrinkflow.export import export_version
+from shrinkflow.selection import Promotion, decide_promotion
 from shrinkflow.tracking import TrackingRef
 from shrinkflow.variants import VariantRef
 from shrinkflow.workspace import Workspace
 from tasks.options import IO_TASK
 
+CHAMPION = "champion"
+
 
 @task(name="register-model", **IO_TASK)
-def register_model(
+def register_variant(
     config: PipelineConfig, variant: VariantRef, evaluation: Evaluation, tracking_ref: TrackingRef
 ) -> str:
-    """Log the variant's Keras model to its child run and register it; returns the version number."""
+    """Log the variant's model to its child run and register it; returns the new version number."""
     tags = {
         "variant": variant.variant,
-        "config_hash": config.config_hash(),
+        "sparsity": f"{variant.sparsity:.4f}",
+        "quantization": variant.quantization,
         "accuracy": f"{evaluation.metrics['accuracy']:.4f}",
         "size_bytes": str(int(evaluation.metrics["size_bytes"])),
         "gzip_size_bytes": str(int(evaluation.metrics["gzip_size_bytes"])),
+        "config_hash": config.config_hash(),
     }
-    version = tracking.log_and_register_keras_model(tracking_ref, variant.run_id, variant.model_path, config.name, tags)
+    register = registry.log_and_register_tflite_model if variant.is_tflite else tracking.log_and_register_keras_model
+    version = register(tracking_ref, variant.run_id, variant.model_path, config.name, tags)
     return str(version.version)
 
 
@@ -36,34 +43,80 @@ def register_model(
 def export_models(
     config: PipelineConfig,
     version: str,
-    shipped: VariantRef,
-    evaluations: dict[str, Evaluation],
+    selected: VariantRef,
     variants: list[VariantRef],
+    evaluations: dict[str, Evaluation],
     dataset: DatasetRef,
     workspace: Workspace,
     tracking_ref: TrackingRef,
 ) -> str:
+    """exports/<name>/<version>/: the baseline SavedModel at the root, every variant beside it."""
+    by_name = {ref.variant: ref for ref in variants}
+    baseline = next(ref for ref in variants if ref.parent_variant is None)
+    extra_files = {variant_file_name(ref): ref.model_path for ref in variants if ref is not baseline}
     manifest: dict[str, Any] = {
         "name": config.name,
         "version": version,
-        "shipped_variant": shipped.variant,
+        "selected_variant": selected.variant,
+        "selected_file": "model.keras" if selected is baseline else variant_file_name(selected),
         "config_hash": config.config_hash(),
         "mlflow_run_id": tracking_ref.parent_run_id,
         "mlflow_tracking_uri": tracking_ref.tracking_uri,
         "data_fingerprint": dataset.fingerprint,
         "preprocessing": dict(dataset.preprocessing),
         "class_names": list(dataset.class_names),
-        "metrics": evaluations[shipped.variant].metrics,
+        "input_shape": list(dataset.input_shape),
+        "metrics": evaluations[selected.variant].metrics,
         "variants": {
-            ref.variant: {
+            name: {
+                "file": "model.keras" if ref is baseline else variant_file_name(ref),
                 "mlflow_run_id": ref.run_id,
                 "parent_variant": ref.parent_variant,
-                "metrics": evaluations[ref.variant].metrics,
+                "quantization": ref.quantization,
+                "sparsity": ref.sparsity,
+                "settings": dict(ref.settings),
+                "metrics": evaluations[name].metrics,
             }
-            for ref in variants
+            for name, ref in by_name.items()
         },
     }
-    target = workspace.exports / config.name / version
-    path = export_version(target, shipped.model_path, config.export, manifest)
+    pruned = by_name.get("pruned")
+    path = export_version(
+        workspace.exports / config.name / version, baseline.model_path, config.export, manifest, extra_files,
+        extra_saved_models={"variants/pruned": pruned.model_path} if pruned and config.export.saved_model else None,
+    )
     tracking_ref.client().set_tag(tracking_ref.parent_run_id, "export_path", str(path))
     return str(path)
+
+
+def variant_file_name(ref: VariantRef) -> str:
+    return f"variants/{ref.variant}{'.tflite' if ref.is_tflite else '.keras'}"
+
+
+@task(name="gate-champion", **IO_TASK)
+def gate_champion(
+    config: PipelineConfig, version: str, evaluation: Evaluation, dataset: DatasetRef, tracking_ref: TrackingRef
+) -> Promotion:
+    """Move the alias `champion` to the new version only if it is not worse than the champion on this test set."""
+    client = tracking_ref.client()
+    champion = registry.champion_version(client, config.name)
+    if champion is None:
+        decision = decide_promotion(evaluation.metrics["accuracy"], None, config.select.max_regression)
+    else:
+        splits = load_splits(dataset)
+        try:
+            probabilities = registry.predict_with_version(
+                tracking_ref.tracking_uri, config.name, champion.version, splits.x_test
+            )
+            champion_accuracy = classification_metrics(splits.y_test, probabilities, dataset.num_classes)["accuracy"]
+        except Exception as exc:  # an incompatible or unloadable champion cannot vouch for a regression check
+            decision = Promotion(False, f"could not evaluate champion version {champion.version} on this run's test set: {exc}")
+        else:
+            decision = decide_promotion(evaluation.metrics["accuracy"], champion_accuracy, config.select.max_regression)
+            client.set_model_version_tag(config.name, version, "champion_accuracy_on_this_test_set", f"{champion_accuracy:.4f}")
+    if decision.promote:
+        client.set_registered_model_alias(config.name, CHAMPION, version)
+    client.set_model_version_tag(config.name, version, "promoted", str(decision.promote).lower())
+    client.set_model_version_tag(config.name, version, "promotion_reason", decision.reason[:5000])
+    client.set_tag(tracking_ref.parent_run_id, "promoted", str(decision.promote).lower())
+    return decision

@@ -2,7 +2,7 @@
 
 from prefect import task
 
-from shrinkflow import tracking, training
+from shrinkflow import compression, tracking, training
 from shrinkflow.config import PipelineConfig
 from shrinkflow.data import DatasetRef
 from shrinkflow.tracking import TrackingRef
@@ -17,12 +17,15 @@ BASELINE = "baseline"
 def train_baseline(
     config: PipelineConfig, dataset: DatasetRef, workspace: Workspace, tracking_ref: TrackingRef
 ) -> VariantRef:
-    run_id = tracking.start_variant_run(tracking_ref, BASELINE, {"quantization": "none", "sparsity": "0"})
+    run_id = tracking.start_variant_run(tracking_ref, BASELINE, {"quantization": "none", "parent_variant": ""})
     client = tracking_ref.client()
     model_path = workspace.run_dir(tracking_ref.parent_run_id, BASELINE) / "model.keras"
-    history = training.train_baseline(
-        dataset, config.model, config.train, model_path,
-        on_epoch=lambda epoch, logs: tracking.log_epoch(client, run_id, epoch, logs),
-    )
-    client.log_metric(run_id, "epochs_run", history["epochs_run"])
-    return VariantRef(variant=BASELINE, model_path=str(model_path), run_id=run_id)
+    with tracking.failure_recorded(tracking_ref, run_id):
+        history = training.train_baseline(
+            dataset, config.model, config.train, model_path,
+            on_epoch=lambda epoch, logs: tracking.log_epoch(client, run_id, epoch, logs),
+        )
+        client.log_metric(run_id, "epochs_run", history["epochs_run"])
+        sparsity = compression.keras_sparsity(training.load_keras_model(model_path))
+        client.set_tag(run_id, "sparsity", f"{sparsity:.4f}")
+    return VariantRef(variant=BASELINE, model_path=str(model_path), run_id=run_id, sparsity=sparsity)

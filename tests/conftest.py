@@ -19,6 +19,9 @@ def prefect_harness():
     """A temporary Prefect server and database for every flow test in the session."""
     from prefect.testing.utilities import prefect_test_harness
 
+    # The server's telemetry heartbeat has nowhere to go offline and races its own migrations.
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
     # A fresh server runs its database migrations first: give it time on a busy 2-core machine.
     with prefect_test_harness(server_startup_timeout=180):
         yield

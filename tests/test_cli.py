@@ -65,9 +65,11 @@ def test_run_succeeds_and_prints_the_summary(tmp_path: Path) -> None:
     env["SHRINKFLOW_WORKSPACE"] = str(tmp_path / "from-env")
     result = shrinkflow(
         "run", DIGITS, "--set", "train.epochs=1", "--set", "model.conv_filters=[4]", "--set", "model.hidden_units=[8]",
-        cwd=tmp_path, env=env,
+        "--set", "prune.enabled=false", "--set", "quantize.modes=[dynamic]", cwd=tmp_path, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "variant" in result.stdout and "baseline" in result.stdout and "compression_ratio" in result.stdout
+    assert "variant" in result.stdout and "compression_ratio" in result.stdout
+    assert "baseline-dynamic" in result.stdout
+    assert "shipped" in result.stdout and "as version 1" in result.stdout
     assert (tmp_path / "from-env" / "mlflow.db").is_file()
     assert (tmp_path / "from-env" / "exports" / "digits_cnn" / "1" / "manifest.json").is_file()

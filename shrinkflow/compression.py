@@ -1,0 +1,437 @@
+"""Compress a trained Keras model: magnitude pruning, TFLite conversion, quantization-aware training.
+
+Plain functions over files. Each reads a model file without changing it and writes its result to a
+new file atomically (a temporary file beside it, then a rename), so a failed step leaves nothing
+behind. Sparsity is measured on the written files, Keras and TFLite alike: what is reported is what
+ships. TensorFlow and tensorflow-model-optimization (tfmot) are imported inside the functions that
+use them, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from shrinkflow.config import PruneConfig, QuantizeConfig, TrainConfig
+from shrinkflow.data import DatasetRef, load_splits
+from shrinkflow.training import compile_for_training, load_keras_model, make_dataset, save_for_inference
+
+TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
+
+# The polynomial schedule ramps sparsity up over this share of the fine-tuning steps; the steps
+# left recover accuracy at the final sparsity.
+PRUNING_RAMP_SHARE = 2 / 3
+# The masks are recomputed at least this many times during the ramp (tfmot's default, every 100
+# steps, would never prune a small dataset's few steps), but at most every 100 steps.
+MIN_MASK_UPDATES = 20
+MAX_STEPS_BETWEEN_MASK_UPDATES = 100
+
+# A model whose kernels hold at least this share of exact zeros is treated as pruned (trained
+# dense weights are practically never exactly zero).
+PRUNED_MIN_SPARSITY = 0.1
+# Modes in which a pruned model's kernels are stored sparse-encoded (Optimize.EXPERIMENTAL_SPARSITY:
+# compressed kernels that DENSIFY operators expand when the model loads). Not the int8 kernels of
+# dynamic, int8 and QAT models: LiteRT's default XNNPACK delegate cannot prepare a FULLY_CONNECTED
+# fed by a sparse int8 kernel, so the interpreter would fail to load the model. Their zeros stay as
+# dense zeros instead, exactly: symmetric weight quantization maps 0.0 to 0. float32 is the plain
+# reference conversion.
+SPARSE_ENCODING_MODES = ("float16",)
+
+# Seed of the draw of int8 calibration samples, so a conversion repeats exactly.
+CALIBRATION_SEED = 0
+
+# TFLite operators whose second input is a weight kernel (filter).
+KERNEL_OPERATORS = ("CONV_2D", "CONV_3D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+KERNEL_INPUT = 1
+# Operators the converter puts between a stored kernel and its consumer: DEQUANTIZE expands float16
+# (or int8) weights to float32, DENSIFY expands a sparse-encoded kernel.
+WEIGHT_EXPANDING_OPERATORS = ("DEQUANTIZE", "DENSIFY")
+KERNEL_DTYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16}
+
+
+class CompressionError(RuntimeError):
+    """A model could not be read, converted, or run after conversion; no output was written."""
+
+
+# --- pruning -------------------------------------------------------------------------------------
+
+
+def prune(
+    baseline_path: str | Path,
+    dataset: DatasetRef,
+    prune_cfg: PruneConfig,
+    train_cfg: TrainConfig,
+    out_path: str | Path,
+) -> float:
+    """Magnitude-prune a copy of the baseline while fine-tuning it, and save it as a plain Keras model.
+
+    The baseline file is only read. The schedule (see pruning_schedule) reaches
+    `prune_cfg.target_sparsity` within `prune_cfg.epochs` epochs of Adam at
+    `prune_cfg.learning_rate`, with the baseline's batch size and seed. The pruning wrappers are
+    stripped before saving, so the file holds ordinary layers whose kernels contain the zeros.
+
+    Returns:
+        The share of zeros among the saved model's kernels (see keras_sparsity).
+
+    Raises:
+        CompressionError: the baseline file is missing or unreadable.
+    """
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(train_cfg.seed)
+    splits = load_splits(dataset)
+    model = _load_model(baseline_path)
+    steps_per_epoch = int(np.ceil(len(splits.x_train) / train_cfg.batch_size))
+    schedule = pruning_schedule(prune_cfg, total_steps=steps_per_epoch * prune_cfg.epochs)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    compile_for_training(pruned, tf_keras.optimizers.Adam(prune_cfg.learning_rate))
+    pruned.fit(
+        make_dataset(splits.x_train, splits.y_train, train_cfg.batch_size, shuffle_seed=train_cfg.seed),
+        validation_data=make_dataset(splits.x_val, splits.y_val, train_cfg.batch_size),
+        epochs=prune_cfg.epochs,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        verbose=0,
+    )
+    save_for_inference(tfmot.sparsity.keras.strip_pruning(pruned), out_path)
+    return keras_sparsity(load_keras_model(out_path))
+
+
+def pruning_schedule(prune_cfg: PruneConfig, total_steps: int) -> Any:
+    """The tfmot schedule that reaches the target sparsity within `total_steps` training steps.
+
+    "polynomial" ramps from 0 to the target over the first two thirds of the steps (all of them when
+    there are very few); "constant" prunes to the target from the first mask update on. The pruning
+    wrappers count steps from 1 and recompute the masks every `frequency` steps; the ramp's end step
+    is a multiple of it, so its last update applies exactly the target.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    ramp_steps = max(1, int(total_steps * PRUNING_RAMP_SHARE))
+    frequency = min(MAX_STEPS_BETWEEN_MASK_UPDATES, max(1, ramp_steps // MIN_MASK_UPDATES))
+    if prune_cfg.schedule == "constant":
+        return tfmot.sparsity.keras.ConstantSparsity(
+            prune_cfg.target_sparsity, begin_step=0, end_step=-1, frequency=frequency
+        )
+    return tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0,
+        final_sparsity=prune_cfg.target_sparsity,
+        begin_step=0,
+        end_step=frequency * (ramp_steps // frequency),
+        frequency=frequency,
+    )
+
+
+def keras_sparsity(model: Any) -> float:
+    """Share of exact zeros among the kernels of a Keras model's Dense and convolution layers.
+
+    These are the weights magnitude pruning acts on: biases and other weights are not counted.
+    Layers of nested models count too. A model without such layers has sparsity 0.
+    """
+    zeros = total = 0
+    for kernel in _keras_kernels(model):
+        zeros += int(np.count_nonzero(kernel == 0))
+        total += kernel.size
+    return zeros / total if total else 0.0
+
+
+def _keras_kernels(model: Any) -> Iterator[np.ndarray]:
+    from tf_keras import layers
+
+    kernel_layers = (  # transposed convolutions subclass the ConvND layers
+        layers.Dense, layers.Conv1D, layers.Conv2D, layers.Conv3D,
+        layers.DepthwiseConv1D, layers.DepthwiseConv2D, layers.SeparableConv1D, layers.SeparableConv2D,
+    )
+    for layer in [model, *model.submodules]:
+        if isinstance(layer, kernel_layers):
+            for name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+                if getattr(layer, name, None) is not None:
+                    yield getattr(layer, name).numpy()
+
+
+# --- TFLite conversion ---------------------------------------------------------------------------
+
+
+def convert_to_tflite(
+    keras_path: str | Path, mode: str, dataset: DatasetRef, quantize_cfg: QuantizeConfig, out_path: str | Path
+) -> None:
+    """Convert a Keras model file to a TFLite file with one post-training quantization mode.
+
+    Modes: "float32" converts without optimizations (the float reference); "dynamic" stores
+    weights as int8 (Optimize.DEFAULT); "float16" stores weights as float16; "int8" quantizes
+    weights and activations, calibrated on `quantize_cfg.representative_samples` samples drawn
+    from the training split, with integer-only operators and, when `quantize_cfg.int8_io`, int8
+    input and output. A pruned model keeps its zeros in every mode; in SPARSE_ENCODING_MODES its
+    kernels are also stored sparse-encoded. The result is checked to run in LiteRT before it is
+    written.
+
+    Raises:
+        ValueError: an unknown mode, or int8 without calibration samples.
+        CompressionError: the model cannot be read or converted, or LiteRT cannot run the result;
+            out_path is then not written.
+    """
+    import tensorflow as tf
+
+    if mode not in TFLITE_MODES:
+        raise ValueError(f"unknown TFLite mode {mode!r}; expected one of {', '.join(TFLITE_MODES)}")
+    if mode == "int8" and quantize_cfg.representative_samples < 1:
+        raise ValueError("int8 conversion needs quantize.representative_samples >= 1 for calibration")
+    model = _load_model(keras_path)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = set() if mode == "float32" else {tf.lite.Optimize.DEFAULT}
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        x_train = load_splits(dataset).x_train
+        converter.representative_dataset = _representative_samples(x_train, quantize_cfg.representative_samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if quantize_cfg.int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    sparse_encoding = mode in SPARSE_ENCODING_MODES and keras_sparsity(model) >= PRUNED_MIN_SPARSITY
+    _write_atomically(out_path, _convert_runnable(converter, f"{keras_path} ({mode})", sparse_encoding))
+
+
+def _representative_samples(x: np.ndarray, count: int) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The converter's calibration data: `count` samples of `x` (all when fewer), drawn with a fixed seed."""
+    chosen = np.random.default_rng(CALIBRATION_SEED).choice(len(x), size=min(count, len(x)), replace=False)
+
+    def samples() -> Iterator[list[np.ndarray]]:
+        for index in chosen:
+            yield [x[index : index + 1].astype(np.float32)]
+
+    return samples
+
+
+# --- quantization-aware training -----------------------------------------------------------------
+
+
+def quantization_aware_train(
+    keras_path: str | Path,
+    dataset: DatasetRef,
+    quantize_cfg: QuantizeConfig,
+    train_cfg: TrainConfig,
+    out_path: str | Path,
+    preserve_sparsity: bool,
+) -> None:
+    """Fine-tune a copy of the model with simulated int8 quantization, then convert it to TFLite.
+
+    Fine-tunes `quantize_cfg.qat_epochs` epochs of Adam at `quantize_cfg.qat_learning_rate`, with
+    the baseline's batch size and seed, and converts with Optimize.DEFAULT to int8 weights and
+    activations (float input and output). With `preserve_sparsity`, meant for a pruned model, the
+    pruning-preserving scheme keeps zero weights at zero while fine-tuning ("PQAT"); plain QAT
+    updates every weight, so a pruned model's zeros drift away.
+
+    Raises:
+        CompressionError: the model cannot be read, made quantization-aware or converted, or
+            LiteRT cannot run the result; out_path is then not written.
+    """
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(train_cfg.seed)
+    splits = load_splits(dataset)
+    model = _load_model(keras_path)
+    try:
+        if preserve_sparsity:
+            qat_model = tfmot.quantization.keras.quantize_apply(
+                tfmot.quantization.keras.quantize_annotate_model(model),
+                tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme(),
+            )
+        else:
+            qat_model = tfmot.quantization.keras.quantize_model(model)
+    except (ValueError, RuntimeError, TypeError) as exc:  # e.g. a layer tfmot cannot quantize
+        raise CompressionError(f"{keras_path}: cannot make the model quantization-aware ({exc})") from exc
+    compile_for_training(qat_model, tf_keras.optimizers.Adam(quantize_cfg.qat_learning_rate))
+    qat_model.fit(
+        make_dataset(splits.x_train, splits.y_train, train_cfg.batch_size, shuffle_seed=train_cfg.seed),
+        validation_data=make_dataset(splits.x_val, splits.y_val, train_cfg.batch_size),
+        epochs=quantize_cfg.qat_epochs,
+        verbose=0,
+    )
+    converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
+    converter.optimizations = {tf.lite.Optimize.DEFAULT}
+    # int8 kernels: zeros are kept as dense zeros, not sparse-encoded (see SPARSE_ENCODING_MODES).
+    _write_atomically(out_path, _convert_runnable(converter, f"{keras_path} (qat)", sparse_encoding=False))
+
+
+# --- TFLite sparsity -----------------------------------------------------------------------------
+
+
+def tflite_sparsity(tflite_path: str | Path) -> float:
+    """Share of zero weights among the kernels of a TFLite model's convolution and fully connected operators.
+
+    What counts:
+      - A kernel is the stored constant behind the second input of CONV_2D, CONV_3D,
+        DEPTHWISE_CONV_2D, FULLY_CONNECTED or TRANSPOSE_CONV, followed back through DEQUANTIZE
+        (float16 weights) and DENSIFY (sparse-encoded weights). Biases and activations never count.
+      - Each kernel counts with its dense size; the elements a sparse encoding leaves out are zeros.
+      - A float weight is zero when it is exactly 0. A quantized weight is zero when its stored
+        integer equals its zero point (per channel for per-channel quantization): TFLite's int8
+        weights are symmetric, so that is a stored 0, which is exactly what a pruned 0.0 becomes.
+        Post-training quantization also rounds weights smaller than half a quantization step to 0,
+        so a dense model's int8 file shows a little sparsity of its own.
+
+    The flatbuffer is parsed directly: LiteRT's interpreter hides sparse-encoded constants.
+
+    Raises:
+        ValueError: the file is not a TFLite model, or a kernel's storage is not understood.
+    """
+    content = Path(tflite_path).read_bytes()
+    zeros = total = 0
+    for tensor, data in _tflite_kernels(content, str(tflite_path)):
+        kernel_zeros, kernel_size = _count_zero_weights(tensor, data)
+        zeros += kernel_zeros
+        total += kernel_size
+    return zeros / total if total else 0.0
+
+
+def _tflite_kernels(content: bytes, source: str) -> Iterator[tuple[Any, bytes]]:
+    """Each stored kernel of the model's subgraphs, once: its tensor and its stored bytes."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if len(content) < 8 or not schema.Model.ModelBufferHasIdentifier(content, 0):
+        raise ValueError(f"{source}: not a TFLite model")
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if isinstance(code, int)}
+    # Old files keep the code in deprecatedBuiltinCode (capped at 127); newer ones in builtinCode.
+    opcode_names = [names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) for code in model.operatorCodes]
+    for subgraph in model.subgraphs:
+        producers = {output: op for op in subgraph.operators for output in _as_list(op.outputs)}
+        seen: set[int] = set()
+        for op in subgraph.operators:
+            inputs = _as_list(op.inputs)
+            if opcode_names[op.opcodeIndex] not in KERNEL_OPERATORS or len(inputs) <= KERNEL_INPUT:
+                continue
+            index = inputs[KERNEL_INPUT]
+            while index in producers and opcode_names[producers[index].opcodeIndex] in WEIGHT_EXPANDING_OPERATORS:
+                index = _as_list(producers[index].inputs)[0]
+            if index < 0 or index in seen or index in producers:
+                continue  # no kernel, already counted, or computed at run time: not a stored weight
+            seen.add(index)
+            tensor = subgraph.tensors[index]
+            data = _buffer_bytes(model.buffers[tensor.buffer], content)
+            if data:
+                yield tensor, data
+
+
+def _as_list(indices: Any) -> list[int]:
+    """Tensor indices of a parsed operator (None when the flatbuffer stores none)."""
+    return [] if indices is None else [int(index) for index in indices]
+
+
+def _buffer_bytes(buffer: Any, content: bytes) -> bytes:
+    """A buffer's bytes, stored inline or (in files over 2 GB) after the flatbuffer at an offset."""
+    if buffer.data is not None:
+        return bytes(buffer.data)
+    if buffer.offset > 1:
+        return content[buffer.offset : buffer.offset + buffer.size]
+    return b""
+
+
+def _count_zero_weights(tensor: Any, data: bytes) -> tuple[int, int]:
+    """How many of one kernel's weights are zero (see tflite_sparsity), and how many weights it has."""
+    from ai_edge_litert.schema_py_generated import TensorType
+
+    type_names = {code: name for name, code in vars(TensorType).items() if isinstance(code, int)}
+    type_name = type_names.get(tensor.type, f"type {tensor.type}")
+    if type_name not in KERNEL_DTYPES:
+        raise ValueError(f"kernel {tensor.name!r}: cannot count zeros of {type_name} weights")
+    values = np.frombuffer(data, dtype=KERNEL_DTYPES[type_name])
+    shape = tuple(int(size) for size in tensor.shape)
+    dense_size = int(np.prod(shape))
+    stored_zero_points = getattr(tensor.quantization, "zeroPoint", None)
+    has_zero_points = stored_zero_points is not None and len(stored_zero_points) > 0
+    zero_points = np.asarray(stored_zero_points) if has_zero_points else np.zeros(1, dtype=np.int64)
+    if tensor.sparsity is not None:
+        if np.any(zero_points != zero_points[0]):
+            raise ValueError(f"kernel {tensor.name!r}: sparse-encoded with per-channel zero points")
+        return dense_size - values.size + int(np.count_nonzero(values == zero_points[0])), dense_size
+    if values.size != dense_size:
+        raise ValueError(f"kernel {tensor.name!r}: {values.size} stored values for shape {list(shape)}")
+    if len(zero_points) > 1:  # per-channel: broadcast along the quantized dimension
+        axis_shape = [1] * len(shape)
+        axis_shape[tensor.quantization.quantizedDimension] = len(zero_points)
+        zero_points = np.broadcast_to(zero_points.reshape(axis_shape), shape).ravel()
+    return int(np.count_nonzero(values == zero_points)), dense_size
+
+
+# --- files and conversion ------------------------------------------------------------------------
+
+
+def _load_model(path: str | Path) -> Any:
+    """The Keras model in `path`, or a CompressionError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompressionError(f"{path}: model file not found")
+    try:
+        return load_keras_model(path)
+    except Exception as exc:  # Keras raises many types for an unreadable file
+        raise CompressionError(f"{path}: cannot load the Keras model ({type(exc).__name__}: {exc})") from exc
+
+
+def _convert_runnable(converter: Any, what: str, sparse_encoding: bool) -> bytes:
+    """Convert, and check that LiteRT's default interpreter can load and run the result.
+
+    With `sparse_encoding` the converter also gets Optimize.EXPERIMENTAL_SPARSITY; should LiteRT
+    not run that model, it is converted again without it, keeping its zeros as dense zeros.
+
+    Raises:
+        CompressionError: the converter fails, or LiteRT cannot run what it produced.
+    """
+    import tensorflow as tf
+
+    if sparse_encoding:
+        converter.optimizations = set(converter.optimizations) | {tf.lite.Optimize.EXPERIMENTAL_SPARSITY}
+        content = _run_converter(converter, what)
+        if _litert_problem(content) is None:
+            return content
+        converter.optimizations = set(converter.optimizations) - {tf.lite.Optimize.EXPERIMENTAL_SPARSITY}
+    content = _run_converter(converter, what)
+    problem = _litert_problem(content)
+    if problem is not None:
+        raise CompressionError(f"TFLite conversion of {what} gave a model LiteRT cannot run ({problem})")
+    return content
+
+
+def _run_converter(converter: Any, what: str) -> bytes:
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError, ...
+        raise CompressionError(f"TFLite conversion of {what} failed ({type(exc).__name__}: {exc})") from exc
+
+
+def _litert_problem(content: bytes) -> str | None:
+    """Why LiteRT's default interpreter cannot run this model on an all-zero input; None if it can."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_content=content)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
+        interpreter.invoke()
+    except (RuntimeError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _write_atomically(out_path: str | Path, content: bytes) -> None:
+    """Write `content` to a temporary file beside `out_path`, then rename it into place."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            tmp.write(content)
+        os.replace(tmp_name, out_path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

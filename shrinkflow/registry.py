@@ -1,0 +1,111 @@
+"""MLflow Model Registry: TFLite variants as pyfunc model versions, and the "champion" alias.
+
+Keras variants are logged with `shrinkflow.tracking.log_and_register_keras_model`; TFLite variants
+are logged here as pyfunc models running `shrinkflow/tflite_pyfunc.py` (see that module). Either
+kind loads with `mlflow.pyfunc.load_model("models:/<name>/<version>")` and predicts float32 class
+probabilities of shape (n, num_classes) from float32 scaled features of shape (n, *input_shape).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as installed_version
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.types import Schema, TensorSpec
+
+from shrinkflow import tflite_pyfunc
+from shrinkflow.tracking import TrackingRef
+
+CHAMPION_ALIAS = "champion"
+TFLITE_PYFUNC_CODE = Path(tflite_pyfunc.__file__)
+
+
+def log_and_register_tflite_model(
+    tracking: TrackingRef, run_id: str, tflite_path: str, registered_name: str, tags: dict[str, str]
+) -> ModelVersion:
+    """Log the TFLite file as a pyfunc model on the run and register it as a new version.
+
+    The model is MLflow "models from code" (`tflite_pyfunc.py` is copied into it, the TFLite file
+    is its artifact), with a tensor signature float32 (-1, *input_shape) -> (-1, num_classes) so
+    that `mlflow models serve` validates and reshapes requests.
+    """
+    input_shape, output_shape = tflite_io_shapes(tflite_path)
+    float32 = np.dtype(np.float32)
+    # Float32 whatever the tensors' own dtypes: the pyfunc model quantizes int8 tensors itself.
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(float32, (-1, *input_shape))]),
+        outputs=Schema([TensorSpec(float32, (-1, *output_shape))]),
+    )
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    mlflow.set_registry_uri(tracking.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TFLITE_PYFUNC_CODE,
+            artifacts={tflite_pyfunc.TFLITE_ARTIFACT: str(tflite_path)},
+            signature=signature,
+            # Saved as serving_input_example.json; MLflow also checks the example serves at log time.
+            input_example=np.zeros((1, *input_shape), dtype=np.float32),
+            # Listing requirements skips MLflow's slow inference of them in a subprocess.
+            pip_requirements=[
+                f"ai-edge-litert=={installed_version('ai-edge-litert')}",
+                f"numpy=={np.__version__}",
+                f"pandas=={installed_version('pandas')}",
+            ],
+        )
+    version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
+    return tracking.client().get_model_version(registered_name, version.version)
+
+
+def tflite_io_shapes(tflite_path: str | Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The per-sample input and output shapes of a TFLite file (batch dimension dropped)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    input_shape = tuple(int(d) for d in interpreter.get_input_details()[0]["shape"][1:])
+    output_shape = tuple(int(d) for d in interpreter.get_output_details()[0]["shape"][1:])
+    return input_shape, output_shape
+
+
+def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version the "champion" alias points at; None if the model or the alias doesn't exist."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    # Asking for a missing alias directly fails with a generic INVALID_PARAMETER_VALUE.
+    version = model.aliases.get(CHAMPION_ALIAS)
+    return None if version is None else client.get_model_version(name, str(version))
+
+
+def predict_with_version(tracking_uri: str, name: str, version: str | int, x: np.ndarray) -> np.ndarray:
+    """Class probabilities from a registered version, loaded through `mlflow.pyfunc` (any flavor).
+
+    Args:
+        tracking_uri: The tracking server, also used as the registry.
+        name: The registered model's name.
+        version: The version number.
+        x: float32 scaled features, shape (n, *input_shape).
+
+    Returns:
+        float32 probabilities, shape (n, num_classes).
+    """
+    import tempfile
+
+    # Process-wide URIs, as in `tracking.log_and_register_keras_model`: MLflow resolves "models:/"
+    # URIs with the global registry URI (download_artifacts' registry_uri argument is not passed on).
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="shrinkflow-model-") as tmp:
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}", dst_path=tmp)
+        return np.asarray(model.predict(np.asarray(x, dtype=np.float32)), dtype=np.float32)

@@ -1,0 +1,652 @@
+"""A local server stack for `shrinkflow up` / `shrinkflow down`: a Prefect server and an MLflow tracking server.
+
+Both servers keep their state inside the workspace, under `<workspace>/stack/`:
+
+    prefect-home/        PREFECT_HOME of the Prefect server (its SQLite database lives here)
+    mlflow.db            the MLflow backend store (SQLite)
+    mlartifacts/         where the MLflow server stores artifacts that clients upload through it
+    prefect.log, mlflow.log
+    stack.json           what is running: pids, process groups, ports, URLs (written once both answer)
+
+Each server runs in its own session and process group, so `stop` can signal the server together with
+every process it spawned, and the servers outlive the command that started them until `shrinkflow
+down`. Nothing here imports Prefect, MLflow or TensorFlow: the servers are separate programs, found
+next to the running Python interpreter (the project's virtual environment).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from shrinkflow.errors import UserError
+from shrinkflow.workspace import Workspace
+
+STATE_VERSION = 1
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PREFECT_PORT = 4200
+DEFAULT_MLFLOW_PORT = 5000
+# A first Prefect start creates its database and runs every migration: 15 s on an idle 2-core machine,
+# several times that when the machine is busy (e.g. tests training models in parallel).
+DEFAULT_STARTUP_TIMEOUT = 180.0
+DEFAULT_STOP_TIMEOUT = 20.0
+KILL_GRACE = 5.0
+POLL_INTERVAL = 0.25
+LOG_TAIL_LINES = 20
+
+PREFECT, MLFLOW = "prefect", "mlflow"
+PORT_FLAGS = {PREFECT: "--prefect-port", MLFLOW: "--mlflow-port"}
+TITLES = {PREFECT: "Prefect server", MLFLOW: "MLflow server"}
+
+
+class StackError(UserError):
+    """The local server stack cannot be started or stopped as asked."""
+
+
+class PortInUseError(StackError):
+    """A port one of the servers needs cannot be bound."""
+
+    def __init__(self, host: str, conflicts: list[tuple[str, int, str]]) -> None:
+        self.host = host
+        self.conflicts = conflicts  # (server, port, reason)
+        lines = [
+            f"port {port} on {host} is not available for the {TITLES[server]} ({reason}); "
+            f"choose another with {PORT_FLAGS[server]} N"
+            for server, port, reason in conflicts
+        ]
+        lines.append("If an earlier stack is still up, stop it with `shrinkflow down`.")
+        super().__init__("\n".join(lines))
+
+    @property
+    def ports(self) -> list[int]:
+        return [port for _, port, _ in self.conflicts]
+
+
+class StackAlreadyRunningError(StackError):
+    """The workspace already has a running stack (two servers must never share one database)."""
+
+
+class ServerStartError(StackError):
+    """A server exited, or did not answer its health check in time; the message ends with its log."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the stack keeps its state and which loopback ports its servers listen on."""
+
+    workspace: Workspace
+    host: str = DEFAULT_HOST
+    prefect_port: int = DEFAULT_PREFECT_PORT
+    mlflow_port: int = DEFAULT_MLFLOW_PORT
+
+    def __post_init__(self) -> None:
+        for server, port in self.ports.items():
+            if not 0 < port < 65536:
+                raise StackError(f"{PORT_FLAGS[server]} {port}: a port must be between 1 and 65535")
+        if self.prefect_port == self.mlflow_port:
+            raise StackError(
+                f"--prefect-port and --mlflow-port are both {self.prefect_port}: each server needs its own port"
+            )
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {PREFECT: self.prefect_port, MLFLOW: self.mlflow_port}
+
+    @property
+    def prefect_url(self) -> str:
+        return base_url(self.host, self.prefect_port)
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.prefect_url}/api"
+
+    @property
+    def mlflow_url(self) -> str:
+        return base_url(self.host, self.mlflow_port)
+
+
+def base_url(host: str, port: int) -> str:
+    """`http://host:port`, with an IPv6 address in brackets."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}"
+
+
+def stack_dir(workspace: Workspace) -> Path:
+    return workspace.root / "stack"
+
+
+def state_file(workspace: Workspace) -> Path:
+    return stack_dir(workspace) / "stack.json"
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A port that is free on `host` right now (the OS picks it; someone else may take it later)."""
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = DEFAULT_HOST) -> list[int]:
+    """`count` distinct free ports: each stays bound until all are chosen, so none is handed out twice."""
+    family, socktype, proto, _, sockaddr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(family, socktype, proto))
+            sock.bind(sockaddr)
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why `port` cannot be bound on `host`, or None when it can.
+
+    SO_REUSEADDR, as both servers (uvicorn) set it, so a port whose connections from a stopped server
+    linger in TIME_WAIT counts as free, while one with a live listener does not.
+    """
+    try:
+        family, socktype, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        return f"cannot resolve host {host!r}: {exc}"
+    with socket.socket(family, socktype, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            return "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return None
+
+
+def check_ports_free(config: StackConfig) -> None:
+    """Raise PortInUseError naming every port of `config` that cannot be bound."""
+    conflicts = [
+        (server, port, problem)
+        for server, port in config.ports.items()
+        if (problem := port_problem(config.host, port)) is not None
+    ]
+    if conflicts:
+        raise PortInUseError(config.host, conflicts)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Processes
+
+
+@dataclass(frozen=True, eq=False)
+class ServerProcess:
+    """One running server: its process group, its address, its log.
+
+    `popen` is set only in the process that started the server, so it can reap it; a server read back
+    from stack.json (by `shrinkflow down`, another process) is addressed by pid and process group alone.
+    """
+
+    name: str
+    pid: int
+    pgid: int
+    port: int
+    url: str
+    log: Path
+    start_ticks: int | None = None  # kernel start time of `pid`: tells our process from a reused pid
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def is_running(self) -> bool:
+        """Whether the server, or anything left in its process group, is still alive."""
+        leader = _proc_state(self.pid)
+        if leader is not None and leader.state in "ZX?":
+            # Exited (or, without /proc, maybe). A zombie leader may still be tearing down its other
+            # threads: it counts as running until it can be collected, if it is our child.
+            if not self.reap():
+                return True
+            leader = _proc_state(self.pid) if leader.state == "?" else None
+        if leader is not None:
+            # A live process with this pid: ours unless the pid was reused by a later process.
+            return self.start_ticks is None or leader.start_ticks in (None, self.start_ticks)
+        # The leader is gone. While any member remains, the kernel cannot hand its pgid to a new group.
+        return _group_alive(self.pgid)
+
+    def reap(self) -> bool:
+        """Collect the exit status of our own child; False while it is our child and has not exited."""
+        if self.popen is not None:
+            return self.popen.poll() is not None
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # not our child (or already collected): its own parent collects it
+            return True
+        return pid != 0
+
+    def signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signum)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid, "pgid": self.pgid, "port": self.port, "url": self.url, "log": str(self.log),
+            "start_ticks": self.start_ticks,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> ServerProcess:
+        return cls(
+            name=name, pid=int(data["pid"]), pgid=int(data["pgid"]), port=int(data["port"]), url=str(data["url"]),
+            log=Path(data["log"]), start_ticks=data.get("start_ticks"),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class RunningStack:
+    """The two servers of a started stack; `stop()` (or leaving a `with` block) shuts both down."""
+
+    workspace: Workspace
+    host: str
+    prefect: ServerProcess
+    mlflow: ServerProcess
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.prefect.url}/api"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return self.prefect.url
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.mlflow.url
+
+    @property
+    def servers(self) -> tuple[ServerProcess, ServerProcess]:
+        return (self.prefect, self.mlflow)
+
+    def is_running(self) -> bool:
+        return any(server.is_running() for server in self.servers)
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
+        """SIGTERM both process groups, SIGKILL whatever is left after `timeout` seconds, forget stack.json.
+
+        Returns whether anything was still running. Safe to call more than once.
+        """
+        was_running = _stop_servers(self.servers, timeout)
+        path = state_file(self.workspace)
+        if _describes(path, self):
+            path.unlink(missing_ok=True)
+        return was_running
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "workspace": str(self.workspace.root),
+            "host": self.host,
+            "prefect_api_url": self.prefect_api_url,
+            "prefect_ui_url": self.prefect_ui_url,
+            "mlflow_url": self.mlflow_url,
+            "servers": {server.name: server.to_json() for server in self.servers},
+        }
+
+    def __enter__(self) -> RunningStack:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def running_stack(workspace: Workspace) -> RunningStack | None:
+    """The stack recorded in the workspace's stack.json, if any of its servers is still running."""
+    stack = _read_state(workspace)
+    return stack if stack is not None and stack.is_running() else None
+
+
+def stop_stack(workspace: Workspace, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
+    """`shrinkflow down`: stop the stack recorded in stack.json. Returns whether anything was running.
+
+    Only the recorded process groups are signalled, and only while their processes still exist; a
+    stale stack.json (servers already gone, e.g. after a reboot) is removed without signalling anything.
+    """
+    stack = _read_state(workspace)
+    if stack is None:
+        return False
+    was_running = stack.stop(timeout)
+    state_file(workspace).unlink(missing_ok=True)
+    return was_running
+
+
+def start_stack(config: StackConfig, startup_timeout: float = DEFAULT_STARTUP_TIMEOUT) -> RunningStack:
+    """Start the Prefect and MLflow servers, wait until both answer, record them in stack.json.
+
+    Raises:
+        StackAlreadyRunningError: this workspace's stack is already up.
+        PortInUseError: a port is taken; nothing is started.
+        ServerStartError: a server exited or stayed silent for `startup_timeout` seconds; whatever
+            started is stopped again, and the message ends with the tail of that server's log.
+    """
+    existing = running_stack(config.workspace)
+    if existing is not None:
+        raise StackAlreadyRunningError(
+            f"a stack is already running for workspace {config.workspace.root} (Prefect {existing.prefect_ui_url}, "
+            f"MLflow {existing.mlflow_url}); stop it with `shrinkflow down`"
+        )
+    check_ports_free(config)
+    directory = stack_dir(config.workspace)
+    directory.mkdir(parents=True, exist_ok=True)
+    state_file(config.workspace).unlink(missing_ok=True)  # stale: its servers are gone
+
+    launches = [_prefect_launch(config), _mlflow_launch(config)]
+    starts: list[tuple[ServerProcess, _Launch, int]] = []
+    try:
+        for launch in launches:
+            server, offset = _spawn(launch, config)
+            starts.append((server, launch, offset))
+        _wait_until_healthy(starts, startup_timeout)
+        stack = RunningStack(config.workspace, config.host, prefect=starts[0][0], mlflow=starts[1][0])
+        _write_json_atomic(state_file(config.workspace), stack.to_json())
+    except BaseException:
+        with contextlib.suppress(StackError):  # the start failure is the error to report
+            _stop_servers([server for server, _, _ in starts], DEFAULT_STOP_TIMEOUT)
+        raise
+    return stack
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Launching and health checks
+
+
+@dataclass(frozen=True)
+class _Launch:
+    name: str
+    title: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    port: int
+    url: str
+    health_url: str
+    healthy: Callable[[bytes], bool]
+
+
+def _executable(name: str) -> str:
+    """A console script of the running environment (e.g. .venv/bin/prefect)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise StackError(f"`{name}` is not installed next to {sys.executable}: run `make setup` to build the venv")
+    return str(path)
+
+
+def _base_env() -> dict[str, str]:
+    # Unbuffered, so a server's last words reach its log before the error message quotes it.
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _prefect_launch(config: StackConfig) -> _Launch:
+    directory = stack_dir(config.workspace)
+    # The server gets none of the caller's PREFECT_* settings: a profile or variable pointing at another
+    # API, database or home must not leak into the workspace's own server.
+    env = {key: value for key, value in _base_env().items() if not key.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(directory / "prefect-home"),  # its SQLite database: prefect-home/prefect.db
+        PREFECT_API_URL=config.prefect_api_url,
+        # What the UI's browser code calls. Left unset it follows PREFECT_API_URL, else the
+        # PREFECT_SERVER_API_HOST/PORT *settings*, which `--port` does not change (it would say 4200).
+        PREFECT_SERVER_UI_API_URL=config.prefect_api_url,
+        PREFECT_SERVER_API_HOST=config.host,
+        PREFECT_SERVER_API_PORT=str(config.prefect_port),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_CLI_PROMPT="false",
+    )
+    return _Launch(
+        name=PREFECT,
+        title=TITLES[PREFECT],
+        argv=[_executable("prefect"), "server", "start", "--host", config.host, "--port", str(config.prefect_port)],
+        env=env,
+        log=directory / "prefect.log",
+        port=config.prefect_port,
+        url=config.prefect_url,
+        health_url=f"{config.prefect_api_url}/health",
+        healthy=lambda body: body.strip() == b"true",
+    )
+
+
+def _mlflow_launch(config: StackConfig) -> _Launch:
+    directory = stack_dir(config.workspace)
+    env = _base_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(
+        # The job runner (huey consumers for GenAI judges and prompt optimisation) adds eight processes
+        # and ~700 MB; shrinkflow uses none of it.
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    argv = [
+        _executable("mlflow"), "server",
+        "--host", config.host,
+        "--port", str(config.mlflow_port),
+        "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
+        # Artifact proxying is on by default (--serve-artifacts): new experiments get mlflow-artifacts:/
+        # locations and clients upload through the server into this directory.
+        "--artifacts-destination", str(directory / "mlartifacts"),
+        "--workers", "1",  # default 4 uvicorn workers, ~250 MB each
+    ]
+    return _Launch(
+        name=MLFLOW,
+        title=TITLES[MLFLOW],
+        argv=argv,
+        env=env,
+        log=directory / "mlflow.log",
+        port=config.mlflow_port,
+        url=config.mlflow_url,
+        health_url=f"{config.mlflow_url}/health",
+        healthy=lambda body: body.strip() == b"OK",
+    )
+
+
+def _spawn(launch: _Launch, config: StackConfig) -> tuple[ServerProcess, int]:
+    """Start one server in a new session; returns it and where this start begins in its log."""
+    launch.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(launch.log, "ab") as log:
+        offset = log.tell()
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        log.write(f"=== shrinkflow up {stamp}: {' '.join(launch.argv)}\n".encode())
+        log.flush()
+        popen = subprocess.Popen(
+            launch.argv, env=launch.env, cwd=stack_dir(config.workspace), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        pgid = os.getpgid(popen.pid)
+    except ProcessLookupError:  # already exited: start_new_session made it a group leader
+        pgid = popen.pid
+    state = _proc_state(popen.pid)
+    server = ServerProcess(
+        name=launch.name, pid=popen.pid, pgid=pgid, port=launch.port, url=launch.url, log=launch.log,
+        start_ticks=state.start_ticks if state else None, popen=popen,
+    )
+    return server, offset
+
+
+def _wait_until_healthy(starts: list[tuple[ServerProcess, _Launch, int]], timeout: float) -> None:
+    """Poll each (server, launch, log offset) until its health check passes; fail on exit or timeout."""
+    pending = list(starts)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for start in list(pending):
+            server, launch, offset = start
+            code = server.popen.poll() if server.popen is not None else None
+            if code is not None:
+                raise ServerStartError(_start_failure(launch, f"exited with code {code}", offset))
+            if _answers(launch):
+                pending.remove(start)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            _, launch, offset = pending[0]
+            raise ServerStartError(
+                _start_failure(launch, f"did not answer {launch.health_url} within {timeout:.0f} s", offset)
+            )
+        time.sleep(POLL_INTERVAL)
+
+
+def _answers(launch: _Launch) -> bool:
+    """Whether the server's health endpoint answers 200 with the expected body (no proxies: loopback)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(launch.health_url, timeout=5) as response:
+            return response.status == 200 and launch.healthy(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _start_failure(launch: _Launch, reason: str, offset: int) -> str:
+    tail = log_tail(launch.log, offset=offset)
+    return f"the {launch.title} {reason}; its log is {launch.log}, ending:\n{tail}"
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES, offset: int = 0) -> str:
+    """The last `lines` lines of `path` written after byte `offset` (empty if there are none)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            text = file.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stopping
+
+
+def _stop_servers(servers: list[ServerProcess] | tuple[ServerProcess, ...], timeout: float) -> bool:
+    """SIGTERM each live server's group, wait up to `timeout`, SIGKILL what is left. Whether any was live."""
+    live = [server for server in servers if server.is_running()]
+    for server in live:
+        server.signal_group(signal.SIGTERM)
+    left = _wait_gone(live, timeout)
+    for server in left:
+        server.signal_group(signal.SIGKILL)
+    left = _wait_gone(left, KILL_GRACE)
+    if left:
+        raise StackError(
+            "could not stop " + ", ".join(f"the {TITLES[s.name]} (process group {s.pgid})" for s in left)
+        )
+    return bool(live)
+
+
+def _wait_gone(servers: list[ServerProcess], timeout: float) -> list[ServerProcess]:
+    deadline = time.monotonic() + timeout
+    left = [server for server in servers if server.is_running()]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [server for server in left if server.is_running()]
+    return left
+
+
+@dataclass(frozen=True)
+class _ProcState:
+    state: str  # R, S, D, Z (zombie), X (dead), ...; "?" where /proc is unavailable
+    start_ticks: int | None
+
+
+def _proc_state(pid: int) -> _ProcState | None:
+    """The state of process `pid`, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            fields = file.read().rsplit(b")", 1)[1].split()
+        return _ProcState(fields[0].decode(), int(fields[19]))
+    except FileNotFoundError:
+        return None
+    except (OSError, IndexError, ValueError):  # no /proc (not Linux): existence only
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return _ProcState("?", None)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether process group `pgid` has a member that is not a zombie."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    for entry in _pids(proc):
+        try:
+            fields = (proc / entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
+
+
+def _pids(proc: Path) -> Iterator[str]:
+    with os.scandir(proc) as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                yield entry.name
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# stack.json
+
+
+def _read_state(workspace: Workspace) -> RunningStack | None:
+    path = state_file(workspace)
+    try:
+        data = json.loads(path.read_text())
+        stack = RunningStack(
+            workspace=workspace,
+            host=str(data["host"]),
+            prefect=ServerProcess.from_json(PREFECT, data["servers"][PREFECT]),
+            mlflow=ServerProcess.from_json(MLFLOW, data["servers"][MLFLOW]),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StackError(
+            f"{path} is unreadable ({exc}); stop any servers it described yourself, then delete it"
+        ) from exc
+    return stack
+
+
+def _describes(path: Path, stack: RunningStack) -> bool:
+    """Whether stack.json at `path` records this very stack (and not one started after it)."""
+    try:
+        servers = json.loads(path.read_text())["servers"]
+        return all(int(servers[s.name]["pid"]) == s.pid for s in stack.servers)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write `path` so readers see the old file or the new one, never half of it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as file:
+            json.dump(data, file, indent=2)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

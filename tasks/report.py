@@ -1,0 +1,21 @@
+"""The variant comparison on the parent run: CSV, markdown and the Pareto chart."""
+
+from typing import Any
+
+from prefect import task
+
+from shrinkflow.report import write_comparison
+from shrinkflow.tracking import TrackingRef
+from shrinkflow.workspace import Workspace
+from tasks.options import IO_TASK
+
+
+@task(name="report", **IO_TASK)
+def report_variants(
+    rows: list[dict[str, Any]], reasons: dict[str, str], workspace: Workspace, tracking_ref: TrackingRef
+) -> None:
+    client = tracking_ref.client()
+    out_dir = workspace.run_dir(tracking_ref.parent_run_id, "comparison")
+    for path in write_comparison(rows, out_dir):
+        client.log_artifact(tracking_ref.parent_run_id, str(path), "comparison")
+    client.log_dict(tracking_ref.parent_run_id, reasons, "comparison/selection.json")

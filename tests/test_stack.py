@@ -1,0 +1,201 @@
+"""`shrinkflow up` / `down`: the local Prefect + MLflow stack, against real servers (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shrinkflow.errors import UserError
+from shrinkflow.stack import (
+    PortInUseError,
+    ServerStartError,
+    StackAlreadyRunningError,
+    StackConfig,
+    StackError,
+    check_ports_free,
+    free_port,
+    free_ports,
+    port_problem,
+    stack_dir,
+    start_stack,
+    state_file,
+    stop_stack,
+)
+from shrinkflow.workspace import Workspace
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture
+def ws(workspace: Path) -> Workspace:
+    return Workspace(workspace)
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A loopback port that something else is listening on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as response:
+        return response.status, response.read()
+
+
+def assert_gone(pid: int) -> None:
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.mark.parametrize(
+    ("server", "title", "flag"),
+    [("prefect", "Prefect server", "--prefect-port"), ("mlflow", "MLflow server", "--mlflow-port")],
+)
+def test_a_taken_port_is_refused_and_nothing_starts(
+    ws: Workspace, held_port: int, server: str, title: str, flag: str
+) -> None:
+    prefect_port, mlflow_port = free_ports(2)
+    ports = {"prefect_port": prefect_port, "mlflow_port": mlflow_port, f"{server}_port": held_port}
+    config = StackConfig(ws, **ports)
+
+    with pytest.raises(PortInUseError) as refused:
+        start_stack(config)
+
+    message = str(refused.value)
+    assert isinstance(refused.value, UserError)
+    assert refused.value.ports == [held_port]
+    assert f"port {held_port} on {HOST}" in message and f"for the {title} (already in use)" in message
+    assert f"{flag} N" in message and "shrinkflow down" in message
+    assert not stack_dir(ws).exists() and not state_file(ws).exists()
+
+
+def test_ports_must_differ_and_be_valid(ws: Workspace) -> None:
+    with pytest.raises(StackError, match="each server needs its own port"):
+        StackConfig(ws, prefect_port=5000, mlflow_port=5000)
+    with pytest.raises(StackError, match="--mlflow-port 70000"):
+        StackConfig(ws, mlflow_port=70000)
+
+
+def test_free_ports_are_distinct_and_free() -> None:
+    ports = free_ports(5)
+    assert len(set(ports)) == 5
+    assert all(port_problem(HOST, port) is None for port in [*ports, free_port()])
+
+
+def test_down_without_a_stack_is_a_no_op(ws: Workspace) -> None:
+    assert stop_stack(ws) is False
+
+
+@pytest.mark.e2e
+def test_up_serves_prefect_and_mlflow_then_down_stops_them(ws: Workspace, tmp_path: Path) -> None:
+    prefect_port, mlflow_port = free_ports(2)
+    config = StackConfig(ws, host=HOST, prefect_port=prefect_port, mlflow_port=mlflow_port)
+    started = time.monotonic()
+    stack = start_stack(config)
+    try:
+        print(f"stack up in {time.monotonic() - started:.1f} s")
+        assert stack.prefect_api_url == f"http://{HOST}:{config.prefect_port}/api"
+        assert stack.prefect_ui_url == f"http://{HOST}:{config.prefect_port}"
+        assert stack.mlflow_url == f"http://{HOST}:{config.mlflow_port}"
+
+        assert http_get(f"{stack.prefect_api_url}/health") == (200, b"true")
+        assert http_get(f"{stack.mlflow_url}/health") == (200, b"OK")
+        # The UI's browser code is told to call this server's API, not the default port 4200.
+        status, body = http_get(f"{stack.prefect_ui_url}/ui-settings")
+        assert status == 200 and json.loads(body)["api_url"] == stack.prefect_api_url
+
+        state = json.loads(state_file(ws).read_text())
+        assert state["prefect_api_url"] == stack.prefect_api_url and state["mlflow_url"] == stack.mlflow_url
+        pids = [state["servers"][name]["pid"] for name in ("prefect", "mlflow")]
+        assert pids == [stack.prefect.pid, stack.mlflow.pid]
+        assert [state["servers"][name]["pgid"] for name in ("prefect", "mlflow")] == pids  # own process groups
+        assert [state["servers"][name]["port"] for name in ("prefect", "mlflow")] == [
+            config.prefect_port, config.mlflow_port
+        ]
+
+        # MLflow round trip, with an artifact uploaded through the server into the workspace.
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=stack.mlflow_url)
+        experiment_id = client.create_experiment("x")
+        assert [e.experiment_id for e in client.search_experiments(filter_string="name = 'x'")] == [experiment_id]
+        run_id = client.create_run(experiment_id).info.run_id
+        client.log_text(run_id, "hello", "hello.txt")
+        uploaded = list((stack_dir(ws) / "mlartifacts").rglob("hello.txt"))
+        assert len(uploaded) == 1 and uploaded[0].read_text() == "hello" and run_id in str(uploaded[0])
+        assert (stack_dir(ws) / "mlflow.db").is_file()
+
+        # Prefect round trip through its client, and its database lives in the workspace.
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url}):
+            with get_client(sync_client=True) as prefect:
+                flow_id = prefect.create_flow_from_name("shrinkflow-stack-test")
+                assert prefect.read_flow(flow_id).name == "shrinkflow-stack-test"
+        assert (stack_dir(ws) / "prefect-home" / "prefect.db").is_file()
+
+        # While it runs: a second `up` is refused, and its ports are reported as taken.
+        with pytest.raises(StackAlreadyRunningError, match="shrinkflow down"):
+            start_stack(StackConfig(ws, **dict(zip(("prefect_port", "mlflow_port"), free_ports(2)))))
+        with pytest.raises(PortInUseError) as taken:
+            check_ports_free(StackConfig(Workspace(tmp_path / "other"), **_ports(config)))
+        assert taken.value.ports == [config.prefect_port, config.mlflow_port]
+
+        stopping = time.monotonic()
+        assert stop_stack(ws) is True
+        print(f"stack down in {time.monotonic() - stopping:.1f} s")
+        for pid in pids:
+            assert_gone(pid)
+        assert port_problem(HOST, config.prefect_port) is None and port_problem(HOST, config.mlflow_port) is None
+        assert not state_file(ws).exists()
+        assert stop_stack(ws) is False
+    finally:
+        stack.stop()
+
+
+@pytest.mark.e2e
+def test_a_server_that_fails_to_start_is_reported_with_its_log_and_the_other_is_stopped(ws: Workspace) -> None:
+    stack_dir(ws).mkdir(parents=True)
+    (stack_dir(ws) / "mlflow.db").write_text("this is not a SQLite database\n" * 100)
+    prefect_port, mlflow_port = free_ports(2)
+    config = StackConfig(ws, prefect_port=prefect_port, mlflow_port=mlflow_port)
+
+    with pytest.raises(ServerStartError) as failed:
+        start_stack(config)
+
+    message = str(failed.value)
+    assert "MLflow server exited with code" in message and str(stack_dir(ws) / "mlflow.log") in message
+    assert "not a database" in message  # the tail of its log
+    assert not state_file(ws).exists()
+    # The Prefect server that did start is stopped again.
+    assert processes_with_argument(str(config.prefect_port)) == []
+    assert port_problem(HOST, config.prefect_port) is None
+    assert stop_stack(ws) is False
+
+
+def processes_with_argument(argument: str) -> list[int]:
+    """Pids of live processes with `argument` on their command line (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and argument.encode() in (entry / "cmdline").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _ports(config: StackConfig) -> dict[str, int]:
+    return {"prefect_port": config.prefect_port, "mlflow_port": config.mlflow_port}
