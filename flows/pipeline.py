@@ -2,43 +2,52 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_link_artifact, create_table_artifact
 
+from shrinkflow.caching import stage_key
 from shrinkflow.config import PipelineConfig
+from shrinkflow.data import DatasetRef, source_stamp
 from shrinkflow.evaluation import Evaluation
+from shrinkflow.export import sha256_file
 from shrinkflow.selection import select_variant
+from shrinkflow.tracking import TrackingRef
 from shrinkflow.variants import VariantRef, failed_row, summary_row
 from shrinkflow.workspace import Workspace
-from tasks.compress import prune_baseline, quantize_variant
-from tasks.data import load_data
+from tasks.compress import PRUNED, prune_baseline, prune_settings, quantize_settings, quantize_variant
+from tasks.data import load_data, track_dataset
 from tasks.evaluate import evaluate
 from tasks.export import export_models, gate_champion, register_variant
 from tasks.report import report_variants
-from tasks.tracking import finish_tracking, start_tracking
+from tasks.tracking import finish_tracking, record_cache_hit, start_tracking
 from tasks.train import train_baseline
 
 
 @flow(name="shrinkflow", log_prints=True)
-def pipeline(config: PipelineConfig, workspace: str | None = None) -> list[dict[str, Any]]:
+def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bool = True) -> list[dict[str, Any]]:
     """Train a model from `config`, compress it into variants, and ship the best one that passes the gate.
 
     Args:
         config: the validated pipeline config (the Run form in the Prefect UI).
         workspace: where datasets, runs and exports go; default $SHRINKFLOW_WORKSPACE or ./workspace.
+        use_cache: reuse stages an earlier run completed with the same inputs; False recomputes all.
 
     Returns:
         One summary row per variant, with selected / promoted marks.
     """
     ws = Workspace.resolve(workspace)
     tracking_ref = start_tracking(config, ws)
+    if tracking_ref.run_url():
+        create_link_artifact(tracking_ref.run_url(), link_text=f"MLflow run of {config.name}", key="mlflow-run")
+    stages = Stages(config, ws, tracking_ref, use_cache)
     rows: list[dict[str, Any]] = []
     try:
-        dataset = load_data(config.data, ws, tracking_ref)
-        baseline = train_baseline(config, dataset, ws, tracking_ref)
+        dataset = stages.load_data()
+        baseline = stages.built(stages.train(dataset))
         evaluations: dict[str, Evaluation] = {baseline.variant: evaluate(baseline, dataset, tracking_ref)}
         variants, failures = [baseline], {}
 
@@ -47,7 +56,7 @@ def pipeline(config: PipelineConfig, workspace: str | None = None) -> list[dict[
             if not build_state.is_completed():
                 failures[name] = failure_reason(build_state)
                 return None
-            ref = build_state.result()
+            ref = stages.built(build_state)
             evaluation_state = evaluate(ref, dataset, tracking_ref, return_state=True)
             if not evaluation_state.is_completed():
                 failures[name] = failure_reason(evaluation_state)
@@ -58,12 +67,11 @@ def pipeline(config: PipelineConfig, workspace: str | None = None) -> list[dict[
 
         sources = [baseline]
         if config.prune.enabled:
-            pruned = attempt(prune_baseline(config, baseline, dataset, ws, tracking_ref, return_state=True), "pruned")
+            pruned = attempt(stages.prune(baseline, dataset), PRUNED)
             sources += [pruned] if pruned else []
         for source in sources:
             for mode in config.quantize.modes:
-                name = f"{source.variant}-{mode}"
-                attempt(quantize_variant(config, source, mode, dataset, ws, tracking_ref, return_state=True), name)
+                attempt(stages.quantize(source, mode, dataset), f"{source.variant}-{mode}")
 
         baseline_metrics = evaluations[baseline.variant].metrics
         selection = select_variant(
@@ -89,6 +97,60 @@ def pipeline(config: PipelineConfig, workspace: str | None = None) -> list[dict[
         raise
     finish_tracking(tracking_ref, rows, succeeded=True)
     return rows
+
+
+class Stages:
+    """Calls the cached stages with their keys, and reuses an earlier run's output only if it is still there."""
+
+    def __init__(self, config: PipelineConfig, ws: Workspace, tracking_ref: TrackingRef, use_cache: bool) -> None:
+        self.config, self.ws, self.tracking_ref, self.use_cache = config, ws, tracking_ref, use_cache
+
+    def load_data(self) -> DatasetRef:
+        key = stage_key("data", self.config.data, source_stamp(self.config.data), str(self.ws.root))
+        state = self._run(load_data, self.config.data, self.ws, cache_key=key)
+        dataset = state.result()  # a data error ends the run here, before any training
+        track_dataset(self.tracking_ref, dataset, cache_hit=is_cache_hit(state))
+        return dataset
+
+    def train(self, dataset: DatasetRef) -> Any:
+        config = self.config
+        key = stage_key("train", config.model, config.train, dataset.fingerprint, Path(dataset.path).name, str(self.ws.root))
+        return self._run(train_baseline, config, dataset, self.ws, self.tracking_ref, cache_key=key)
+
+    def prune(self, baseline: VariantRef, dataset: DatasetRef) -> Any:
+        key = stage_key(
+            "prune", prune_settings(self.config), sha256_file(Path(baseline.model_path)), Path(dataset.path).name,
+            str(self.ws.root),
+        )
+        return self._run(prune_baseline, self.config, baseline, dataset, self.ws, self.tracking_ref, cache_key=key)
+
+    def quantize(self, source: VariantRef, mode: str, dataset: DatasetRef) -> Any:
+        settings = quantize_settings(self.config, mode, preserve_sparsity=source.variant == PRUNED)
+        key = stage_key(
+            "quantize", source.variant, settings, sha256_file(Path(source.model_path)), Path(dataset.path).name,
+            str(self.ws.root),
+        )
+        return self._run(quantize_variant, self.config, source, mode, dataset, self.ws, self.tracking_ref, cache_key=key)
+
+    def built(self, state: Any) -> VariantRef:
+        """The variant a completed stage returned; a cache hit gets its own child run in this parent run."""
+        variant = state.result()
+        return record_cache_hit(self.tracking_ref, variant) if is_cache_hit(state) else variant
+
+    def _run(self, stage: Any, *args: Any, **kwargs: Any) -> Any:
+        state = stage.with_options(refresh_cache=not self.use_cache)(*args, return_state=True, **kwargs)
+        if is_cache_hit(state) and not Path(_output_path(state.result())).exists():
+            # The cache remembers a file someone has since deleted: build it again.
+            state = stage.with_options(refresh_cache=True)(*args, return_state=True, **kwargs)
+        return state
+
+
+def is_cache_hit(state: Any) -> bool:
+    return state.is_completed() and state.name == "Cached"
+
+
+def _output_path(result: DatasetRef | VariantRef) -> str:
+    return result.path if isinstance(result, DatasetRef) else result.model_path
 
 
 def failure_reason(state: Any) -> str:

@@ -125,6 +125,35 @@ def load_splits(ref: DatasetRef) -> Splits:
         raise DataError(f"{ref.path}: prepared dataset not found; prepare the dataset again") from None
 
 
+def source_stamp(cfg: DataConfig) -> list[Any]:
+    """What identifies the raw source without reading it: its files' paths, sizes and modification
+    times (or the version of the package that bundles it). A cache key for loading the data.
+    """
+    source = cfg.source
+    if source == "sklearn:digits":
+        import sklearn
+
+        return [source, sklearn.__version__]
+    if source in KERAS_READERS:
+        cache = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
+        return [source, *_file_stamps(cache.rglob("*") if cache.is_dir() else [])]
+    path = Path(source.removeprefix("idx:"))
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [source, *_file_stamps(files)]
+
+
+def _file_stamps(paths: Any) -> list[tuple[str, int, int]]:
+    stamps = []
+    for path in paths:
+        try:
+            status = Path(path).stat()
+        except OSError:
+            continue
+        if Path(path).is_file():
+            stamps.append((str(Path(path).resolve()), status.st_size, status.st_mtime_ns))
+    return sorted(stamps)
+
+
 # --- reading -------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from mlflow.entities.model_registry import ModelVersion
 from shrinkflow.config import PipelineConfig
 from shrinkflow.data import DatasetRef
 from shrinkflow.evaluation import Evaluation
+from shrinkflow.variants import VariantRef
 
 MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
 MLFLOW_BATCH_LIMIT = 100
@@ -34,6 +35,12 @@ class TrackingRef:
 
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def run_url(self) -> str | None:
+        """The parent run's page in the MLflow UI, when tracking goes to a server (a SQLite file has no UI)."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.parent_run_id}"
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
@@ -68,8 +75,22 @@ def start_parent_run(
 def start_variant_run(tracking: TrackingRef, variant: str, tags: dict[str, str] | None = None) -> str:
     """A child run nested under the parent, named and tagged after its variant."""
     client = tracking.client()
-    all_tags = {MLFLOW_PARENT_RUN_TAG: tracking.parent_run_id, "variant": variant, **(tags or {})}
+    all_tags = {MLFLOW_PARENT_RUN_TAG: tracking.parent_run_id, "variant": variant, "cache_hit": "false", **(tags or {})}
     return client.create_run(tracking.experiment_id, run_name=variant, tags=all_tags).info.run_id
+
+
+def record_cache_hit(tracking: TrackingRef, variant: VariantRef) -> VariantRef:
+    """A child run in this parent for a variant an earlier run built: tagged as a cache hit, pointing
+    at the reused model file and at the run that built it (where its training history lives)."""
+    client = tracking.client()
+    built_by = client.get_run(variant.run_id)
+    carried = {k: v for k, v in built_by.data.tags.items() if not k.startswith("mlflow.") and k != "cache_hit"}
+    run_id = start_variant_run(
+        tracking,
+        variant.variant,
+        {**carried, "cache_hit": "true", "reused_from_run_id": variant.run_id, "reused_artifact": variant.model_path},
+    )
+    return replace(variant, run_id=run_id)
 
 
 @contextmanager
@@ -84,11 +105,12 @@ def failure_recorded(tracking: TrackingRef, run_id: str) -> Iterator[None]:
         raise
 
 
-def log_dataset(tracking: TrackingRef, dataset: DatasetRef) -> None:
+def log_dataset(tracking: TrackingRef, dataset: DatasetRef, cache_hit: bool = False) -> None:
     """The dataset's fingerprint, shape and class counts, on the parent run."""
     client = tracking.client()
     run_id = tracking.parent_run_id
     client.set_tag(run_id, "data.fingerprint", dataset.fingerprint)
+    client.set_tag(run_id, "data.cache_hit", str(cache_hit).lower())
     log_batch(
         client,
         run_id,

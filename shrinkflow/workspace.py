@@ -14,6 +14,7 @@ class Workspace:
     """Paths under the workspace root.
 
     datasets/  prepared, content-addressed splits
+    cache/<stage key>/  a cached stage's output (a model file), reused by later runs
     runs/<mlflow parent run id>/<variant>/  one run's models and plots (never shared between runs)
     exports/<name>/<version>/  deployable artifacts (TF Serving layout)
     mlflow.db, mlartifacts/  the embedded MLflow store, when no tracking server is set
@@ -38,6 +39,9 @@ class Workspace:
     @property
     def mlartifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+    def stage_dir(self, cache_key: str) -> Path:
+        return self.root / "cache" / cache_key
 
     def run_dir(self, parent_run_id: str, variant: str) -> Path:
         return self.root / "runs" / parent_run_id / variant

@@ -12,22 +12,50 @@ from shrinkflow.data import DatasetRef
 from shrinkflow.tracking import TrackingRef
 from shrinkflow.variants import VariantRef
 from shrinkflow.workspace import Workspace
-from tasks.options import COMPUTE_TASK
+from tasks.options import CACHED_TASK
 
 PRUNED = "pruned"
 
 
-@task(name="prune", **COMPUTE_TASK)
+def prune_settings(config: PipelineConfig) -> dict[str, object]:
+    """What the pruned variant depends on besides the baseline and the data (its lineage and cache key)."""
+    return {
+        **config.prune.model_dump(mode="json", exclude={"enabled"}),
+        "batch_size": config.train.batch_size,
+        "seed": config.train.seed,
+    }
+
+
+def quantize_settings(config: PipelineConfig, mode: str, preserve_sparsity: bool) -> dict[str, object]:
+    """What one quantized variant depends on besides its source model and the data."""
+    quantize = config.quantize
+    settings: dict[str, object] = {"mode": mode}
+    if mode == "int8":
+        settings |= {"int8_io": quantize.int8_io, "representative_samples": quantize.representative_samples}
+    if mode == "qat":
+        settings |= {
+            "qat_epochs": quantize.qat_epochs, "qat_learning_rate": quantize.qat_learning_rate,
+            "preserve_sparsity": preserve_sparsity, "batch_size": config.train.batch_size, "seed": config.train.seed,
+        }
+    return settings
+
+
+@task(name="prune", **CACHED_TASK)
 def prune_baseline(
-    config: PipelineConfig, baseline: VariantRef, dataset: DatasetRef, workspace: Workspace, tracking_ref: TrackingRef
+    config: PipelineConfig,
+    baseline: VariantRef,
+    dataset: DatasetRef,
+    workspace: Workspace,
+    tracking_ref: TrackingRef,
+    cache_key: str,
 ) -> VariantRef:
     """Prune a copy of the baseline; the baseline's file is only read."""
-    settings = {"target_sparsity": config.prune.target_sparsity, "schedule": config.prune.schedule, "epochs": config.prune.epochs}
+    settings = prune_settings(config)
     run_id = tracking.start_variant_run(
         tracking_ref, PRUNED,
         {"parent_variant": baseline.variant, "quantization": "none", **{f"prune.{k}": str(v) for k, v in settings.items()}},
     )
-    out_path = workspace.run_dir(tracking_ref.parent_run_id, PRUNED) / "model.keras"
+    out_path = workspace.stage_dir(cache_key) / "model.keras"
     with tracking.failure_recorded(tracking_ref, run_id):
         sparsity = compression.prune(baseline.model_path, dataset, config.prune, config.train, out_path)
         tracking_ref.client().set_tag(run_id, "sparsity", f"{sparsity:.4f}")
@@ -37,7 +65,7 @@ def prune_baseline(
     )
 
 
-@task(name="quantize", task_run_name="quantize-{source.variant}-{mode}", **COMPUTE_TASK)
+@task(name="quantize", task_run_name="quantize-{source.variant}-{mode}", **CACHED_TASK)
 def quantize_variant(
     config: PipelineConfig,
     source: VariantRef,
@@ -45,21 +73,19 @@ def quantize_variant(
     dataset: DatasetRef,
     workspace: Workspace,
     tracking_ref: TrackingRef,
+    cache_key: str,
 ) -> VariantRef:
     """Convert `source` to TFLite with one quantization mode (qat fine-tunes first)."""
     name = f"{source.variant}-{mode}"
     quantize = config.quantize
-    settings: dict[str, object] = {"mode": mode}
-    if mode == "int8":
-        settings |= {"int8_io": quantize.int8_io, "representative_samples": quantize.representative_samples}
-    if mode == "qat":
-        settings |= {"qat_epochs": quantize.qat_epochs, "preserve_sparsity": source.sparsity > 0}
+    preserve_sparsity = source.variant == PRUNED
+    settings = quantize_settings(config, mode, preserve_sparsity)
     run_id = tracking.start_variant_run(tracking_ref, name, {"parent_variant": source.variant, "quantization": mode})
-    out_path = workspace.run_dir(tracking_ref.parent_run_id, name) / "model.tflite"
+    out_path = workspace.stage_dir(cache_key) / "model.tflite"
     with tracking.failure_recorded(tracking_ref, run_id):
         if mode == "qat":
             compression.quantization_aware_train(
-                source.model_path, dataset, quantize, config.train, out_path, preserve_sparsity=source.sparsity > 0
+                source.model_path, dataset, quantize, config.train, out_path, preserve_sparsity
             )
         else:
             compression.convert_to_tflite(source.model_path, mode, dataset, quantize, out_path)

@@ -7,11 +7,14 @@ from shrinkflow.config import DataConfig
 from shrinkflow.data import DatasetRef, prepare_dataset
 from shrinkflow.tracking import TrackingRef
 from shrinkflow.workspace import Workspace
-from tasks.options import IO_TASK
+from tasks.options import CACHED_TASK, IO_TASK, retry_unless_user_error
 
 
-@task(name="load-data", **IO_TASK)
-def load_data(data_cfg: DataConfig, workspace: Workspace, tracking_ref: TrackingRef) -> DatasetRef:
-    dataset = prepare_dataset(data_cfg, workspace.datasets)
-    tracking.log_dataset(tracking_ref, dataset)
-    return dataset
+@task(name="load-data", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error, **CACHED_TASK)
+def load_data(data_cfg: DataConfig, workspace: Workspace, cache_key: str) -> DatasetRef:
+    return prepare_dataset(data_cfg, workspace.datasets)
+
+
+@task(name="track-dataset", **IO_TASK)
+def track_dataset(tracking_ref: TrackingRef, dataset: DatasetRef, cache_hit: bool) -> None:
+    tracking.log_dataset(tracking_ref, dataset, cache_hit)

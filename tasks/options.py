@@ -12,6 +12,14 @@ def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(state.data, UserError)
 
 
-# Runs are cached explicitly per stage where that is wanted, never by Prefect's default policy.
+def cache_key_parameter(context: Any, parameters: dict[str, Any]) -> str:
+    """The flow computes each stage's key (shrinkflow.caching) and passes it in as `cache_key`."""
+    return parameters["cache_key"]
+
+
+# Tracking and other I/O: retried, never cached.
 IO_TASK = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": retry_unless_user_error, "cache_policy": NO_CACHE}
+# Stages whose outputs later runs may reuse: the result (a small reference) is persisted under the key.
+CACHED_TASK = {"cache_key_fn": cache_key_parameter, "persist_result": True}
+# Everything else runs every time.
 COMPUTE_TASK = {"cache_policy": NO_CACHE}

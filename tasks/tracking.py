@@ -7,6 +7,7 @@ from prefect import runtime, task
 from shrinkflow import tracking
 from shrinkflow.config import PipelineConfig
 from shrinkflow.tracking import TrackingRef
+from shrinkflow.variants import VariantRef
 from shrinkflow.workspace import Workspace
 from tasks.options import IO_TASK
 
@@ -24,3 +25,8 @@ def finish_tracking(tracking_ref: TrackingRef, rows: list[dict[str, Any]], succe
     if rows:
         tracking.log_summary(tracking_ref, rows)
     tracking.finish_pipeline(tracking_ref, succeeded)
+
+
+@task(name="record-cache-hit", task_run_name="record-cache-hit-{variant.variant}", **IO_TASK)
+def record_cache_hit(tracking_ref: TrackingRef, variant: VariantRef) -> VariantRef:
+    return tracking.record_cache_hit(tracking_ref, variant)

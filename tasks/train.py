@@ -8,18 +8,18 @@ from shrinkflow.data import DatasetRef
 from shrinkflow.tracking import TrackingRef
 from shrinkflow.variants import VariantRef
 from shrinkflow.workspace import Workspace
-from tasks.options import COMPUTE_TASK
+from tasks.options import CACHED_TASK
 
 BASELINE = "baseline"
 
 
-@task(name="train-baseline", **COMPUTE_TASK)
+@task(name="train-baseline", **CACHED_TASK)
 def train_baseline(
-    config: PipelineConfig, dataset: DatasetRef, workspace: Workspace, tracking_ref: TrackingRef
+    config: PipelineConfig, dataset: DatasetRef, workspace: Workspace, tracking_ref: TrackingRef, cache_key: str
 ) -> VariantRef:
     run_id = tracking.start_variant_run(tracking_ref, BASELINE, {"quantization": "none", "parent_variant": ""})
     client = tracking_ref.client()
-    model_path = workspace.run_dir(tracking_ref.parent_run_id, BASELINE) / "model.keras"
+    model_path = workspace.stage_dir(cache_key) / "model.keras"
     with tracking.failure_recorded(tracking_ref, run_id):
         history = training.train_baseline(
             dataset, config.model, config.train, model_path,

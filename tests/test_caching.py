@@ -1,0 +1,207 @@
+"""Cached, resumable runs: unchanged stages are skipped (read from Prefect's task states), changed ones
+recompute exactly downstream, a killed run resumes, and concurrent runs keep apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from shrinkflow.export import MANIFEST_NAME
+from shrinkflow.workspace import Workspace
+from tests.conftest import REPO, subprocess_env, tiny_digits_config
+
+QUICK = {"prune.epochs": 1, "quantize.modes": "[dynamic, int8]"}
+
+
+def run_and_read_task_states(config, workspace: Path, use_cache: bool = True) -> dict[str, str]:
+    """Run the flow; return {task run name: final state name} read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.pipeline import pipeline
+
+    state = pipeline(config, workspace=str(workspace), use_cache=use_cache, return_state=True)
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    # A stage rebuilt after a stale cache hit has two task runs; the later one is the stage's outcome.
+    return {run.name: run.state.name for run in sorted(task_runs, key=lambda run: run.created)}
+
+
+def stage_states(states: dict[str, str]) -> dict[str, str]:
+    """The states of the cached stages, by a stable name (Prefect suffixes some task run names)."""
+    stable = {}
+    for name, state in states.items():
+        for stage in ("load-data", "train-baseline", "prune"):
+            if name.startswith(f"{stage}-"):
+                stable[stage] = state
+        if name.startswith("quantize-"):
+            stable[name] = state
+    return stable
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, tmp_path_factory):
+    workspace = tmp_path_factory.mktemp("cache") / "workspace"
+    config = tiny_digits_config(**QUICK)
+    states = stage_states(run_and_read_task_states(config, workspace))
+    return config, workspace, states
+
+
+def test_first_run_computes_every_stage(first_run) -> None:
+    _, _, states = first_run
+    assert states == {
+        "load-data": "Completed", "train-baseline": "Completed", "prune": "Completed",
+        "quantize-baseline-dynamic": "Completed", "quantize-baseline-int8": "Completed",
+        "quantize-pruned-dynamic": "Completed", "quantize-pruned-int8": "Completed",
+    }
+
+
+def test_unchanged_rerun_skips_every_cached_stage(first_run) -> None:
+    config, workspace, _ = first_run
+    states = stage_states(run_and_read_task_states(config, workspace))
+    assert set(states.values()) == {"Cached"}
+    client = MlflowClient(tracking_uri=Workspace(workspace).tracking_uri())
+    experiment = client.get_experiment_by_name(config.name)
+    [latest_parent] = client.search_runs(
+        [experiment.experiment_id], "tags.`shrinkflow.model_name` = 'digits_cnn'", order_by=["start_time DESC"],
+        max_results=1,
+    )
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{latest_parent.info.run_id}'"
+    )
+    assert latest_parent.data.tags["data.cache_hit"] == "true"
+    by_variant = {c.data.tags["variant"]: c for c in children}
+    baseline = by_variant["baseline"]
+    assert baseline.data.tags["cache_hit"] == "true"
+    assert Path(baseline.data.tags["reused_artifact"]).is_file()
+    builder = client.get_run(baseline.data.tags["reused_from_run_id"])
+    assert builder.data.tags["variant"] == "baseline" and builder.info.run_id != baseline.info.run_id
+    assert "accuracy" in baseline.data.metrics  # evaluated again, into this run
+    assert by_variant["pruned-int8"].data.tags["parent_variant"] == "pruned"
+
+
+def test_changing_modes_keeps_training_and_pruning(first_run) -> None:
+    config, workspace, _ = first_run
+    changed = config.model_copy(update={"quantize": config.quantize.model_copy(update={"modes": ("dynamic", "float16")})})
+    states = stage_states(run_and_read_task_states(changed, workspace))
+    assert states["train-baseline"] == states["prune"] == states["load-data"] == "Cached"
+    assert states["quantize-baseline-dynamic"] == states["quantize-pruned-dynamic"] == "Cached"
+    assert states["quantize-baseline-float16"] == states["quantize-pruned-float16"] == "Completed"
+
+
+def test_changing_pruning_recomputes_only_downstream_of_it(first_run) -> None:
+    config, workspace, _ = first_run
+    changed = config.model_copy(update={"prune": config.prune.model_copy(update={"target_sparsity": 0.5})})
+    states = stage_states(run_and_read_task_states(changed, workspace))
+    assert states["train-baseline"] == states["load-data"] == "Cached"
+    assert states["quantize-baseline-dynamic"] == states["quantize-baseline-int8"] == "Cached"
+    assert states["prune"] == states["quantize-pruned-dynamic"] == states["quantize-pruned-int8"] == "Completed"
+
+
+def test_no_cache_recomputes_everything(first_run) -> None:
+    config, workspace, _ = first_run
+    states = stage_states(run_and_read_task_states(config, workspace, use_cache=False))
+    assert set(states.values()) == {"Completed"}
+
+
+def test_a_deleted_cached_file_is_rebuilt(first_run) -> None:
+    config, workspace, _ = first_run
+    changed = config.model_copy(update={"quantize": config.quantize.model_copy(update={"modes": ("dynamic",)})})
+    run_and_read_task_states(changed, workspace)
+    for model in (Workspace(workspace).root / "cache").glob("quantize-*/model.tflite"):
+        model.unlink()
+    states = stage_states(run_and_read_task_states(changed, workspace))
+    assert states["train-baseline"] == "Cached"
+    assert states["quantize-baseline-dynamic"] == states["quantize-pruned-dynamic"] == "Completed"
+
+
+def cli(workspace: Path, *overrides: str) -> subprocess.Popen[str]:
+    args = [sys.executable, "-m", "shrinkflow.cli", "run", str(REPO / "configs" / "digits_cnn.yaml"), "--workspace", str(workspace)]
+    for key, value in {**{k: str(v) for k, v in QUICK.items()}, "model.conv_filters": "[8]", "model.hidden_units": "[16]",
+                       "train.epochs": "2", **dict(o.split("=", 1) for o in overrides)}.items():
+        args += ["--set", f"{key}={value}"]
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(),
+        start_new_session=True,
+    )
+
+
+def wait_for_child_run(workspace: Path, variant: str, process: subprocess.Popen[str], timeout: float = 300) -> None:
+    """Poll the run's MLflow store until the variant's child run exists (its stage has started)."""
+    deadline = time.monotonic() + timeout
+    db = Workspace(workspace).root / "mlflow.db"
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        if db.exists():
+            client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+            runs = client.search_runs(
+                [e.experiment_id for e in client.search_experiments()], f"tags.variant = '{variant}'"
+            ) if client.search_experiments() else []
+            if runs:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"no {variant} run within {timeout} s")
+
+
+@pytest.mark.e2e
+def test_a_run_killed_during_pruning_resumes_and_exports_what_an_uninterrupted_run_does(tmp_path: Path) -> None:
+    killed_ws, clean_ws = tmp_path / "killed", tmp_path / "clean"
+    process = cli(killed_ws, "prune.epochs=30")  # long enough to be caught mid-pruning
+    try:
+        wait_for_child_run(killed_ws, "pruned", process)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not (killed_ws / "exports").exists()
+    assert not list((killed_ws / "cache").glob("prune-*/model.keras"))  # nothing half-written
+
+    resumed = cli(killed_ws, "prune.epochs=30")
+    uninterrupted = cli(clean_ws, "prune.epochs=30")
+    outputs = [p.communicate(timeout=600)[0] for p in (resumed, uninterrupted)]
+    assert resumed.returncode == 0, outputs[0][-3000:]
+    assert uninterrupted.returncode == 0, outputs[1][-3000:]
+
+    client = MlflowClient(tracking_uri=Workspace(killed_ws).tracking_uri())
+    experiment = client.get_experiment_by_name("digits_cnn")
+    baselines = client.search_runs([experiment.experiment_id], "tags.variant = 'baseline'", order_by=["start_time ASC"])
+    assert [run.data.tags["cache_hit"] for run in baselines] == ["false", "true"], [l for l in outputs[0].splitlines() if "train-baseline" in l or "load-data" in l]  # training was not repeated
+
+    def exported(workspace: Path) -> tuple[dict[str, str], dict[str, float]]:
+        """The TFLite files' hashes and every variant's accuracy (Keras and SavedModel files embed
+        their save time, so their bytes differ between identical models)."""
+        manifest = json.loads((workspace / "exports" / "digits_cnn" / "1" / MANIFEST_NAME).read_text())
+        tflite = {entry["path"]: entry["sha256"] for entry in manifest["files"] if entry["path"].endswith(".tflite")}
+        accuracy = {name: entry["metrics"]["accuracy"] for name, entry in manifest["variants"].items()}
+        return tflite, accuracy
+
+    assert exported(killed_ws) == exported(clean_ws)
+
+
+@pytest.mark.e2e
+def test_two_different_configs_run_at_the_same_time_without_interfering(tmp_path: Path) -> None:
+    workspace = tmp_path / "shared"
+    first = cli(workspace, "name=first", "quantize.modes=[dynamic]", "prune.enabled=false")
+    second = cli(workspace, "name=second", "quantize.modes=[int8]", "prune.enabled=false", "model.hidden_units=[24]")
+    outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert first.returncode == 0, outputs[0][-3000:]
+    assert second.returncode == 0, outputs[1][-3000:]
+    client = MlflowClient(tracking_uri=Workspace(workspace).tracking_uri())
+    for name, variant in (("first", "baseline-dynamic"), ("second", "baseline-int8")):
+        manifest = json.loads((workspace / "exports" / name / "1" / MANIFEST_NAME).read_text())
+        assert manifest["name"] == name and variant in manifest["variants"]
+        [parent] = client.search_runs(
+            [client.get_experiment_by_name(name).experiment_id], "tags.`shrinkflow.model_name` != ''"
+        )
+        assert parent.info.status == "FINISHED"
+        assert client.get_model_version(name, "1").tags["config_hash"] == manifest["config_hash"]
