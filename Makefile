@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/digits_cnn.yaml
 
-.PHONY: setup run test clean
+.PHONY: setup run test clean bench-compression
 
 setup: $(STAMP)
 
@@ -23,3 +23,6 @@ test: setup
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache
+
+bench-compression: setup
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m bench.compression
