@@ -12,8 +12,11 @@ pytestmark = pytest.mark.e2e
 def test_mnist_cnn_preset_reaches_98_percent(prefect_harness, workspace) -> None:
     from flows.pipeline import pipeline
 
-    config = load_config(REPO / "configs" / "mnist_cnn.yaml", [f"data.source=idx:{MNIST_T10K}"])
-    rows = {row["variant"]: row for row in pipeline(config, workspace=str(workspace))}
-    assert rows["baseline"]["accuracy"] >= 0.98
-    [shipped] = [row for row in rows.values() if row.get("selected") == "yes"]
-    assert shipped["accuracy"] >= rows["baseline"]["accuracy"] - config.select.max_accuracy_drop
+    # The baseline alone: the compression stages on MNIST are measured by `make bench-compression`.
+    config = load_config(
+        REPO / "configs" / "mnist_cnn.yaml",
+        [f"data.source=idx:{MNIST_T10K}", "prune.enabled=false", "quantize.modes=[]"],
+    )
+    [baseline] = pipeline(config, workspace=str(workspace))
+    assert baseline["variant"] == "baseline" and baseline["selected"] == "yes"
+    assert baseline["accuracy"] >= 0.98
