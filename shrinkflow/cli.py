@@ -7,12 +7,19 @@ traceback; 1 anything else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.errors import UserError
+
+if TYPE_CHECKING:
+    from shrinkflow.stack import RunningStack, ServerProcess
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
 
@@ -22,20 +29,67 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shrinkflow", description="Train, compress and ship TensorFlow models as a Prefect flow tracked in MLflow."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    workspace_help = "Output folder (default: $SHRINKFLOW_WORKSPACE or ./workspace)."
+
     run = commands.add_parser("run", help="Run the pipeline once on a YAML config.")
     run.add_argument("config", help="YAML config, e.g. configs/digits_cnn.yaml")
     run.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="Override a config value, e.g. --set train.epochs=2 (repeatable).",
     )
-    run.add_argument("--workspace", help="Output folder (default: $SHRINKFLOW_WORKSPACE or ./workspace).")
+    run.add_argument("--workspace", help=workspace_help)
+    run.add_argument(
+        "--no-cache", dest="use_cache", action="store_false",
+        help="Recompute every stage instead of reusing what an earlier run with the same inputs produced.",
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        help="Serve the scheduled deployments (one per preset) on the configured Prefect server until Ctrl-C.",
+    )
+    serve.add_argument("--workspace", help=workspace_help)
+    serve.add_argument(
+        "--limit", type=_positive_int, default=None, metavar="N",
+        help="Most flow runs at the same time (default: 1).",
+    )
+
+    up = commands.add_parser(
+        "up",
+        help="Start a local Prefect server and MLflow server and serve the deployments on them, until Ctrl-C.",
+    )
+    up.add_argument("--workspace", help=workspace_help + " The servers keep their data under <workspace>/stack/.")
+    up.add_argument("--prefect-port", type=int, default=None, metavar="PORT", help="Prefect server port (default: 4200).")
+    up.add_argument("--mlflow-port", type=int, default=None, metavar="PORT", help="MLflow server port (default: 5000).")
+
+    down = commands.add_parser("down", help="Stop the local stack started by `shrinkflow up` in this workspace.")
+    down.add_argument("--workspace", help=workspace_help)
+
+    deployments = commands.add_parser(
+        "deployments", help="List the deployments; regenerate or check deployments/prefect.yaml."
+    )
+    action = deployments.add_mutually_exclusive_group()
+    action.add_argument("--write", action="store_true", help="Regenerate deployments/prefect.yaml from the presets.")
+    action.add_argument(
+        "--check", action="store_true", help="Exit 1 if deployments/prefect.yaml does not match the presets."
+    )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"run": _run, "serve": _serve, "up": _up, "down": _down, "deployments": _deployments}
     try:
-        return _run(args)
+        return commands[args.command](args)
     except UserError as exc:
         print(f"shrinkflow: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -63,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pipeline import pipeline
 
-    rows = pipeline(config, workspace=str(workspace.root))
+    rows = pipeline(config, workspace=str(workspace.root), use_cache=args.use_cache)
     print(f"\nshrinkflow: {config.name} done\n")
     print(format_table(rows))
     shipped = [row for row in rows if row.get("selected") == "yes"]
@@ -76,6 +130,155 @@ def _run(args: argparse.Namespace) -> int:
         )
     else:
         print("\nno variant passed the selection policy (config section 'select'): nothing registered or exported.")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from shrinkflow.deploy import DEFAULT_RUN_LIMIT, serve
+    from shrinkflow.workspace import Workspace
+
+    serve(Workspace.resolve(args.workspace), limit=args.limit or DEFAULT_RUN_LIMIT)
+    return EXIT_OK
+
+
+def _up(args: argparse.Namespace) -> int:
+    from shrinkflow import deploy
+    from shrinkflow.stack import DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT, StackConfig, start_stack
+    from shrinkflow.workspace import Workspace
+
+    workspace = Workspace.resolve(args.workspace)
+    config = StackConfig(
+        workspace,
+        prefect_port=DEFAULT_PREFECT_PORT if args.prefect_port is None else args.prefect_port,
+        mlflow_port=DEFAULT_MLFLOW_PORT if args.mlflow_port is None else args.mlflow_port,
+    )
+    with _stop_signals_interrupt():
+        leftover = deploy.recorded_runner(workspace)
+        if leftover is not None and leftover.is_running():
+            raise UserError(
+                f"the runner of an earlier `shrinkflow up` is still running for workspace {workspace.root} "
+                f"(pid {leftover.pid}); stop it with `shrinkflow down`"
+            )
+        print(
+            f"shrinkflow: starting the Prefect server (port {config.prefect_port}) and the MLflow server "
+            f"(port {config.mlflow_port}) in {workspace.root / 'stack'} ...",
+            flush=True,
+        )
+        stack = start_stack(config)
+        try:
+            runner = deploy.start_runner(stack)
+            try:
+                deploy.wait_for_deployments(stack, runner)
+                names = ", ".join(spec.full_name for spec in deploy.DEPLOYMENTS)
+                print(
+                    f"\nshrinkflow: the local stack is up (workspace {workspace.root})\n"
+                    f"  Prefect UI   {stack.prefect_ui_url}   deployments {names}\n"
+                    f"  MLflow UI    {stack.mlflow_url}\n"
+                    f"  runner log   {runner.log}\n"
+                    "Scheduled and UI-triggered runs execute here, one at a time. "
+                    "Press Ctrl-C to stop the runner and both servers.",
+                    flush=True,
+                )
+                code = _until_stopped(stack, runner)
+            finally:
+                _ignore_stop_signals()  # a second Ctrl-C must not leave the servers running
+                print("shrinkflow: stopping the runner and the servers ...", flush=True)
+                deploy.stop_runner(runner)
+        finally:
+            _ignore_stop_signals()
+            stack.stop()
+    print("shrinkflow: stopped", flush=True)
+    return code
+
+
+def _until_stopped(stack: RunningStack, runner: ServerProcess) -> int:
+    """Block until Ctrl-C / SIGTERM (exit 0), or until the runner or a server dies (exit 1)."""
+    from shrinkflow.stack import TITLES, log_tail
+
+    try:
+        while True:
+            code = runner.popen.poll() if runner.popen is not None else None
+            if code == 0:  # it was stopped on purpose, by `shrinkflow down` from another terminal
+                print("shrinkflow: the runner was stopped from elsewhere (`shrinkflow down`?)", flush=True)
+                return EXIT_OK
+            if code is not None:
+                print(
+                    f"shrinkflow: error: the runner exited with code {code}; its log is {runner.log}, ending:\n"
+                    f"{log_tail(runner.log)}",
+                    file=sys.stderr, flush=True,
+                )
+                return EXIT_FAILURE
+            for server in stack.servers:
+                if not server.is_running():
+                    print(
+                        f"shrinkflow: error: the {TITLES[server.name]} stopped; its log is {server.log}, ending:\n"
+                        f"{log_tail(server.log)}",
+                        file=sys.stderr, flush=True,
+                    )
+                    return EXIT_FAILURE
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("", flush=True)
+        return EXIT_OK
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (terminal closed) stop `up` like Ctrl-C does: through its clean-up, never around it."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _ignore_stop_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _down(args: argparse.Namespace) -> int:
+    from shrinkflow import deploy
+    from shrinkflow.stack import stop_stack
+    from shrinkflow.workspace import Workspace
+
+    workspace = Workspace.resolve(args.workspace)
+    runner = deploy.recorded_runner(workspace)
+    stopped_runner = deploy.stop_runner(runner) if runner is not None else False
+    stopped_servers = stop_stack(workspace)
+    if stopped_runner or stopped_servers:
+        print(f"shrinkflow: stopped the local stack of workspace {workspace.root}")
+    else:
+        print(f"shrinkflow: no stack is running for workspace {workspace.root}")
+    return EXIT_OK
+
+
+def _deployments(args: argparse.Namespace) -> int:
+    from shrinkflow import deploy
+
+    relative = deploy.PREFECT_FILE.relative_to(deploy.REPO)
+    if args.write:
+        changed = deploy.write_prefect_yaml()
+        print(f"shrinkflow: {relative} {'written' if changed else 'is already up to date'}")
+        return EXIT_OK
+    if args.check:
+        if deploy.prefect_yaml_is_current():
+            print(f"shrinkflow: {relative} is up to date")
+            return EXIT_OK
+        print(
+            f"shrinkflow: {relative} does not match the presets and schedules: run `shrinkflow deployments --write`",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    print(f"{'deployment':<24}{'config':<28}{'schedule':<14}timezone")
+    for spec in deploy.DEPLOYMENTS:
+        print(f"{spec.full_name:<24}{spec.preset:<28}{spec.cron:<14}{spec.timezone}")
     return EXIT_OK
 
 

@@ -73,3 +73,27 @@ def test_run_succeeds_and_prints_the_summary(tmp_path: Path) -> None:
     assert "shipped" in result.stdout and "as version 1" in result.stdout
     assert (tmp_path / "from-env" / "mlflow.db").is_file()
     assert (tmp_path / "from-env" / "exports" / "digits_cnn" / "1" / "manifest.json").is_file()
+
+
+def test_up_refuses_a_taken_port_with_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    from shrinkflow.stack import free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = shrinkflow(
+            "up", "--workspace", str(tmp_path / "ws"), "--prefect-port", str(port), "--mlflow-port", str(free_port()),
+            cwd=tmp_path,
+        )
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is not available for the Prefect server" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ws" / "stack" / "stack.json").exists()
+
+
+def test_prefect_yaml_matches_the_presets(tmp_path: Path) -> None:
+    result = shrinkflow("deployments", "--check", cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
