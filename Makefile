@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/digits_cnn.yaml
 
-.PHONY: setup run test clean bench-compression
+.PHONY: setup run test clean bench-compression up down
 
 setup: $(STAMP)
 
@@ -26,3 +26,9 @@ clean:
 
 bench-compression: setup
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m bench.compression
+
+up: setup
+	$(BIN)/shrinkflow up
+
+down: setup
+	$(BIN)/shrinkflow down
