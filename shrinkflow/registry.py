@@ -22,7 +22,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
 from shrinkflow import tflite_pyfunc
-from shrinkflow.tracking import TrackingRef
+from shrinkflow.tracking import TrackingRef, fluent_mlflow
 
 CHAMPION_ALIAS = "champion"
 TFLITE_PYFUNC_CODE = Path(tflite_pyfunc.__file__)
@@ -44,9 +44,7 @@ def log_and_register_tflite_model(
         inputs=Schema([TensorSpec(float32, (-1, *input_shape))]),
         outputs=Schema([TensorSpec(float32, (-1, *output_shape))]),
     )
-    mlflow.set_tracking_uri(tracking.tracking_uri)
-    mlflow.set_registry_uri(tracking.tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with fluent_mlflow(tracking.tracking_uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=TFLITE_PYFUNC_CODE,
@@ -61,7 +59,8 @@ def log_and_register_tflite_model(
                 f"pandas=={installed_version('pandas')}",
             ],
         )
-    version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
+    with fluent_mlflow(tracking.tracking_uri):
+        version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
     return tracking.client().get_model_version(registered_name, version.version)
 
 
@@ -102,10 +101,8 @@ def predict_with_version(tracking_uri: str, name: str, version: str | int, x: np
     """
     import tempfile
 
-    # Process-wide URIs, as in `tracking.log_and_register_keras_model`: MLflow resolves "models:/"
-    # URIs with the global registry URI (download_artifacts' registry_uri argument is not passed on).
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="shrinkflow-model-") as tmp:
+    # MLflow resolves "models:/" URIs with the global registry URI (download_artifacts'
+    # registry_uri argument is not passed on), so set it for the block.
+    with fluent_mlflow(tracking_uri), tempfile.TemporaryDirectory(prefix="shrinkflow-model-") as tmp:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}", dst_path=tmp)
         return np.asarray(model.predict(np.asarray(x, dtype=np.float32)), dtype=np.float32)

@@ -6,6 +6,7 @@ here addresses runs by id through an `MlflowClient` instead of relying on `mlflo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -60,7 +61,8 @@ def start_parent_run(
 ) -> TrackingRef:
     """Open the parent run: the config as params, the resolved YAML as an artifact, tags."""
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    experiment_id = ensure_experiment(client, config.name, artifact_root)
+    with _store_creation_lock(tracking_uri):
+        experiment_id = ensure_experiment(client, config.name, artifact_root)
     tags = {"shrinkflow.config_hash": config.config_hash(), "shrinkflow.model_name": config.name}
     if prefect_flow_run_id:
         tags["prefect.flow_run_id"] = prefect_flow_run_id
@@ -70,6 +72,47 @@ def start_parent_run(
     log_batch(client, run_id, params=params)
     client.log_text(run_id, config.to_yaml(), "config.yaml")
     return TrackingRef(tracking_uri, experiment_id, run_id)
+
+
+@contextmanager
+def fluent_mlflow(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (log_model, register_model, "models:/" URIs) at `tracking_uri` for
+    the block only. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which would otherwise
+    redirect every later run in this process (Workspace.tracking_uri reads it)."""
+    import mlflow
+
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _store_creation_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise first use of a SQLite store across processes: two runs starting at once on a new
+    workspace would otherwise both create MLflow's tables, and one would fail."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def start_variant_run(tracking: TrackingRef, variant: str, tags: dict[str, str] | None = None) -> str:
@@ -167,9 +210,7 @@ def log_and_register_keras_model(
     model = load_keras_model(keras_path)
     example = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)
     signature = infer_signature(example, model(example, training=False).numpy())
-    mlflow.set_tracking_uri(tracking.tracking_uri)
-    mlflow.set_registry_uri(tracking.tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with fluent_mlflow(tracking.tracking_uri), mlflow.start_run(run_id=run_id):
         info = mlflow.tensorflow.log_model(
             model,
             name="model",
@@ -177,7 +218,8 @@ def log_and_register_keras_model(
             # Listing requirements skips MLflow's slow inference of them in a subprocess.
             pip_requirements=[f"tensorflow=={tf.__version__}", f"tf-keras=={tf_keras.__version__}"],
         )
-    version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
+    with fluent_mlflow(tracking.tracking_uri):
+        version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
     return tracking.client().get_model_version(registered_name, version.version)
 
 

@@ -106,8 +106,10 @@ def test_registered_version_is_the_selected_variant_and_predicts(finished_run) -
     assert {"sparsity", "quantization", "accuracy", "size_bytes", "gzip_size_bytes"} <= set(version.tags)
     assert version.tags["promoted"] == "true"
     assert str(client.get_model_version_by_alias(config.name, "champion").version) == "1"
-    mlflow.set_tracking_uri(workspace.tracking_uri())
-    model = mlflow.pyfunc.load_model(f"models:/{config.name}/1")
+    from shrinkflow.tracking import fluent_mlflow
+
+    with fluent_mlflow(workspace.tracking_uri()):
+        model = mlflow.pyfunc.load_model(f"models:/{config.name}/1")
     probabilities = np.asarray(model.predict(np.zeros((3, 8, 8, 1), dtype=np.float32)))
     assert probabilities.shape == (3, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=0.02)

@@ -21,7 +21,7 @@ from shrinkflow.registry import (
     log_and_register_tflite_model,
     predict_with_version,
 )
-from shrinkflow.tracking import TrackingRef, start_variant_run
+from shrinkflow.tracking import TrackingRef, fluent_mlflow, start_variant_run
 
 INPUT_SHAPE = (4, 4, 1)
 NUM_CLASSES = 3
@@ -106,7 +106,8 @@ def test_a_registered_tflite_version_predicts_like_the_interpreter(
     assert version.run_id == run_id
     assert version.tags == {"variant": kind, "format": "tflite"}
 
-    requirements = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{name}/{version.version}")).read_text()
+    with fluent_mlflow(tracking.tracking_uri):
+        requirements = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{name}/{version.version}")).read_text()
     assert "ai-edge-litert==" in requirements and "numpy==" in requirements
 
     # The logged model carries its own code and must not need shrinkflow to load and predict. MLflow
@@ -114,7 +115,8 @@ def test_a_registered_tflite_version_predicts_like_the_interpreter(
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "shrinkflow", None)
         patch.setattr(mlflow.models.model, "__mlflow_model__", None)
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+        with fluent_mlflow(tracking.tracking_uri):
+            model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
         probabilities = model.predict(features)
 
     expected = load_predictor(tflite_files[kind])(features)
