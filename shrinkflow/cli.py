@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -166,9 +167,10 @@ def _up(args: argparse.Namespace) -> int:
         )
         stack = start_stack(config)
         try:
+            runner_started = datetime.now(timezone.utc)
             runner = deploy.start_runner(stack)
             try:
-                deploy.wait_for_deployments(stack, runner)
+                deploy.wait_for_deployments(stack, runner, since=runner_started)
                 names = ", ".join(spec.full_name for spec in deploy.DEPLOYMENTS)
                 print(
                     f"\nshrinkflow: the local stack is up (workspace {workspace.root})\n"

@@ -72,7 +72,9 @@ class ModelConfig(Section):
     )
     kernel_size: int = Field(3, ge=1, le=7, description="cnn only: conv kernel size.")
     hidden_units: tuple[int, ...] = Field((128,), description="Units of each dense hidden layer.")
-    activation: Literal["relu", "tanh", "elu", "gelu"] = "relu"
+    activation: Literal["relu", "tanh", "elu", "gelu"] = Field(
+        "relu", description="Activation of the conv and hidden layers."
+    )
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout rate after each dense hidden layer.")
     l1: float = Field(0.0, ge=0, description="L1 kernel regularization.")
     l2: float = Field(0.0, ge=0, description="L2 kernel regularization.")
@@ -89,12 +91,14 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     """How the baseline is trained."""
 
-    epochs: int = Field(10, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Optimizer = "adam"
-    learning_rate: float = Field(1e-3, gt=0, le=10)
+    epochs: int = Field(10, ge=1, le=1000, description="Maximum training epochs (early stopping may end sooner).")
+    batch_size: int = Field(128, ge=1, description="Samples per gradient step.")
+    optimizer: Optimizer = Field("adam", description="The Keras optimizer.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="Initial learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
-    lr_schedule: Literal["constant", "exponential"] = "constant"
+    lr_schedule: Literal["constant", "exponential"] = Field(
+        "constant", description="constant, or exponential: multiplied by decay_rate after every epoch."
+    )
     decay_rate: float = Field(0.9, gt=0, le=1, description="exponential: factor applied every epoch.")
     early_stopping_patience: int | None = Field(
         3, ge=1, description="Stop after this many epochs without a better validation loss; null disables."

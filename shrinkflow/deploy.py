@@ -231,8 +231,23 @@ def serve(workspace: Workspace, limit: int = DEFAULT_RUN_LIMIT) -> None:
             "(it serves the deployments itself), or start `prefect server start` and set "
             "PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
-    if not _get_ok(f"{api_url.rstrip('/')}/health"):
+    api_url = api_url.rstrip("/")
+    if not _get_ok(f"{api_url}/health"):
         raise UserError(f"the Prefect API at {api_url} does not answer (PREFECT_API_URL): is the server running?")
+    # Serving re-applies the deployments by name; one applied with `prefect deploy` would keep its work pool
+    # and pull steps, and its runs would crash in the runner.
+    on_pools = {
+        spec.full_name: found["work_pool_name"]
+        for spec in DEPLOYMENTS
+        if (found := _get_json(f"{api_url}/deployments/name/{spec.full_name}")) and found.get("work_pool_name")
+    }
+    if on_pools:
+        names = ", ".join(f"{name} (work pool {pool})" for name, pool in on_pools.items())
+        raise UserError(
+            f"{names} on {api_url} were applied with `prefect deploy` and run on a worker; serving them here "
+            "would take them over: serve on another Prefect server (`shrinkflow up` starts its own), or delete "
+            f"them first with `prefect deployment delete {next(iter(on_pools))}` and so on"
+        )
 
     from prefect import serve as prefect_serve
 
@@ -297,11 +312,17 @@ def start_runner(stack: RunningStack, limit: int = DEFAULT_RUN_LIMIT) -> ServerP
     return runner
 
 
-def wait_for_deployments(stack: RunningStack, runner: ServerProcess, timeout: float = RUNNER_STARTUP_TIMEOUT) -> None:
-    """Wait until the runner has applied every deployment to the stack's Prefect server.
+def wait_for_deployments(
+    stack: RunningStack, runner: ServerProcess, since: datetime, timeout: float = RUNNER_STARTUP_TIMEOUT
+) -> None:
+    """Wait until the runner serves every deployment: each applied and polled by it after `since`.
+
+    Existence alone does not tell: the deployments of an earlier `up` (or of `prefect deploy`) are already
+    in the server's database, so a deployment counts once its `last_polled` is later than `since`, the
+    moment just before the runner was started.
 
     Raises:
-        UserError: the runner exited, or the deployments did not appear within `timeout` seconds; the
+        UserError: the runner exited, or did not serve every deployment within `timeout` seconds; the
             message ends with the tail of runner.log.
     """
     deadline = time.monotonic() + timeout
@@ -310,13 +331,20 @@ def wait_for_deployments(stack: RunningStack, runner: ServerProcess, timeout: fl
         code = runner.popen.poll() if runner.popen is not None else None
         if code is not None:
             raise UserError(f"the runner (`shrinkflow serve`) exited with code {code}; {_log_hint(runner)}")
-        pending = [name for name in pending if not _get_ok(f"{stack.prefect_api_url}/deployments/name/{name}")]
+        pending = [name for name in pending if not _polled_since(stack, name, since)]
         if pending and time.monotonic() > deadline:
             raise UserError(
                 f"the runner did not serve {', '.join(pending)} within {timeout:.0f} s; {_log_hint(runner)}"
             )
         if pending:
             time.sleep(0.5)
+
+
+def _polled_since(stack: RunningStack, deployment: str, since: datetime) -> bool:
+    """Whether `deployment` exists and a runner or worker asked for its runs after `since`."""
+    found = _get_json(f"{stack.prefect_api_url}/deployments/name/{deployment}")
+    polled = (found or {}).get("last_polled")
+    return polled is not None and datetime.fromisoformat(polled) > since
 
 
 def stop_runner(runner: ServerProcess, timeout: float = RUNNER_STOP_TIMEOUT) -> bool:
@@ -377,12 +405,25 @@ def _start_ticks(pid: int) -> int | None:
 
 def _get_ok(url: str) -> bool:
     """Whether a GET of `url` answers 200 (no proxies: the servers are on loopback)."""
+    return _get(url) is not None
+
+
+def _get_json(url: str) -> Any:
+    """The JSON a GET of `url` answers with 200, else None."""
+    body = _get(url)
+    try:
+        return None if body is None else json.loads(body)
+    except ValueError:
+        return None
+
+
+def _get(url: str) -> bytes | None:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=5) as response:
-            return response.status == 200
+            return response.read() if response.status == 200 else None
     except (urllib.error.URLError, OSError, ValueError):
-        return False
+        return None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
