@@ -39,7 +39,7 @@ import yaml
 
 from shrinkflow.config import PipelineConfig, load_config
 from shrinkflow.errors import UserError
-from shrinkflow.stack import RunningStack, ServerProcess, log_tail, stack_dir
+from shrinkflow.stack import RunningStack, ServerProcess, log_tail, proc_state, stack_dir
 from shrinkflow.workspace import WORKSPACE_ENV, Workspace
 
 if TYPE_CHECKING:
@@ -306,7 +306,7 @@ def start_runner(stack: RunningStack, limit: int = DEFAULT_RUN_LIMIT) -> ServerP
         )
     runner = ServerProcess(
         name=RUNNER, pid=popen.pid, pgid=popen.pid, port=0, url=stack.prefect_api_url, log=log,
-        start_ticks=_start_ticks(popen.pid), popen=popen,
+        start_ticks=getattr(proc_state(popen.pid), "start_ticks", None), popen=popen,
     )
     _write_json(runner_file(workspace), runner.to_json())
     return runner
@@ -392,15 +392,6 @@ def _wait_gone(runner: ServerProcess, timeout: float) -> bool:
 
 def _log_hint(runner: ServerProcess) -> str:
     return f"its log is {runner.log}, ending:\n{log_tail(runner.log)}"
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The kernel start time of `pid` (Linux), which tells this process from a later one with the same pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            return int(file.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _get_ok(url: str) -> bool:

@@ -204,13 +204,13 @@ class ServerProcess:
 
     def is_running(self) -> bool:
         """Whether the server, or anything left in its process group, is still alive."""
-        leader = _proc_state(self.pid)
+        leader = proc_state(self.pid)
         if leader is not None and leader.state in "ZX?":
             # Exited (or, without /proc, maybe). A zombie leader may still be tearing down its other
             # threads: it counts as running until it can be collected, if it is our child.
             if not self.reap():
                 return True
-            leader = _proc_state(self.pid) if leader.state == "?" else None
+            leader = proc_state(self.pid) if leader.state == "?" else None
         if leader is not None:
             # A live process with this pid: ours unless the pid was reused by a later process.
             return self.start_ticks is None or leader.start_ticks in (None, self.start_ticks)
@@ -469,7 +469,7 @@ def _spawn(launch: _Launch, config: StackConfig) -> tuple[ServerProcess, int]:
         pgid = os.getpgid(popen.pid)
     except ProcessLookupError:  # already exited: start_new_session made it a group leader
         pgid = popen.pid
-    state = _proc_state(popen.pid)
+    state = proc_state(popen.pid)
     server = ServerProcess(
         name=launch.name, pid=popen.pid, pgid=pgid, port=launch.port, url=launch.url, log=launch.log,
         start_ticks=state.start_ticks if state else None, popen=popen,
@@ -555,17 +555,20 @@ def _wait_gone(servers: list[ServerProcess], timeout: float) -> list[ServerProce
 
 
 @dataclass(frozen=True)
-class _ProcState:
+class ProcState:
     state: str  # R, S, D, Z (zombie), X (dead), ...; "?" where /proc is unavailable
     start_ticks: int | None
 
 
-def _proc_state(pid: int) -> _ProcState | None:
-    """The state of process `pid`, or None if there is no such process."""
+def proc_state(pid: int) -> ProcState | None:
+    """The state of process `pid`, or None if there is no such process.
+
+    With its kernel start time (`start_ticks`), which tells a process from a later one given the same pid.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
             fields = file.read().rsplit(b")", 1)[1].split()
-        return _ProcState(fields[0].decode(), int(fields[19]))
+        return ProcState(fields[0].decode(), int(fields[19]))
     except FileNotFoundError:
         return None
     except (OSError, IndexError, ValueError):  # no /proc (not Linux): existence only
@@ -575,7 +578,7 @@ def _proc_state(pid: int) -> _ProcState | None:
             return None
         except PermissionError:
             pass
-        return _ProcState("?", None)
+        return ProcState("?", None)
 
 
 def _group_alive(pgid: int) -> bool:

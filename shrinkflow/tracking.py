@@ -7,6 +7,7 @@ here addresses runs by id through an `MlflowClient` instead of relying on `mlflo
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -20,10 +21,14 @@ from mlflow.entities.model_registry import ModelVersion
 from shrinkflow.config import PipelineConfig
 from shrinkflow.data import DatasetRef
 from shrinkflow.evaluation import Evaluation
+from shrinkflow.stack import proc_state
 from shrinkflow.variants import VariantRef
 
 MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
 MLFLOW_BATCH_LIMIT = 100
+# host:pid:start ticks of the process running the flow, so a later run can tell that it is gone.
+OWNER_TAG = "shrinkflow.owner"
+ABANDONED_TAG = "shrinkflow.abandoned"
 
 
 @dataclass(frozen=True)
@@ -63,11 +68,14 @@ def start_parent_run(
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     with _store_creation_lock(tracking_uri):
         experiment_id = ensure_experiment(client, config.name, artifact_root)
-    tags = {"shrinkflow.config_hash": config.config_hash(), "shrinkflow.model_name": config.name}
+    tags = {
+        "shrinkflow.config_hash": config.config_hash(), "shrinkflow.model_name": config.name, OWNER_TAG: _owner(),
+    }
     if prefect_flow_run_id:
         tags["prefect.flow_run_id"] = prefect_flow_run_id
     run = client.create_run(experiment_id, run_name=f"{config.name}-pipeline", tags=tags)
     run_id = run.info.run_id
+    close_abandoned_runs(client, experiment_id, closed_by=run_id)
     params = [Param(key, str(value)) for key, value in flatten(config.model_dump(mode="json")).items()]
     log_batch(client, run_id, params=params)
     client.log_text(run_id, config.to_yaml(), "config.yaml")
@@ -227,13 +235,54 @@ def finish_pipeline(tracking: TrackingRef, succeeded: bool) -> None:
     """Close the parent run and any child run still open (a stage that failed mid-way)."""
     client = tracking.client()
     status = RunStatus.to_string(RunStatus.FINISHED if succeeded else RunStatus.FAILED)
-    open_children = client.search_runs(
-        [tracking.experiment_id],
-        filter_string=f"tags.`{MLFLOW_PARENT_RUN_TAG}` = '{tracking.parent_run_id}' and attributes.status = 'RUNNING'",
-    )
-    for child in open_children:
+    for child in _open_children(client, tracking.experiment_id, tracking.parent_run_id):
         client.set_terminated(child.info.run_id, status=status)
     client.set_terminated(tracking.parent_run_id, status=status)
+
+
+def close_abandoned_runs(client: MlflowClient, experiment_id: str, closed_by: str) -> list[str]:
+    """Mark KILLED the parent runs left RUNNING by a flow process of this host that is gone, and their open children.
+
+    A run killed outright (SIGKILL, a crash, a reboot) cannot close its own MLflow runs; without this they
+    would show as running forever. Runs of live processes (a concurrent run) are left alone.
+    Returns the ids of the parent runs it closed.
+    """
+    host = socket.gethostname()
+    running = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_TAG}` LIKE '{host}:%'"
+    )
+    closed = []
+    for run in running:
+        _, pid, ticks = run.data.tags[OWNER_TAG].rsplit(":", 2)
+        if _process_alive(int(pid), int(ticks) if ticks else None):
+            continue
+        killed = RunStatus.to_string(RunStatus.KILLED)
+        for child in _open_children(client, experiment_id, run.info.run_id):
+            client.set_terminated(child.info.run_id, status=killed)
+        client.set_tag(run.info.run_id, ABANDONED_TAG, f"process {pid} was gone when run {closed_by} started")
+        client.set_terminated(run.info.run_id, status=killed)
+        closed.append(run.info.run_id)
+    return closed
+
+
+def _owner() -> str:
+    state = proc_state(os.getpid())
+    ticks = state.start_ticks if state is not None and state.start_ticks is not None else ""
+    return f"{socket.gethostname()}:{os.getpid()}:{ticks}"
+
+
+def _process_alive(pid: int, start_ticks: int | None) -> bool:
+    state = proc_state(pid)
+    if state is None or state.state in ("Z", "X"):
+        return False
+    return start_ticks is None or state.start_ticks in (None, start_ticks)  # else a later process got the pid
+
+
+def _open_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{MLFLOW_PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
 
 
 def log_summary(tracking: TrackingRef, rows: list[dict[str, Any]]) -> None:

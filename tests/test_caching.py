@@ -190,6 +190,15 @@ def test_a_run_killed_during_pruning_resumes_and_exports_what_an_uninterrupted_r
     experiment = client.get_experiment_by_name("digits_cnn")
     baselines = client.search_runs([experiment.experiment_id], "tags.variant = 'baseline'", order_by=["start_time ASC"])
     assert [run.data.tags["cache_hit"] for run in baselines] == ["false", "true"], [l for l in outputs[0].splitlines() if "train-baseline" in l or "load-data" in l]  # training was not repeated
+    # The killed run's MLflow runs do not stay RUNNING: the resumed run closed them.
+    killed, resumed_parent = client.search_runs(
+        [experiment.experiment_id], "tags.`shrinkflow.model_name` = 'digits_cnn'", order_by=["start_time ASC"]
+    )
+    assert (killed.info.status, resumed_parent.info.status) == ("KILLED", "FINISHED")
+    assert resumed_parent.info.run_id in killed.data.tags["shrinkflow.abandoned"]
+    killed_children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{killed.info.run_id}'")
+    assert "baseline" in {run.data.tags["variant"] for run in killed_children}
+    assert {run.info.status for run in killed_children} == {"KILLED"}
 
     def exported(workspace: Path) -> tuple[dict[str, str], dict[str, float]]:
         """The TFLite files' hashes and every variant's accuracy (Keras and SavedModel files embed
