@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/digits_cnn.yaml
 
-.PHONY: setup run test clean bench-compression up down
+.PHONY: setup run test clean bench bench-smoke bench-compression up down
 
 setup: $(STAMP)
 
@@ -24,8 +24,16 @@ test: setup
 clean:
 	rm -rf $(VENV) workspace .pytest_cache
 
+# Every benchmark (about half an hour): bench/results/<name>.json and docs/benchmarks.md.
+bench: setup
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m bench
+
+# The harness on tiny data, one repetition, in a temporary folder (under a minute).
+bench-smoke: setup
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m bench --smoke
+
 bench-compression: setup
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m bench.compression
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m bench --only compression
 
 up: setup
 	$(BIN)/shrinkflow up

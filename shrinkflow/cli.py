@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -118,6 +119,13 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pipeline import pipeline
 
+    server_start = _start_temporary_prefect_server()
+    # The first stage needs TensorFlow, which takes seconds to import: import it while the server starts.
+    import tensorflow  # noqa: F401
+    import tf_keras  # noqa: F401
+
+    if server_start is not None:
+        server_start.join()
     rows = pipeline(config, workspace=str(workspace.root), use_cache=args.use_cache)
     print(f"\nshrinkflow: {config.name} done\n")
     print(format_table(rows))
@@ -132,6 +140,31 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print("\nno variant passed the selection policy (config section 'select'): nothing registered or exported.")
     return EXIT_OK
+
+
+def _start_temporary_prefect_server() -> threading.Thread | None:
+    """Start, in the background, the temporary Prefect server the flow would otherwise start and wait for.
+
+    With no Prefect API configured, the flow's first call starts Prefect's temporary server and waits
+    seconds for it to answer. Started here, that wait overlaps with importing TensorFlow; the flow then
+    finds the same server (Prefect keeps one per process) already up. If it fails to start here, the
+    flow tries again and reports why.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+
+    def start() -> None:
+        with contextlib.suppress(Exception):
+            server.start()
+
+    thread = threading.Thread(target=start, name="start-temporary-prefect-server", daemon=True)
+    thread.start()
+    return thread
 
 
 def _serve(args: argparse.Namespace) -> int:

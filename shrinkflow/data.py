@@ -71,10 +71,27 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
     """Read and validate the data, split and scale it, and store the splits as out_dir/<key>.npz.
 
     The key hashes the raw data and the data config, so an unchanged dataset is never written twice.
+    Within one process an unchanged source (same files, sizes and modification times) is not even
+    read twice: `shrinkflow run` checks the data before the flow starts, and the flow's first stage
+    then gets the same reference back.
 
     Raises:
         DataError: naming the file and what is wrong with it.
     """
+    memo_key = (cfg.model_dump_json(), repr(source_stamp(cfg)), str(Path(out_dir).resolve()))
+    known = _PREPARED.get(memo_key)
+    if known is not None and Path(known.path).is_file():
+        return known
+    ref = _prepare(cfg, out_dir)
+    _PREPARED[memo_key] = ref
+    return ref
+
+
+# DatasetRefs this process prepared, by data config, source stamp and output folder.
+_PREPARED: dict[tuple[str, str, str], DatasetRef] = {}
+
+
+def _prepare(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
     features, labels, from_table = _read_source(cfg)
     fingerprint = _fingerprint(features, labels)
     features = _apply_image_shape(features, cfg, from_table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,9 @@ def train_baseline(
 ) -> dict[str, float]:
     """Train the baseline and save it, ready for inference, to `out_path` (a .keras file).
 
-    Returns the training history's last values plus `epochs_run` (early stopping may end sooner).
+    Returns the training history's last values plus `epochs_run` (early stopping may end sooner),
+    `train_seconds` (the wall time of `fit`) and `train_samples_per_s` (training samples times
+    epochs run, per second of `fit`).
     """
     import tf_keras
     from tf_keras.callbacks import EarlyStopping
@@ -125,6 +128,7 @@ def train_baseline(
         )
     if on_epoch is not None:
         callbacks.append(epoch_reporter(on_epoch))
+    started = time.perf_counter()
     history = model.fit(
         make_dataset(splits.x_train, splits.y_train, train_cfg.batch_size, shuffle_seed=train_cfg.seed),
         validation_data=make_dataset(splits.x_val, splits.y_val, train_cfg.batch_size),
@@ -132,9 +136,17 @@ def train_baseline(
         callbacks=callbacks,
         verbose=0,
     )
+    fit_seconds = time.perf_counter() - started
     save_for_inference(model, out_path)
     final = {name: float(values[-1]) for name, values in history.history.items()}
-    return {**final, "epochs_run": float(len(history.history["loss"]))}
+    epochs_run = len(history.history["loss"])
+    return {
+        **final,
+        "epochs_run": float(epochs_run),
+        "train_seconds": fit_seconds,
+        # Training throughput, validation passes included: what bench/input_pipeline.py compares.
+        "train_samples_per_s": len(splits.x_train) * epochs_run / fit_seconds,
+    }
 
 
 def save_for_inference(model: Any, out_path: str | Path) -> None:

@@ -25,7 +25,8 @@ def train_baseline(
             dataset, config.model, config.train, model_path,
             on_epoch=lambda epoch, logs: tracking.log_epoch(client, run_id, epoch, logs),
         )
-        client.log_metric(run_id, "epochs_run", history["epochs_run"])
+        for name in ("epochs_run", "train_seconds", "train_samples_per_s"):
+            client.log_metric(run_id, name, history[name])
         sparsity = compression.keras_sparsity(training.load_keras_model(model_path))
         client.set_tag(run_id, "sparsity", f"{sparsity:.4f}")
     return VariantRef(variant=BASELINE, model_path=str(model_path), run_id=run_id, sparsity=sparsity)

@@ -1,0 +1,66 @@
+"""The benchmark harness (bench/): its smoke mode end to end, and the arithmetic its reports rest on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.common import ChildRun, md_table, spread
+from bench.overhead import flow_phases
+from bench.scaling import linear_fit
+from tests.conftest import REPO, subprocess_env
+
+
+@pytest.mark.e2e
+def test_smoke_mode_runs_every_quick_benchmark_and_writes_results_and_report(tmp_path: Path) -> None:
+    """`python -m bench --smoke`: tiny data, one repetition, everything written to --out, nothing to bench/results."""
+    results = REPO / "bench" / "results"
+    before = {path: path.stat().st_mtime for path in results.glob("*.json")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)], cwd=REPO, env=subprocess_env(),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    for name in ("overhead", "caching", "memory", "input_pipeline"):
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert result["smoke"] is True and result["goals"], name
+        assert result["machine"]["cores"] and result["versions"]["tensorflow"] != "absent"
+    overhead = json.loads((tmp_path / "overhead.json").read_text())
+    assert overhead["plain_s"]["median"] > 0 and overhead["flow_s"]["median"] > 0
+    assert set(overhead["flow_phases_s"]) >= {"startup", "flow", "teardown"}
+    assert json.loads((tmp_path / "caching.json").read_text())["cached_tasks_per_rerun"][0] >= 3
+    assert not (tmp_path / "scaling.json").exists()  # too slow for the smoke mode
+    report = (tmp_path / "benchmarks.md").read_text()
+    assert "## Headline" in report and "## 1. Orchestration overhead" in report
+    assert not (tmp_path / ".work").exists()
+    assert {path: path.stat().st_mtime for path in results.glob("*.json")} == before
+
+
+def test_flow_phases_come_from_the_log_timestamps(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    log.write_text(
+        "10:00:02.000 | INFO    | prefect - Starting temporary server on http://127.0.0.1:8000\n"
+        "10:00:06.500 | INFO    | Flow run 'x' - Beginning flow run 'x' for flow 'shrinkflow'\n"
+        "10:00:30.000 | INFO    | Task run 'train-baseline-1' - Finished in state Completed()\n"
+        "10:00:46.500 | INFO    | Flow run 'x' - Finished in state Completed()\n"
+    )
+    started = time.mktime((2026, 1, 1, 10, 0, 0, 0, 0, -1))
+    run = ChildRun("flow", [], wall_s=48.0, peak_rss_mib=1, tree_peak_rss_mib=1, returncode=0, log=str(log),
+                   started_at=started)
+    assert flow_phases(run) == pytest.approx({"startup": 6.5, "server_start": 4.5, "flow": 40.0, "teardown": 1.5})
+
+
+def test_linear_fit_tells_a_line_from_a_curve() -> None:
+    line = linear_fit([1000, 4000, 8000], [30.0, 60.0, 100.0])
+    assert line["linear"] and line["slope"] == pytest.approx(0.01, abs=1e-4) and line["intercept"] == 20.0
+    assert not linear_fit([1000, 4000, 8000], [10.0, 100.0, 105.0])["linear"]
+
+
+def test_spread_and_table() -> None:
+    assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "values": [3.0, 1.0, 2.0]}
+    assert md_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |\n"
