@@ -39,7 +39,8 @@ import yaml
 
 from shrinkflow.config import PipelineConfig, load_config
 from shrinkflow.errors import UserError
-from shrinkflow.stack import RunningStack, ServerProcess, log_tail, proc_state, stack_dir
+from shrinkflow.processes import start_ticks
+from shrinkflow.stack import RunningStack, ServerProcess, log_tail, stack_dir
 from shrinkflow.workspace import WORKSPACE_ENV, Workspace
 
 if TYPE_CHECKING:
@@ -306,7 +307,7 @@ def start_runner(stack: RunningStack, limit: int = DEFAULT_RUN_LIMIT) -> ServerP
         )
     runner = ServerProcess(
         name=RUNNER, pid=popen.pid, pgid=popen.pid, port=0, url=stack.prefect_api_url, log=log,
-        start_ticks=getattr(proc_state(popen.pid), "start_ticks", None), popen=popen,
+        start_ticks=start_ticks(popen.pid), popen=popen,
     )
     _write_json(runner_file(workspace), runner.to_json())
     return runner

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any
 
 from shrinkflow.errors import UserError
+from shrinkflow.processes import is_same_process, proc_state, start_ticks
 from shrinkflow.workspace import Workspace
 
 STATE_VERSION = 1
@@ -213,7 +214,7 @@ class ServerProcess:
             leader = proc_state(self.pid) if leader.state == "?" else None
         if leader is not None:
             # A live process with this pid: ours unless the pid was reused by a later process.
-            return self.start_ticks is None or leader.start_ticks in (None, self.start_ticks)
+            return is_same_process(leader, self.start_ticks)
         # The leader is gone. While any member remains, the kernel cannot hand its pgid to a new group.
         return _group_alive(self.pgid)
 
@@ -469,10 +470,9 @@ def _spawn(launch: _Launch, config: StackConfig) -> tuple[ServerProcess, int]:
         pgid = os.getpgid(popen.pid)
     except ProcessLookupError:  # already exited: start_new_session made it a group leader
         pgid = popen.pid
-    state = proc_state(popen.pid)
     server = ServerProcess(
         name=launch.name, pid=popen.pid, pgid=pgid, port=launch.port, url=launch.url, log=launch.log,
-        start_ticks=state.start_ticks if state else None, popen=popen,
+        start_ticks=start_ticks(popen.pid), popen=popen,
     )
     return server, offset
 
@@ -552,33 +552,6 @@ def _wait_gone(servers: list[ServerProcess], timeout: float) -> list[ServerProce
         time.sleep(0.1)
         left = [server for server in left if server.is_running()]
     return left
-
-
-@dataclass(frozen=True)
-class ProcState:
-    state: str  # R, S, D, Z (zombie), X (dead), ...; "?" where /proc is unavailable
-    start_ticks: int | None
-
-
-def proc_state(pid: int) -> ProcState | None:
-    """The state of process `pid`, or None if there is no such process.
-
-    With its kernel start time (`start_ticks`), which tells a process from a later one given the same pid.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            fields = file.read().rsplit(b")", 1)[1].split()
-        return ProcState(fields[0].decode(), int(fields[19]))
-    except FileNotFoundError:
-        return None
-    except (OSError, IndexError, ValueError):  # no /proc (not Linux): existence only
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return ProcState("?", None)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -21,7 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 from shrinkflow.config import PipelineConfig
 from shrinkflow.data import DatasetRef
 from shrinkflow.evaluation import Evaluation
-from shrinkflow.stack import proc_state
+from shrinkflow.processes import is_alive, start_ticks
 from shrinkflow.variants import VariantRef
 
 MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -254,7 +254,7 @@ def close_abandoned_runs(client: MlflowClient, experiment_id: str, closed_by: st
     closed = []
     for run in running:
         _, pid, ticks = run.data.tags[OWNER_TAG].rsplit(":", 2)
-        if _process_alive(int(pid), int(ticks) if ticks else None):
+        if is_alive(int(pid), int(ticks) if ticks else None):
             continue
         killed = RunStatus.to_string(RunStatus.KILLED)
         for child in _open_children(client, experiment_id, run.info.run_id):
@@ -266,16 +266,8 @@ def close_abandoned_runs(client: MlflowClient, experiment_id: str, closed_by: st
 
 
 def _owner() -> str:
-    state = proc_state(os.getpid())
-    ticks = state.start_ticks if state is not None and state.start_ticks is not None else ""
-    return f"{socket.gethostname()}:{os.getpid()}:{ticks}"
-
-
-def _process_alive(pid: int, start_ticks: int | None) -> bool:
-    state = proc_state(pid)
-    if state is None or state.state in ("Z", "X"):
-        return False
-    return start_ticks is None or state.start_ticks in (None, start_ticks)  # else a later process got the pid
+    ticks = start_ticks(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}:{'' if ticks is None else ticks}"
 
 
 def _open_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:

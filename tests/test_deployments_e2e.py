@@ -166,8 +166,7 @@ def test_serve_refuses_to_take_over_the_work_pool_deployments(prefect_yaml_appli
 def test_up_serves_the_deployments_runs_a_run_button_run_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     prefect_port, mlflow_port = free_ports(2)
     workspace = Workspace(tmp_path / "workspace")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
+    env = clean_env()
     argv = [
         str(BIN / "shrinkflow"), "up", "--workspace", str(workspace.root),
         "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port),
@@ -238,14 +237,17 @@ class Output:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def clean_env(**settings: str) -> dict[str, str]:
+    """This environment without the caller's Prefect and MLflow settings, plus `settings`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "MLFLOW_"))}
+    return {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1", **settings}
+
+
 def cli_env(stack: RunningStack, prefect_home: Path) -> dict[str, str]:
     """The Prefect CLI's environment: the stack's API, and a home of its own (no profile from ~/.prefect)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(
-        PREFECT_API_URL=stack.prefect_api_url, PREFECT_HOME=str(prefect_home), PREFECT_CLI_PROMPT="false",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1",
+    return clean_env(
+        PREFECT_API_URL=stack.prefect_api_url, PREFECT_HOME=str(prefect_home), PREFECT_CLI_PROMPT="false"
     )
-    return env
 
 
 @contextlib.contextmanager

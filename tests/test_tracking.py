@@ -10,12 +10,12 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from shrinkflow.stack import proc_state
+from shrinkflow.processes import start_ticks
 from shrinkflow.tracking import ABANDONED_TAG, MLFLOW_PARENT_RUN_TAG, OWNER_TAG, close_abandoned_runs
 
 
 def owner(pid: int) -> str:
-    return f"{socket.gethostname()}:{pid}:{proc_state(pid).start_ticks}"
+    return f"{socket.gethostname()}:{pid}:{start_ticks(pid)}"
 
 
 def test_runs_of_a_dead_process_are_killed_and_runs_of_live_ones_are_left_alone(tmp_path: Path) -> None:
