@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -101,9 +102,7 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[dict], dict
     if selection.selected is not None:
         with stage("export"):
             export_selected(config, selection.selected, variants, evaluations, workspace)
-        for row in rows:
-            if row["variant"] == selection.selected:
-                row["selected"] = "yes"
+        rows = [replace(row, selected=True) if row.variant == selection.selected else row for row in rows]
     return rows, seconds
 
 

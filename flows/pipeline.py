@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from shrinkflow.caching import stage_key
@@ -16,7 +17,7 @@ from shrinkflow.evaluation import Evaluation
 from shrinkflow.export import sha256_file
 from shrinkflow.selection import select_variant
 from shrinkflow.tracking import TrackingRef
-from shrinkflow.variants import VariantRef, failed_row, summary_row
+from shrinkflow.variants import SummaryRow, VariantRef, failed_row, format_table, summary_row
 from shrinkflow.workspace import Workspace
 from tasks.compress import PRUNED, prune_baseline, prune_settings, quantize_settings, quantize_variant
 from tasks.data import load_data, track_dataset
@@ -28,23 +29,24 @@ from tasks.train import train_baseline
 
 
 @flow(name="shrinkflow", log_prints=True)
-def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bool = True) -> list[dict[str, Any]]:
+def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bool = True) -> list[SummaryRow]:
     """Train a model from `config`, compress it into variants, and ship the best one that passes the gate.
 
     Args:
-        config: the validated pipeline config (the Run form in the Prefect UI).
-        workspace: where datasets, runs and exports go; default $SHRINKFLOW_WORKSPACE or ./workspace.
-        use_cache: reuse stages an earlier run completed with the same inputs; False recomputes all.
+        config: What to train and how to compress and ship it: one section per stage of the pipeline.
+        workspace: Folder for datasets, cached stages and exports; empty means $SHRINKFLOW_WORKSPACE, else ./workspace.
+        use_cache: Reuse the stages an earlier run completed with the same inputs; off recomputes everything.
 
     Returns:
-        One summary row per variant, with selected / promoted marks.
+        One summary row per variant; the shipped one is marked selected, with its version and gate decision.
     """
+    logger = get_run_logger()
     ws = Workspace.resolve(workspace)
     tracking_ref = start_tracking(config, ws)
     if tracking_ref.run_url():
         create_link_artifact(tracking_ref.run_url(), link_text=f"MLflow run of {config.name}", key="mlflow-run")
     stages = Stages(config, ws, tracking_ref, use_cache)
-    rows: list[dict[str, Any]] = []
+    rows: list[SummaryRow] = []
     try:
         dataset = stages.load_data()
         baseline = stages.built(stages.train(dataset))
@@ -72,12 +74,16 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
         for source in sources:
             for mode in config.quantize.modes:
                 attempt(stages.quantize(source, mode, dataset), f"{source.variant}-{mode}")
+        for name, reason in failures.items():
+            logger.error("%s failed, the other variants go on: %s", name, reason)
 
         baseline_metrics = evaluations[baseline.variant].metrics
         selection = select_variant(
             {ref.variant: evaluations[ref.variant].metrics for ref in variants},
             baseline_metrics["accuracy"], config.select,
         )
+        for name, reason in selection.reasons.items():
+            logger.info("selection: %s: %s", name, reason)
         rows = [summary_row(ref, evaluations[ref.variant].metrics, baseline_metrics) for ref in variants]
         rows += [failed_row(name, reason) for name, reason in failures.items()]
         if selection.selected is not None:
@@ -85,13 +91,18 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
             version = register_variant(config, selected, evaluations[selected.variant], tracking_ref)
             export_models(config, version, selected, variants, evaluations, dataset, ws, tracking_ref)
             decision = gate_champion(config, version, evaluations[selected.variant], dataset, tracking_ref)
-            for row in rows:
-                if row["variant"] == selected.variant:
-                    row.update(selected="yes", version=version, promoted="yes" if decision.promote else "no")
+            rows = [
+                replace(row, selected=True, version=version, promoted=decision.promote)
+                if row.variant == selected.variant else row
+                for row in rows
+            ]
         else:
-            print(f"No variant passed the selection policy; nothing registered or exported: {selection.reasons}")
+            logger.warning("no variant passed the selection policy (config section 'select'): nothing registered or exported")
         report_variants(rows, selection.reasons, ws, tracking_ref)
-        create_table_artifact(rows, key="shrinkflow-summary", description=f"Variants of {config.name}")
+        create_table_artifact(
+            [row.display() for row in rows], key="shrinkflow-summary", description=f"Variants of {config.name}"
+        )
+        logger.info("summary of %s:\n%s", config.name, format_table(rows))
     except BaseException:
         finish_tracking(tracking_ref, rows, succeeded=False)
         raise

@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.errors import UserError
 
 if TYPE_CHECKING:
-    from shrinkflow.stack import RunningStack, ServerProcess
+    from shrinkflow.stack import RunningStack, SchedulerWatch, ServerProcess
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
 
@@ -129,13 +130,15 @@ def _run(args: argparse.Namespace) -> int:
     rows = pipeline(config, workspace=str(workspace.root), use_cache=args.use_cache)
     print(f"\nshrinkflow: {config.name} done\n")
     print(format_table(rows))
-    shipped = [row for row in rows if row.get("selected") == "yes"]
-    if shipped:
-        row = shipped[0]
-        champion = "it is now the champion" if row["promoted"] == "yes" else "the champion alias stays (see the version's promotion_reason tag)"
+    shipped = next((row for row in rows if row.selected), None)
+    if shipped is not None:
+        champion = (
+            "it is now the champion" if shipped.promoted
+            else "the champion alias stays (see the version's promotion_reason tag)"
+        )
         print(
-            f"\nshipped {row['variant']} as version {row['version']} of {config.name!r}; {champion}.\n"
-            f"export: {workspace.exports / config.name / row['version']}"
+            f"\nshipped {shipped.variant} as version {shipped.version} of {config.name!r}; {champion}.\n"
+            f"export: {workspace.exports / config.name / shipped.version}"
         )
     else:
         print("\nno variant passed the selection policy (config section 'select'): nothing registered or exported.")
@@ -177,7 +180,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from shrinkflow import deploy
-    from shrinkflow.stack import DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT, StackConfig, start_stack
+    from shrinkflow.stack import (
+        DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT, SchedulerWatch, StackConfig, stack_dir, start_stack,
+    )
     from shrinkflow.workspace import Workspace
 
     workspace = Workspace.resolve(args.workspace)
@@ -198,23 +203,29 @@ def _up(args: argparse.Namespace) -> int:
             f"(port {config.mlflow_port}) in {workspace.root / 'stack'} ...",
             flush=True,
         )
+        prefect_log = stack_dir(workspace) / "prefect.log"
+        scheduler = SchedulerWatch(prefect_log, offset=prefect_log.stat().st_size if prefect_log.exists() else 0)
         stack = start_stack(config)
         try:
             runner_started = datetime.now(timezone.utc)
             runner = deploy.start_runner(stack)
             try:
                 deploy.wait_for_deployments(stack, runner, since=runner_started)
+                upcoming = deploy.wait_for_scheduled_runs(stack.prefect_api_url)
                 names = ", ".join(spec.full_name for spec in deploy.DEPLOYMENTS)
                 print(
                     f"\nshrinkflow: the local stack is up (workspace {workspace.root})\n"
                     f"  Prefect UI   {stack.prefect_ui_url}   deployments {names}\n"
                     f"  MLflow UI    {stack.mlflow_url}\n"
                     f"  runner log   {runner.log}\n"
+                    f"  next runs    {_describe_upcoming(upcoming)}\n"
                     "Scheduled and UI-triggered runs execute here, one at a time. "
                     "Press Ctrl-C to stop the runner and both servers.",
                     flush=True,
                 )
-                code = _until_stopped(stack, runner)
+                unscheduled = [name for name, when in upcoming.items() if when is None]
+                _warn_scheduler(scheduler, prefect_log, unscheduled)
+                code = _until_stopped(stack, runner, scheduler, prefect_log)
             finally:
                 _ignore_stop_signals()  # a second Ctrl-C must not leave the servers running
                 print("shrinkflow: stopping the runner and the servers ...", flush=True)
@@ -226,12 +237,36 @@ def _up(args: argparse.Namespace) -> int:
     return code
 
 
-def _until_stopped(stack: RunningStack, runner: ServerProcess) -> int:
-    """Block until Ctrl-C / SIGTERM (exit 0), or until the runner or a server dies (exit 1)."""
+def _describe_upcoming(upcoming: dict[str, datetime | None]) -> str:
+    return ", ".join(
+        f"{name.split('/')[-1]} {when.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC" if when else f"{name.split('/')[-1]} NONE"
+        for name, when in upcoming.items()
+    )
+
+
+def _warn_scheduler(scheduler: SchedulerWatch, prefect_log: Path, unscheduled: Sequence[str] = ()) -> None:
+    """Say it loudly when the Prefect server's scheduler fails: the UI would still show the schedules as active."""
+    errors = scheduler.new_errors()
+    if not errors and not unscheduled:
+        return
+    lines = ["", "shrinkflow: WARNING: THE PREFECT SERVER'S SCHEDULER IS FAILING: scheduled runs will not happen."]
+    if unscheduled:
+        lines.append(f"  no upcoming run was created for {', '.join(unscheduled)}")
+    lines += [f"  {error}" for error in dict.fromkeys(errors)]
+    lines.append(f"  See {prefect_log}. Runs started from the UI or the API still execute.")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _until_stopped(stack: RunningStack, runner: ServerProcess, scheduler: SchedulerWatch, prefect_log: Path) -> int:
+    """Block until Ctrl-C / SIGTERM (exit 0), or until the runner or a server dies (exit 1).
+
+    Meanwhile, report every failure of the Prefect server's scheduler as it is logged.
+    """
     from shrinkflow.stack import TITLES, log_tail
 
     try:
         while True:
+            _warn_scheduler(scheduler, prefect_log)
             code = runner.popen.poll() if runner.popen is not None else None
             if code == 0:  # it was stopped on purpose, by `shrinkflow down` from another terminal
                 print("shrinkflow: the runner was stopped from elsewhere (`shrinkflow down`?)", flush=True)

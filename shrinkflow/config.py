@@ -28,31 +28,36 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where the data comes from and how it is split and scaled."""
 
+    model_config = ConfigDict(title="Data")
+
     source: str = Field(
         "sklearn:digits",
+        title="Data source",
         description=(
             "sklearn:digits, keras:mnist, keras:fashion_mnist, idx:DIR (MNIST-format IDX files), "
             "or a path to a .csv or .parquet file."
         ),
     )
-    label_column: str = Field("label", description="Label column of a CSV or Parquet file.")
+    label_column: str = Field("label", title="Label column", description="Label column of a CSV or Parquet file.")
     image_shape: tuple[int, ...] | None = Field(
         None,
+        title="Image shape",
         description="Reshape a table's pixel columns to this image shape, e.g. [28, 28] or [8, 8, 1].",
     )
-    validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share held out for validation.")
-    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share held out for the final test.")
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5, title="Validation share", description="Share held out for validation.")
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, title="Test share", description="Share held out for the final test.")
     max_samples: int | None = Field(
-        None, ge=10, description="Use at most this many samples (a stratified subsample), for quick runs."
+        None, ge=10, title="Most samples", description="Use at most this many samples (a stratified subsample), for quick runs."
     )
     scaling: Literal["minmax", "standard", "none"] = Field(
         "minmax",
+        title="Feature scaling",
         description=(
             "minmax: one range fitted on the training split (pixels); standard: per-feature mean and "
             "standard deviation fitted on the training split (tabular); none: as read."
         ),
     )
-    seed: int = Field(42, description="Seed of the stratified split and subsample.")
+    seed: int = Field(42, title="Split seed", description="Seed of the stratified split and subsample.")
 
     @model_validator(mode="after")
     def _check_shape(self) -> DataConfig:
@@ -66,18 +71,20 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """The Keras model to build."""
 
-    family: Literal["mlp", "cnn"] = Field("cnn", description="mlp: dense layers; cnn: conv blocks then dense layers.")
+    model_config = ConfigDict(title="Model")
+
+    family: Literal["mlp", "cnn"] = Field("cnn", title="Model family", description="mlp: dense layers; cnn: conv blocks then dense layers.")
     conv_filters: tuple[int, ...] = Field(
-        (32, 64), description="cnn only: filters of each 3x3 conv + 2x2 max-pool block."
+        (32, 64), title="Conv filters", description="cnn only: filters of each 3x3 conv + 2x2 max-pool block."
     )
-    kernel_size: int = Field(3, ge=1, le=7, description="cnn only: conv kernel size.")
-    hidden_units: tuple[int, ...] = Field((128,), description="Units of each dense hidden layer.")
+    kernel_size: int = Field(3, ge=1, le=7, title="Kernel size", description="cnn only: conv kernel size.")
+    hidden_units: tuple[int, ...] = Field((128,), title="Hidden units", description="Units of each dense hidden layer.")
     activation: Literal["relu", "tanh", "elu", "gelu"] = Field(
-        "relu", description="Activation of the conv and hidden layers."
+        "relu", title="Activation", description="Activation of the conv and hidden layers."
     )
-    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout rate after each dense hidden layer.")
-    l1: float = Field(0.0, ge=0, description="L1 kernel regularization.")
-    l2: float = Field(0.0, ge=0, description="L2 kernel regularization.")
+    dropout: float = Field(0.2, ge=0, lt=1, title="Dropout", description="Dropout rate after each dense hidden layer.")
+    l1: float = Field(0.0, ge=0, title="L1 penalty", description="L1 kernel regularization.")
+    l2: float = Field(0.0, ge=0, title="L2 penalty", description="L2 kernel regularization.")
 
     @model_validator(mode="after")
     def _check_sizes(self) -> ModelConfig:
@@ -91,49 +98,56 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     """How the baseline is trained."""
 
-    epochs: int = Field(10, ge=1, le=1000, description="Maximum training epochs (early stopping may end sooner).")
-    batch_size: int = Field(128, ge=1, description="Samples per gradient step.")
-    optimizer: Optimizer = Field("adam", description="The Keras optimizer.")
-    learning_rate: float = Field(1e-3, gt=0, le=10, description="Initial learning rate.")
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
+    model_config = ConfigDict(title="Training")
+
+    epochs: int = Field(10, ge=1, le=1000, title="Epochs", description="Maximum training epochs (early stopping may end sooner).")
+    batch_size: int = Field(128, ge=1, title="Batch size", description="Samples per gradient step.")
+    optimizer: Optimizer = Field("adam", title="Optimizer", description="The Keras optimizer.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, title="Learning rate", description="Initial learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, title="Momentum", description="Momentum of the sgd optimizer (sgd only).")
     lr_schedule: Literal["constant", "exponential"] = Field(
-        "constant", description="constant, or exponential: multiplied by decay_rate after every epoch."
+        "constant", title="Learning-rate schedule", description="constant, or exponential: multiplied by decay_rate after every epoch."
     )
-    decay_rate: float = Field(0.9, gt=0, le=1, description="exponential: factor applied every epoch.")
+    decay_rate: float = Field(0.9, gt=0, le=1, title="Decay per epoch", description="exponential: factor applied every epoch.")
     early_stopping_patience: int | None = Field(
-        3, ge=1, description="Stop after this many epochs without a better validation loss; null disables."
+        3, ge=1, title="Early-stopping patience", description="Stop after this many epochs without a better validation loss; null disables."
     )
-    seed: int = Field(42, description="Seed of weight initialisation and shuffling.")
+    seed: int = Field(42, title="Training seed", description="Seed of weight initialisation and shuffling.")
 
 
 class PruneConfig(Section):
     """Magnitude pruning of a copy of the baseline (tensorflow-model-optimization)."""
 
-    enabled: bool = Field(False, description="Build the pruned variant (and its quantized variants).")
-    target_sparsity: float = Field(0.8, ge=0, lt=1, description="Share of weights set to zero, in [0, 1).")
+    model_config = ConfigDict(title="Pruning")
+
+    enabled: bool = Field(False, title="Prune", description="Build the pruned variant (and its quantized variants).")
+    target_sparsity: float = Field(0.8, ge=0, lt=1, title="Target sparsity", description="Share of weights set to zero, in [0, 1).")
     schedule: Literal["polynomial", "constant"] = Field(
-        "polynomial", description="polynomial: sparsity ramps from 0 to the target while fine-tuning; constant: at once."
+        "polynomial", title="Pruning schedule", description="polynomial: sparsity ramps from 0 to the target while fine-tuning; constant: at once."
     )
-    epochs: int = Field(2, ge=1, description="Fine-tuning epochs while pruning.")
-    learning_rate: float = Field(1e-4, gt=0, le=1, description="Fine-tuning learning rate (Adam).")
+    epochs: int = Field(2, ge=1, title="Fine-tuning epochs", description="Fine-tuning epochs while pruning.")
+    learning_rate: float = Field(1e-4, gt=0, le=1, title="Fine-tuning learning rate", description="Fine-tuning learning rate (Adam).")
 
 
 class QuantizeConfig(Section):
     """Post-training and quantization-aware conversion to TFLite, of the baseline and the pruned model."""
 
+    model_config = ConfigDict(title="Quantization")
+
     modes: tuple[QuantizationMode, ...] = Field(
         (),
+        title="Quantization modes",
         description=(
             "TFLite variants to build: dynamic (dynamic-range), float16, int8 (full integer, calibrated "
             "on training data), qat (quantization-aware training, then conversion)."
         ),
     )
-    int8_io: bool = Field(False, description="int8: integer input and output tensors too (for integer-only accelerators).")
+    int8_io: bool = Field(False, title="Integer input and output", description="int8: integer input and output tensors too (for integer-only accelerators).")
     representative_samples: int = Field(
-        200, ge=0, description="int8: calibration samples drawn from the training split."
+        200, ge=0, title="Calibration samples", description="int8: calibration samples drawn from the training split."
     )
-    qat_epochs: int = Field(1, ge=1, description="qat: quantization-aware fine-tuning epochs.")
-    qat_learning_rate: float = Field(1e-4, gt=0, le=1, description="qat: fine-tuning learning rate (Adam).")
+    qat_epochs: int = Field(1, ge=1, title="QAT epochs", description="qat: quantization-aware fine-tuning epochs.")
+    qat_learning_rate: float = Field(1e-4, gt=0, le=1, title="QAT learning rate", description="qat: fine-tuning learning rate (Adam).")
 
     @model_validator(mode="after")
     def _check_calibration(self) -> QuantizeConfig:
@@ -149,41 +163,48 @@ class QuantizeConfig(Section):
 class SelectConfig(Section):
     """Which variant ships, and when it may replace the registry's champion."""
 
+    model_config = ConfigDict(title="Selection and champion gate")
+
     metric: SelectionMetric = Field(
-        "gzip_size_bytes", description="Among the variants within the allowed accuracy drop, ship the one lowest on this."
+        "gzip_size_bytes", title="Ship the lowest", description="Among the variants within the allowed accuracy drop, ship the one lowest on this."
     )
     max_accuracy_drop: float = Field(
-        0.005, ge=0, le=1, description="Largest accuracy loss against the baseline, as a fraction (0.005 = half a point)."
+        0.005, ge=0, le=1, title="Largest accuracy drop", description="Largest accuracy loss against the baseline, as a fraction (0.005 = half a point)."
     )
-    max_size_bytes: int | None = Field(None, ge=1, description="Only variants at most this large (size_bytes) may ship.")
+    max_size_bytes: int | None = Field(None, ge=1, title="Largest size (bytes)", description="Only variants at most this large (size_bytes) may ship.")
     max_regression: float = Field(
-        0.005, ge=0, le=1,
+        0.005, ge=0, le=1, title="Largest regression against the champion",
         description="The alias 'champion' moves only if the new version's accuracy is at least the champion's minus this.",
     )
 
 
 class ExportConfig(Section):
-    """What is exported under <workspace>/exports/<name>/<version>/."""
+    """What is exported to the workspace folder exports/NAME/VERSION (one folder per registered version)."""
 
-    saved_model: bool = Field(True, description="A SavedModel with a serving_default signature (TF Serving).")
-    keras: bool = Field(True, description="The Keras model file.")
+    model_config = ConfigDict(title="Export")
+
+    saved_model: bool = Field(True, title="SavedModel", description="A SavedModel with a serving_default signature (TF Serving).")
+    keras: bool = Field(True, title="Keras file", description="The Keras model file.")
 
 
 class PipelineConfig(Section):
     """A shrinkflow run: the model's name and one section per stage."""
 
+    model_config = ConfigDict(title="Pipeline settings")
+
     name: str = Field(
         ...,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        title="Model name",
         description="The model's name: MLflow experiment, registered model and export folder.",
     )
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    prune: PruneConfig = PruneConfig()
-    quantize: QuantizeConfig = QuantizeConfig()
-    select: SelectConfig = SelectConfig()
-    export: ExportConfig = ExportConfig()
+    data: DataConfig = Field(DataConfig(), title="Data")
+    model: ModelConfig = Field(ModelConfig(), title="Model")
+    train: TrainConfig = Field(TrainConfig(), title="Training")
+    prune: PruneConfig = Field(PruneConfig(), title="Pruning")
+    quantize: QuantizeConfig = Field(QuantizeConfig(), title="Quantization")
+    select: SelectConfig = Field(SelectConfig(), title="Selection and champion gate")
+    export: ExportConfig = Field(ExportConfig(), title="Export")
 
     def config_hash(self) -> str:
         """A short, stable hash of every setting: the same config gives the same hash."""

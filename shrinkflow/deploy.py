@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +60,8 @@ DEFAULT_RUN_LIMIT = 1
 RUNNER = "runner"
 RUNNER_STARTUP_TIMEOUT = 180.0  # imports TensorFlow and applies four deployments; slow on a busy machine
 RUNNER_STOP_TIMEOUT = 30.0  # on SIGTERM it pauses its schedules on the server before it exits
+# The server's scheduler looks at new and changed deployments every 5 s (and at all of them every 60 s).
+SCHEDULED_RUNS_TIMEOUT = 30.0
 KILL_GRACE = 5.0
 
 
@@ -256,7 +259,20 @@ def serve(workspace: Workspace, limit: int = DEFAULT_RUN_LIMIT) -> None:
     # deployments (relative paths in the presets, such as examples/wine.csv, resolve against it).
     os.chdir(REPO)
     print(f"shrinkflow: serving {len(DEPLOYMENTS)} deployments on {api_url}; runs write to {workspace.root}")
+    threading.Thread(target=_warn_unless_scheduled, args=(api_url,), name="check-schedules", daemon=True).start()
     prefect_serve(*runner_deployments(workspace), limit=limit)
+
+
+def _warn_unless_scheduled(api_url: str) -> None:
+    """Once serving has applied the deployments, check that the server's scheduler plans their runs."""
+    time.sleep(SCHEDULED_RUNS_TIMEOUT / 2)  # serve applies the deployments first
+    unscheduled = [name for name, when in wait_for_scheduled_runs(api_url).items() if when is None]
+    if unscheduled:
+        print(
+            f"shrinkflow: WARNING: the Prefect server at {api_url} has created no upcoming run for "
+            f"{', '.join(unscheduled)}: is its scheduler failing? Scheduled runs will not happen; see the server's log.",
+            file=sys.stderr, flush=True,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -395,6 +411,37 @@ def _log_hint(runner: ServerProcess) -> str:
     return f"its log is {runner.log}, ending:\n{log_tail(runner.log)}"
 
 
+def wait_for_scheduled_runs(api_url: str, timeout: float = SCHEDULED_RUNS_TIMEOUT) -> dict[str, datetime | None]:
+    """The next scheduled run of each deployment, once the server's scheduler has created them all.
+
+    The scheduler looks at new and changed deployments every few seconds; a deployment still without a
+    scheduled run after `timeout` seconds maps to None (its scheduler is failing, or its schedule is paused).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        upcoming = {spec.full_name: next_scheduled_run(api_url, spec.full_name) for spec in DEPLOYMENTS}
+        if all(upcoming.values()) or time.monotonic() > deadline:
+            return upcoming
+        time.sleep(1)
+
+
+def next_scheduled_run(api_url: str, deployment: str) -> datetime | None:
+    """When the earliest scheduled flow run of `deployment` is due, if the server has one."""
+    found = _get_json(f"{api_url}/deployments/name/{deployment}")
+    if not found:
+        return None
+    runs = _post_json(
+        f"{api_url}/flow_runs/filter",
+        {
+            "deployments": {"id": {"any_": [found["id"]]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+            "sort": "EXPECTED_START_TIME_ASC",
+            "limit": 1,
+        },
+    )
+    return datetime.fromisoformat(runs[0]["expected_start_time"]) if runs else None
+
+
 def _get_ok(url: str) -> bool:
     """Whether a GET of `url` answers 200 (no proxies: the servers are on loopback)."""
     return _get(url) is not None
@@ -409,10 +456,21 @@ def _get_json(url: str) -> Any:
         return None
 
 
-def _get(url: str) -> bytes | None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def _post_json(url: str, payload: dict[str, Any]) -> Any:
+    """The JSON a POST of `payload` to `url` answers with 200, else None."""
+    body = _get(url, data=json.dumps(payload).encode())
     try:
-        with opener.open(url, timeout=5) as response:
+        return None if body is None else json.loads(body)
+    except ValueError:
+        return None
+
+
+def _get(url: str, data: bytes | None = None) -> bytes | None:
+    """The body of a 200 answer to a GET (or, with `data`, a JSON POST) of `url`, else None."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with opener.open(request, timeout=5) as response:
             return response.read() if response.status == 200 else None
     except (urllib.error.URLError, OSError, ValueError):
         return None

@@ -50,6 +50,15 @@ def evaluate_model_file(
     return Evaluation(metrics=metrics, confusion_matrix_png=str(png))
 
 
+def describe_metrics(metrics: dict[str, float]) -> str:
+    """A variant's test result in one line, for logs."""
+    return (
+        f"accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1_macro']:.4f}, "
+        f"{int(metrics['size_bytes']):,} bytes ({int(metrics['gzip_size_bytes']):,} gzipped), "
+        f"{metrics['latency_ms']:.3f} ms per sample"
+    )
+
+
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, num_classes: int) -> dict[str, float]:
     """Accuracy, macro precision / recall / F1 and cross-entropy loss (scikit-learn)."""
     from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support

@@ -23,6 +23,7 @@ from mlflow.types import Schema, TensorSpec
 
 from shrinkflow import tflite_pyfunc
 from shrinkflow.tracking import TrackingRef, fluent_mlflow
+from shrinkflow.variants import VariantRef
 
 CHAMPION_ALIAS = "champion"
 TFLITE_PYFUNC_CODE = Path(tflite_pyfunc.__file__)
@@ -62,6 +63,33 @@ def log_and_register_tflite_model(
     with fluent_mlflow(tracking.tracking_uri):
         version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
     return tracking.client().get_model_version(registered_name, version.version)
+
+
+def model_description(name: str) -> str:
+    return (
+        f"The models shrinkflow ships for **{name}**: each version is the variant a pipeline run selected (the "
+        "smallest within the config's accuracy budget), with its metrics as tags. The alias `champion` moves to "
+        "a new version only if it is not worse than the current champion on that run's test set."
+    )
+
+
+def version_description(variant: VariantRef, metrics: dict[str, float], parent_run_id: str) -> str:
+    kind = "TFLite file (pyfunc, runs in LiteRT)" if variant.is_tflite else "Keras model (tensorflow flavor)"
+    lineage = f"derived from {variant.parent_variant}" if variant.parent_variant else "the trained baseline"
+    return (
+        f"**{variant.variant}**: {kind}, {lineage}; quantization {variant.quantization}, "
+        f"sparsity {variant.sparsity:.3f}. Test accuracy {metrics['accuracy']:.4f}, "
+        f"{int(metrics['gzip_size_bytes']):,} bytes gzipped. Selected by pipeline run `{parent_run_id}`."
+    )
+
+
+def describe(
+    client: MlflowClient, name: str, version: str, model_description: str, version_description: str
+) -> None:
+    """Descriptions of the registered model (set once) and of the new version, as the registry UI shows them."""
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=model_description)
+    client.update_model_version(name, version, description=version_description)
 
 
 def tflite_io_shapes(tflite_path: str | Path) -> tuple[tuple[int, ...], tuple[int, ...]]:

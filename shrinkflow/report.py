@@ -9,16 +9,17 @@ from typing import Any
 import pandas as pd
 
 from shrinkflow.selection import pareto_front
+from shrinkflow.variants import SummaryRow
 
 
-def write_comparison(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+def write_comparison(rows: Sequence[SummaryRow], out_dir: str | Path) -> list[Path]:
     """Write comparison.csv, comparison.md and pareto.png for the summary rows; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame(list(rows))  # failed rows leave their metric cells empty
+    cells = [row.display() for row in rows]  # failed rows leave their metric cells empty
     csv_path, md_path, png_path = out_dir / "comparison.csv", out_dir / "comparison.md", out_dir / "pareto.png"
-    table.to_csv(csv_path, index=False)
-    md_path.write_text(markdown_table(rows))
+    pd.DataFrame(cells).to_csv(csv_path, index=False)
+    md_path.write_text(markdown_table(cells))
     plot_pareto(rows, png_path)
     return [csv_path, md_path, png_path]
 
@@ -32,15 +33,15 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_pareto(rows: Sequence[dict[str, Any]], png_path: str | Path) -> None:
+def plot_pareto(rows: Sequence[SummaryRow], png_path: str | Path) -> None:
     """Accuracy against gzipped size (log scale), the Pareto front joined and the shipped variant ringed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [row for row in rows if row.get("status", "ok") == "ok"]
-    points = {row["variant"]: (float(row["gzip_size_bytes"]), float(row["accuracy"])) for row in measured}
+    measured = [row for row in rows if row.ok]
+    points = {row.variant: (float(row.gzip_size_bytes or 0), float(row.accuracy or 0)) for row in measured}
     front = sorted(pareto_front(points), key=lambda name: points[name][0])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, (size, accuracy) in points.items():
@@ -50,8 +51,8 @@ def plot_pareto(rows: Sequence[dict[str, Any]], png_path: str | Path) -> None:
     if front:
         ax.plot([points[n][0] for n in front], [points[n][1] for n in front], color="tab:red", label="Pareto front")
     for row in measured:
-        if row.get("selected"):
-            size, accuracy = points[row["variant"]]
+        if row.selected:
+            size, accuracy = points[row.variant]
             ax.scatter(size, accuracy, s=220, facecolors="none", edgecolors="tab:blue", linewidths=2, label="selected")
     ax.set_xscale("log")
     ax.set_xlabel("gzipped model size (bytes, log scale)")

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -523,6 +524,67 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES, offset: int = 0) -> str:
     except OSError:
         return ""
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Watching the Prefect server's scheduler
+
+# The server's scheduler service runs these (as docket tasks); a failure is logged as an ERROR record naming
+# the task, followed by the traceback. Without them no scheduled flow run is ever created.
+SCHEDULER_TASKS = ("schedule_deployments", "schedule_recent_deployments")
+LOG_RECORD = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \| (?P<level>[A-Z]+) *\| (?P<logger>\S+) - (?P<message>.*)$")
+
+
+class SchedulerWatch:
+    """Reads what the Prefect server appends to its log and picks out the scheduler's failures."""
+
+    def __init__(self, log: Path, offset: int = 0) -> None:
+        self.log, self.offset = log, offset
+        self._pending = ""  # read, but not yet a finished record
+
+    def new_errors(self) -> list[str]:
+        """One line per scheduler failure logged since the last call: "<task>: <exception>"."""
+        try:
+            with open(self.log, "rb") as file:
+                file.seek(self.offset)
+                chunk = file.read()
+        except OSError:
+            return []
+        self.offset += len(chunk)
+        lines = (self._pending + chunk.decode("utf-8", errors="replace")).split("\n")
+        self._pending = lines.pop()  # a line still being written
+        records = _log_records(lines)
+        if records and not _finished(records[-1]):  # its traceback is still being written
+            self._pending = "\n".join([*records.pop(), self._pending])
+        return [error for record in records if (error := _scheduler_error(record))]
+
+
+def _log_records(lines: list[str]) -> list[list[str]]:
+    """The log's records, each its head line ("12:00:00.000 | ERROR | logger - message") and the lines after it."""
+    records: list[list[str]] = []
+    for line in lines:
+        if LOG_RECORD.match(line):
+            records.append([line])
+        elif records:
+            records[-1].append(line)
+    return records
+
+
+def _finished(record: list[str]) -> bool:
+    """Whether a record is complete: no traceback, or one that has reached its exception line."""
+    body = [line for line in record[1:] if line.strip()]
+    if not any(line.startswith("Traceback") for line in body):
+        return True
+    return not body[-1].startswith((" ", "\t", "Traceback"))
+
+
+def _scheduler_error(record: list[str]) -> str | None:
+    head = LOG_RECORD.match(record[0])
+    task = next((name for name in SCHEDULER_TASKS if head and f"{name}(" in head["message"]), None)
+    if head is None or task is None or head["level"] not in ("ERROR", "CRITICAL"):
+        return None
+    exception = next((line.strip() for line in reversed(record[1:]) if line.strip()), head["message"])
+    return f"{task}: {exception}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ here addresses runs by id through an `MlflowClient` instead of relying on `mlflo
 
 from __future__ import annotations
 
+import fcntl
 import os
-import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,14 +21,21 @@ from mlflow.entities.model_registry import ModelVersion
 from shrinkflow.config import PipelineConfig
 from shrinkflow.data import DatasetRef
 from shrinkflow.evaluation import Evaluation
-from shrinkflow.processes import is_alive, start_ticks
-from shrinkflow.variants import VariantRef
+from shrinkflow.variants import SummaryRow, VariantRef
 
 MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
+# What the MLflow UI shows as a run's, an experiment's or a model version's description (markdown).
+MLFLOW_NOTE_TAG = "mlflow.note.content"
+# MLflow 3 opens an experiment in its GenAI view unless told it holds model training runs.
+MLFLOW_EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_EXPERIMENT = "custom_model_development"
 MLFLOW_BATCH_LIMIT = 100
-# host:pid:start ticks of the process running the flow, so a later run can tell that it is gone.
-OWNER_TAG = "shrinkflow.owner"
-ABANDONED_TAG = "shrinkflow.abandoned"
+ABANDONED_TAG = "abandoned"
+# <workspace>/runs/<parent run id>/lease is locked (flock) by the process running that pipeline run: the
+# kernel drops the lock when the process dies, however it dies, so a later run can tell the run was abandoned.
+LEASE_FILE = "lease"
+# The runs this process holds a lease on: parent run id -> open file descriptor of the locked lease.
+_HELD_LEASES: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -50,32 +57,59 @@ class TrackingRef:
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
-    """The experiment's id, creating it (with artifacts under `artifact_root`, if given) when new."""
+    """The experiment's id, creating it (with artifacts under `artifact_root`, if given) when new.
+
+    The experiment is marked as one of model training runs (so the MLflow UI opens its runs table, not
+    the GenAI view) and gets a description, also when an earlier version of shrinkflow created it.
+    """
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = artifact_root.as_uri() if artifact_root is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    if experiment is None:
+        location = artifact_root.as_uri() if artifact_root is not None else None
+        experiment_id = client.create_experiment(name, artifact_location=location)
+        tags: dict[str, str] = {}
+    else:
+        experiment_id, tags = experiment.experiment_id, experiment.tags
+    wanted = {
+        MLFLOW_EXPERIMENT_KIND_TAG: MODEL_TRAINING_EXPERIMENT,
+        MLFLOW_NOTE_TAG: (
+            f"shrinkflow runs of **{name}**. Each pipeline run is a parent run named after its Prefect flow run, "
+            "with the config as params and the shipped variant's headline metrics (`shipped_*`); each model "
+            "variant (baseline, pruned, quantized, ...) is a child run whose params say how it was derived. "
+            f"Shipped variants are versions of the registered model **{name}**; the alias `champion` marks the "
+            "one in service."
+        ),
+    }
+    for key, value in wanted.items():
+        if key not in tags:
+            client.set_experiment_tag(experiment_id, key, value)
+    return experiment_id
 
 
 def start_parent_run(
     tracking_uri: str,
     config: PipelineConfig,
     artifact_root: Path | None,
+    runs_root: Path,
+    run_name: str,
     prefect_flow_run_id: str | None,
 ) -> TrackingRef:
-    """Open the parent run: the config as params, the resolved YAML as an artifact, tags."""
+    """Open the parent run, named `run_name` (the Prefect flow run's name): the config as params, the
+    resolved YAML as an artifact, tags. This process holds the run's lease under `runs_root` until
+    `finish_pipeline`; runs of this experiment whose lease nobody holds any more are closed first.
+    """
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     with _store_creation_lock(tracking_uri):
         experiment_id = ensure_experiment(client, config.name, artifact_root)
     tags = {
-        "shrinkflow.config_hash": config.config_hash(), "shrinkflow.model_name": config.name, OWNER_TAG: _owner(),
+        "shrinkflow.config_hash": config.config_hash(),
+        MLFLOW_NOTE_TAG: f"Running: a shrinkflow pipeline run of **{config.name}**.",
     }
     if prefect_flow_run_id:
         tags["prefect.flow_run_id"] = prefect_flow_run_id
-    run = client.create_run(experiment_id, run_name=f"{config.name}-pipeline", tags=tags)
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
-    close_abandoned_runs(client, experiment_id, closed_by=run_id)
+    _take_lease(runs_root / run_id)
+    close_abandoned_runs(client, experiment_id, runs_root, closed_by=run_id)
     params = [Param(key, str(value)) for key, value in flatten(config.model_dump(mode="json")).items()]
     log_batch(client, run_id, params=params)
     client.log_text(run_id, config.to_yaml(), "config.yaml")
@@ -130,18 +164,33 @@ def start_variant_run(tracking: TrackingRef, variant: str, tags: dict[str, str] 
     return client.create_run(tracking.experiment_id, run_name=variant, tags=all_tags).info.run_id
 
 
+def variant_params(variant: VariantRef) -> dict[str, str]:
+    """How a variant was made, as MLflow params: the same keys for every variant, so MLflow's compare
+    view and parallel-coordinates plot line variants up, plus the settings of the step that made it."""
+    return {
+        "parent_variant": variant.parent_variant or "none",
+        "quantization": variant.quantization,
+        "target_sparsity": f"{variant.target_sparsity:g}",
+        "sparsity": f"{variant.sparsity:.4f}",  # measured in the variant's own file
+        **{f"step.{key}": str(value) for key, value in variant.settings},
+    }
+
+
+def log_variant_params(tracking: TrackingRef, variant: VariantRef) -> None:
+    log_batch(tracking.client(), variant.run_id, params=[Param(k, v) for k, v in variant_params(variant).items()])
+
+
 def record_cache_hit(tracking: TrackingRef, variant: VariantRef) -> VariantRef:
     """A child run in this parent for a variant an earlier run built: tagged as a cache hit, pointing
     at the reused model file and at the run that built it (where its training history lives)."""
-    client = tracking.client()
-    built_by = client.get_run(variant.run_id)
-    carried = {k: v for k, v in built_by.data.tags.items() if not k.startswith("mlflow.") and k != "cache_hit"}
     run_id = start_variant_run(
         tracking,
         variant.variant,
-        {**carried, "cache_hit": "true", "reused_from_run_id": variant.run_id, "reused_artifact": variant.model_path},
+        {"cache_hit": "true", "reused_from_run_id": variant.run_id, "reused_artifact": variant.model_path},
     )
-    return replace(variant, run_id=run_id)
+    reused = replace(variant, run_id=run_id)
+    log_variant_params(tracking, reused)
+    return reused
 
 
 @contextmanager
@@ -232,42 +281,66 @@ def log_and_register_keras_model(
 
 
 def finish_pipeline(tracking: TrackingRef, succeeded: bool) -> None:
-    """Close the parent run and any child run still open (a stage that failed mid-way)."""
+    """Close the parent run and any child run still open (a stage that failed mid-way), and let go of its lease."""
     client = tracking.client()
     status = RunStatus.to_string(RunStatus.FINISHED if succeeded else RunStatus.FAILED)
     for child in _open_children(client, tracking.experiment_id, tracking.parent_run_id):
         client.set_terminated(child.info.run_id, status=status)
     client.set_terminated(tracking.parent_run_id, status=status)
+    _release_lease(tracking.parent_run_id)
 
 
-def close_abandoned_runs(client: MlflowClient, experiment_id: str, closed_by: str) -> list[str]:
-    """Mark KILLED the parent runs left RUNNING by a flow process of this host that is gone, and their open children.
+def close_abandoned_runs(client: MlflowClient, experiment_id: str, runs_root: Path, closed_by: str) -> list[str]:
+    """Mark KILLED the parent runs left RUNNING by a process that is gone, and their open children.
 
     A run killed outright (SIGKILL, a crash, a reboot) cannot close its own MLflow runs; without this they
-    would show as running forever. Runs of live processes (a concurrent run) are left alone.
-    Returns the ids of the parent runs it closed.
+    would show as running forever. A run counts as abandoned when its lease file under `runs_root` exists
+    and nobody holds its lock. Runs of live processes (a concurrent run) and runs without a lease here
+    (another workspace or machine) are left alone. Returns the ids of the parent runs it closed.
     """
-    host = socket.gethostname()
-    running = client.search_runs(
-        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_TAG}` LIKE '{host}:%'"
-    )
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
     closed = []
     for run in running:
-        _, pid, ticks = run.data.tags[OWNER_TAG].rsplit(":", 2)
-        if is_alive(int(pid), int(ticks) if ticks else None):
+        run_id = run.info.run_id
+        if MLFLOW_PARENT_RUN_TAG in run.data.tags or not _lease_is_abandoned(runs_root / run_id / LEASE_FILE):
             continue
         killed = RunStatus.to_string(RunStatus.KILLED)
-        for child in _open_children(client, experiment_id, run.info.run_id):
+        for child in _open_children(client, experiment_id, run_id):
             client.set_terminated(child.info.run_id, status=killed)
-        client.set_tag(run.info.run_id, ABANDONED_TAG, f"process {pid} was gone when run {closed_by} started")
-        client.set_terminated(run.info.run_id, status=killed)
-        closed.append(run.info.run_id)
+        client.set_tag(run_id, ABANDONED_TAG, f"its process was gone when run {closed_by} started")
+        client.set_terminated(run_id, status=killed)
+        (runs_root / run_id / LEASE_FILE).unlink(missing_ok=True)
+        closed.append(run_id)
     return closed
 
 
-def _owner() -> str:
-    ticks = start_ticks(os.getpid())
-    return f"{socket.gethostname()}:{os.getpid()}:{'' if ticks is None else ticks}"
+def _take_lease(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(run_dir / LEASE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    _HELD_LEASES[run_dir.name] = descriptor
+
+
+def _release_lease(run_id: str) -> None:
+    descriptor = _HELD_LEASES.pop(run_id, None)
+    if descriptor is not None:
+        os.close(descriptor)  # closing drops the lock
+
+
+def _lease_is_abandoned(lease: Path) -> bool:
+    """Whether `lease` exists and no process holds its lock (flock locks belong to an open file, so this
+    tells even a run of this very process apart)."""
+    try:
+        descriptor = os.open(lease, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)
+    return True
 
 
 def _open_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
@@ -277,8 +350,48 @@ def _open_children(client: MlflowClient, experiment_id: str, parent_run_id: str)
     )
 
 
-def log_summary(tracking: TrackingRef, rows: list[dict[str, Any]]) -> None:
-    tracking.client().log_dict(tracking.parent_run_id, rows, "summary.json")
+def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
+    """The summary table, and the shipped variant's headline metrics and a description on the parent run.
+
+    The `shipped_*` metrics put runs of one experiment side by side in the runs table: what each run
+    shipped, how accurate and how much smaller than its baseline.
+    """
+    client = tracking.client()
+    run_id = tracking.parent_run_id
+    client.log_dict(run_id, [row.display() for row in rows], "summary.json")
+    baseline = next((row for row in rows if row.variant == "baseline" and row.ok), None)
+    shipped = next((row for row in rows if row.selected), None)
+    metrics = {"variants_evaluated": float(sum(row.ok for row in rows))}
+    if baseline is not None:
+        metrics |= {"baseline_accuracy": baseline.accuracy, "baseline_gzip_size_bytes": baseline.gzip_size_bytes}
+    if shipped is not None:
+        metrics |= {
+            f"shipped_{name}": getattr(shipped, name)
+            for name in ("accuracy", "accuracy_delta", "gzip_size_bytes", "compression_ratio", "size_bytes", "latency_ms")
+        }
+    log_batch(client, run_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items() if v is not None])
+    tags = {MLFLOW_NOTE_TAG: run_description(rows), "shipped_variant": shipped.variant if shipped else "none"}
+    log_batch(client, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def run_description(rows: Sequence[SummaryRow]) -> str:
+    """The parent run's description: what shipped and why, in a sentence or two (markdown)."""
+    measured = sum(row.ok for row in rows)
+    failed = [row.variant for row in rows if not row.ok]
+    failed_note = f" {len(failed)} failed: {', '.join(failed)}." if failed else ""
+    shipped = next((row for row in rows if row.selected), None)
+    if shipped is None:
+        return (
+            f"No variant passed the selection policy (config section `select`); nothing was registered or exported. "
+            f"{measured} variants evaluated.{failed_note}"
+        )
+    champion = "it is now the champion" if shipped.promoted else "the champion alias stayed (see the version's `promotion_reason`)"
+    return (
+        f"Shipped **{shipped.variant}** as version {shipped.version}; {champion}. "
+        f"Accuracy {shipped.accuracy:.4f} ({(shipped.accuracy_delta or 0) * 100:+.2f} pt against the baseline), "
+        f"{shipped.gzip_size_bytes:,} bytes gzipped: **{shipped.compression_ratio}x smaller** than the baseline. "
+        f"{measured} variants evaluated.{failed_note}"
+    )
 
 
 def log_batch(

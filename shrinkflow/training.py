@@ -100,6 +100,11 @@ def epoch_reporter(on_epoch: EpochCallback) -> Any:
     )
 
 
+def describe_epoch(logs: dict[str, float]) -> str:
+    """Keras epoch logs as one line: "loss 0.4123, accuracy 0.8811, val_loss 0.3567, val_accuracy 0.9021"."""
+    return ", ".join(f"{name} {value:.4f}" for name, value in logs.items())
+
+
 def train_baseline(
     dataset: DatasetRef,
     model_cfg: ModelConfig,

@@ -15,7 +15,7 @@ class Workspace:
 
     datasets/  prepared, content-addressed splits
     cache/<stage key>/  a cached stage's output (a model file), reused by later runs
-    runs/<mlflow parent run id>/<variant>/  one run's models and plots (never shared between runs)
+    runs/<mlflow parent run id>/<variant>/  one run's plots and its lease (never shared between runs)
     exports/<name>/<version>/  deployable artifacts (TF Serving layout)
     mlflow.db, mlartifacts/  the embedded MLflow store, when no tracking server is set
     """
@@ -40,11 +40,15 @@ class Workspace:
     def mlartifacts(self) -> Path:
         return self.root / "mlartifacts"
 
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
     def stage_dir(self, cache_key: str) -> Path:
         return self.root / "cache" / cache_key
 
     def run_dir(self, parent_run_id: str, variant: str) -> Path:
-        return self.root / "runs" / parent_run_id / variant
+        return self.runs / parent_run_id / variant
 
     def tracking_uri(self) -> str:
         """$MLFLOW_TRACKING_URI if set, else a SQLite store inside the workspace (no server needed)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from shrinkflow import compression, tracking
 from shrinkflow.config import PipelineConfig
@@ -51,18 +51,20 @@ def prune_baseline(
 ) -> VariantRef:
     """Prune a copy of the baseline; the baseline's file is only read."""
     settings = prune_settings(config)
-    run_id = tracking.start_variant_run(
-        tracking_ref, PRUNED,
-        {"parent_variant": baseline.variant, "quantization": "none", **{f"prune.{k}": str(v) for k, v in settings.items()}},
-    )
+    run_id = tracking.start_variant_run(tracking_ref, PRUNED)
     out_path = workspace.stage_dir(cache_key) / "model.keras"
     with tracking.failure_recorded(tracking_ref, run_id):
         sparsity = compression.prune(baseline.model_path, dataset, config.prune, config.train, out_path)
-        tracking_ref.client().set_tag(run_id, "sparsity", f"{sparsity:.4f}")
-    return VariantRef(
-        PRUNED, str(out_path), run_id, parent_variant=baseline.variant, sparsity=sparsity,
-        settings=tuple(settings.items()),
+        pruned = VariantRef(
+            PRUNED, str(out_path), run_id, parent_variant=baseline.variant, sparsity=sparsity,
+            target_sparsity=config.prune.target_sparsity, settings=tuple(settings.items()),
+        )
+        tracking.log_variant_params(tracking_ref, pruned)
+    get_run_logger().info(
+        "pruned a copy of %s: %.1f%% of its weights are zero (target %.1f%%)",
+        baseline.variant, 100 * sparsity, 100 * config.prune.target_sparsity,
     )
+    return pruned
 
 
 @task(name="quantize", task_run_name="quantize-{source.variant}-{mode}", **CACHED_TASK)
@@ -80,7 +82,7 @@ def quantize_variant(
     quantize = config.quantize
     preserve_sparsity = source.variant == PRUNED
     settings = quantize_settings(config, mode, preserve_sparsity)
-    run_id = tracking.start_variant_run(tracking_ref, name, {"parent_variant": source.variant, "quantization": mode})
+    run_id = tracking.start_variant_run(tracking_ref, name)
     out_path = workspace.stage_dir(cache_key) / "model.tflite"
     with tracking.failure_recorded(tracking_ref, run_id):
         if mode == "qat":
@@ -90,8 +92,13 @@ def quantize_variant(
         else:
             compression.convert_to_tflite(source.model_path, mode, dataset, quantize, out_path)
         sparsity = compression.tflite_sparsity(out_path)
-        tracking_ref.client().set_tag(run_id, "sparsity", f"{sparsity:.4f}")
-    return VariantRef(
-        name, str(Path(out_path)), run_id, parent_variant=source.variant, quantization=mode, sparsity=sparsity,
-        settings=tuple(settings.items()),
+        variant = VariantRef(
+            name, str(Path(out_path)), run_id, parent_variant=source.variant, quantization=mode, sparsity=sparsity,
+            target_sparsity=source.target_sparsity, settings=tuple(settings.items()),
+        )
+        tracking.log_variant_params(tracking_ref, variant)
+    get_run_logger().info(
+        "converted %s to TFLite (%s): %s bytes, %.1f%% of its weights are zero",
+        source.variant, mode, f"{out_path.stat().st_size:,}", 100 * sparsity,
     )
+    return variant

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from shrinkflow import tracking
 from shrinkflow.data import DatasetRef
-from shrinkflow.evaluation import Evaluation, evaluate_model_file
+from shrinkflow.evaluation import Evaluation, describe_metrics, evaluate_model_file
 from shrinkflow.tracking import TrackingRef
 from shrinkflow.variants import VariantRef
 from tasks.options import COMPUTE_TASK
@@ -17,4 +17,5 @@ def evaluate(variant: VariantRef, dataset: DatasetRef, tracking_ref: TrackingRef
     with tracking.failure_recorded(tracking_ref, variant.run_id):
         evaluation = evaluate_model_file(variant.model_path, dataset, Path(variant.model_path).parent)
         tracking.log_evaluation(tracking_ref, variant.run_id, evaluation, sparsity=variant.sparsity)
+    get_run_logger().info("%s: %s", variant.variant, describe_metrics(evaluation.metrics))
     return evaluation

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from shrinkflow import registry, tracking
 from shrinkflow.config import PipelineConfig
@@ -36,6 +36,12 @@ def register_variant(
     }
     register = registry.log_and_register_tflite_model if variant.is_tflite else tracking.log_and_register_keras_model
     version = register(tracking_ref, variant.run_id, variant.model_path, config.name, tags)
+    registry.describe(
+        tracking_ref.client(), config.name, str(version.version),
+        model_description=registry.model_description(config.name),
+        version_description=registry.version_description(variant, evaluation.metrics, tracking_ref.parent_run_id),
+    )
+    get_run_logger().info("registered %s as version %s of the model %r", variant.variant, version.version, config.name)
     return str(version.version)
 
 
@@ -86,6 +92,7 @@ def export_models(
         extra_saved_models={"variants/pruned": pruned.model_path} if pruned and config.export.saved_model else None,
     )
     tracking_ref.client().set_tag(tracking_ref.parent_run_id, "export_path", str(path))
+    get_run_logger().info("exported version %s (%s) to %s", version, selected.variant, path)
     return str(path)
 
 
@@ -119,4 +126,8 @@ def gate_champion(
     client.set_model_version_tag(config.name, version, "promoted", str(decision.promote).lower())
     client.set_model_version_tag(config.name, version, "promotion_reason", decision.reason[:5000])
     client.set_tag(tracking_ref.parent_run_id, "promoted", str(decision.promote).lower())
+    if decision.promote:
+        get_run_logger().info("champion gate: version %s is now the champion (%s)", version, decision.reason)
+    else:
+        get_run_logger().warning("champion gate: the champion stays; version %s is not promoted (%s)", version, decision.reason)
     return decision

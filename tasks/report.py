@@ -1,18 +1,19 @@
 """The variant comparison on the parent run: CSV, markdown and the Pareto chart."""
 
-from typing import Any
+from collections.abc import Sequence
 
 from prefect import task
 
 from shrinkflow.report import write_comparison
 from shrinkflow.tracking import TrackingRef
+from shrinkflow.variants import SummaryRow
 from shrinkflow.workspace import Workspace
 from tasks.options import IO_TASK
 
 
 @task(name="report", **IO_TASK)
 def report_variants(
-    rows: list[dict[str, Any]], reasons: dict[str, str], workspace: Workspace, tracking_ref: TrackingRef
+    rows: Sequence[SummaryRow], reasons: dict[str, str], workspace: Workspace, tracking_ref: TrackingRef
 ) -> None:
     client = tracking_ref.client()
     out_dir = workspace.run_dir(tracking_ref.parent_run_id, "comparison")

@@ -1,13 +1,13 @@
 """Opening and closing the MLflow parent run."""
 
-from typing import Any
+from collections.abc import Sequence
 
 from prefect import runtime, task
 
 from shrinkflow import tracking
 from shrinkflow.config import PipelineConfig
 from shrinkflow.tracking import TrackingRef
-from shrinkflow.variants import VariantRef
+from shrinkflow.variants import SummaryRow, VariantRef
 from shrinkflow.workspace import Workspace
 from tasks.options import IO_TASK
 
@@ -17,11 +17,14 @@ def start_tracking(config: PipelineConfig, workspace: Workspace) -> TrackingRef:
     uri = workspace.tracking_uri()
     # Only the embedded SQLite store keeps artifacts in the workspace; a server decides for itself.
     artifact_root = workspace.mlartifacts if uri.startswith("sqlite:") else None
-    return tracking.start_parent_run(uri, config, artifact_root, runtime.flow_run.id)
+    # The parent run takes the flow run's name: distinct, readable, and the same in both UIs.
+    return tracking.start_parent_run(
+        uri, config, artifact_root, workspace.runs, runtime.flow_run.name, runtime.flow_run.id
+    )
 
 
 @task(name="finish-tracking", **IO_TASK)
-def finish_tracking(tracking_ref: TrackingRef, rows: list[dict[str, Any]], succeeded: bool) -> None:
+def finish_tracking(tracking_ref: TrackingRef, rows: Sequence[SummaryRow], succeeded: bool) -> None:
     if rows:
         tracking.log_summary(tracking_ref, rows)
     tracking.finish_pipeline(tracking_ref, succeeded)

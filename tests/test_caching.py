@@ -75,10 +75,8 @@ def test_unchanged_rerun_skips_every_cached_stage(first_run) -> None:
     assert set(states.values()) == {"Cached"}
     client = MlflowClient(tracking_uri=Workspace(workspace).tracking_uri())
     experiment = client.get_experiment_by_name(config.name)
-    [latest_parent] = client.search_runs(
-        [experiment.experiment_id], "tags.`shrinkflow.model_name` = 'digits_cnn'", order_by=["start_time DESC"],
-        max_results=1,
-    )
+    runs = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])
+    latest_parent = next(run for run in runs if "mlflow.parentRunId" not in run.data.tags)
     children = client.search_runs(
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{latest_parent.info.run_id}'"
     )
@@ -90,7 +88,7 @@ def test_unchanged_rerun_skips_every_cached_stage(first_run) -> None:
     builder = client.get_run(baseline.data.tags["reused_from_run_id"])
     assert builder.data.tags["variant"] == "baseline" and builder.info.run_id != baseline.info.run_id
     assert "accuracy" in baseline.data.metrics  # evaluated again, into this run
-    assert by_variant["pruned-int8"].data.tags["parent_variant"] == "pruned"
+    assert by_variant["pruned-int8"].data.params["parent_variant"] == "pruned"  # a cache hit carries its params too
 
 
 def test_changing_modes_keeps_training_and_pruning(first_run) -> None:
@@ -191,11 +189,10 @@ def test_a_run_killed_during_pruning_resumes_and_exports_what_an_uninterrupted_r
     baselines = client.search_runs([experiment.experiment_id], "tags.variant = 'baseline'", order_by=["start_time ASC"])
     assert [run.data.tags["cache_hit"] for run in baselines] == ["false", "true"], [l for l in outputs[0].splitlines() if "train-baseline" in l or "load-data" in l]  # training was not repeated
     # The killed run's MLflow runs do not stay RUNNING: the resumed run closed them.
-    killed, resumed_parent = client.search_runs(
-        [experiment.experiment_id], "tags.`shrinkflow.model_name` = 'digits_cnn'", order_by=["start_time ASC"]
-    )
+    runs = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
+    killed, resumed_parent = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     assert (killed.info.status, resumed_parent.info.status) == ("KILLED", "FINISHED")
-    assert resumed_parent.info.run_id in killed.data.tags["shrinkflow.abandoned"]
+    assert resumed_parent.info.run_id in killed.data.tags["abandoned"]
     killed_children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{killed.info.run_id}'")
     assert "baseline" in {run.data.tags["variant"] for run in killed_children}
     assert {run.info.status for run in killed_children} == {"KILLED"}
@@ -224,7 +221,7 @@ def test_two_different_configs_run_at_the_same_time_without_interfering(tmp_path
         manifest = json.loads((workspace / "exports" / name / "1" / MANIFEST_NAME).read_text())
         assert manifest["name"] == name and variant in manifest["variants"]
         [parent] = client.search_runs(
-            [client.get_experiment_by_name(name).experiment_id], "tags.`shrinkflow.model_name` != ''"
+            [client.get_experiment_by_name(name).experiment_id], "tags.`shrinkflow.config_hash` != ''"
         )
         assert parent.info.status == "FINISHED"
         assert client.get_model_version(name, "1").tags["config_hash"] == manifest["config_hash"]

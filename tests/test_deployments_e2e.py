@@ -17,10 +17,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cronsim import CronSim
 from mlflow import MlflowClient
 from prefect.exceptions import PrefectHTTPStatusError
 
@@ -134,7 +136,7 @@ def test_a_run_button_run_executes_on_a_process_worker_and_is_tracked_in_the_mlf
         invalid["config"]["train"]["optimizer"] = "adamax"
         with pytest.raises(PrefectHTTPStatusError, match=r"config\.train\.optimizer.*'adamax' is not one of"):
             client.create_flow_run_from_deployment(deployment.id, parameters=invalid)
-        assert client.read_flow_runs() == []
+        assert [run for run in client.read_flow_runs() if not run.auto_scheduled] == []  # only the cron's runs
         flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
 
     # The worker runs each flow run in a subprocess, from the repository (the prefect.yaml pull step), so the
@@ -150,6 +152,31 @@ def test_a_run_button_run_executes_on_a_process_worker_and_is_tracked_in_the_mlf
 
     assert_tracked(stack_dir(stack.workspace), stack.mlflow_url, finished, "wine_from_the_worker", {"baseline", "baseline-dynamic"})
     assert list((tmp_path / "ws" / "exports" / "wine_from_the_worker").glob("*/manifest.json"))
+
+
+def test_schedules_fire_on_a_process_worker_with_nobody_triggering_them(
+    stack: RunningStack, prefect_yaml_applied: dict[str, str], tmp_path: Path
+) -> None:
+    api_url = prefect_yaml_applied["PREFECT_API_URL"]
+    assert_cron_runs_scheduled(api_url)
+    with prefect_client(api_url) as client:
+        deployment = client.read_deployment_by_name("shrinkflow/tabular_csv")
+        add_interval_schedule(client, deployment, edited_run_form(deployment.parameters, name="wine_on_a_schedule"))
+    worker_env = {
+        **prefect_yaml_applied, "MLFLOW_TRACKING_URI": stack.mlflow_url, "SHRINKFLOW_WORKSPACE": str(tmp_path / "ws"),
+    }
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--limit", "1"],
+            cwd=tmp_path, env=worker_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        finished = wait_for_scheduled_run(api_url, deployment.id, "wine_on_a_schedule", lambda: log_tail(log, 60))
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+    assert_tracked(stack_dir(stack.workspace), stack.mlflow_url, finished, "wine_on_a_schedule", {"baseline", "baseline-dynamic"})
 
 
 def test_serve_refuses_to_take_over_the_work_pool_deployments(prefect_yaml_applied) -> None:
@@ -181,6 +208,11 @@ def test_up_serves_the_deployments_runs_a_run_button_run_and_stops_everything_on
         prefect_api_url, mlflow_url = f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}"
         assert f"Prefect UI   http://127.0.0.1:{prefect_port}" in output.text and f"MLflow UI    {mlflow_url}" in output.text
 
+        # The banner says when each deployment runs next, as the server's own scheduler planned it.
+        for spec in DEPLOYMENTS:
+            assert f"{spec.name} {next_cron_time(spec.cron):%Y-%m-%d %H:%M} UTC" in output.text, output.text
+        assert_cron_runs_scheduled(prefect_api_url)
+
         with prefect_client(prefect_api_url) as client:
             deployment = client.read_deployment_by_name("shrinkflow/digits_cnn")
             [schedule] = deployment.schedules
@@ -192,9 +224,26 @@ def test_up_serves_the_deployments_runs_a_run_button_run_and_stops_everything_on
             )
             flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
 
+            add_interval_schedule(
+                client, deployment, edited_run_form(
+                    deployment.parameters, name="digits_on_a_schedule", model={"conv_filters": [8], "hidden_units": [16]},
+                ),
+            )
+
         finished = wait_until_final(prefect_api_url, flow_run.id, lambda: log_tail(runner_log(workspace)))
         assert_tracked(stack_dir(workspace), mlflow_url, finished, "digits_from_the_runner", {"baseline", "baseline-dynamic"})
         assert list((workspace.exports / "digits_from_the_runner").glob("*/manifest.json"))
+        scheduled = wait_for_scheduled_run(
+            prefect_api_url, deployment.id, "digits_on_a_schedule", lambda: log_tail(runner_log(workspace), 60)
+        )
+        assert_tracked(stack_dir(workspace), mlflow_url, scheduled, "digits_on_a_schedule", {"baseline", "baseline-dynamic"})
+
+        # A failing scheduler is reported loudly: the server's log gets what Prefect 3.8.8 logged with SQLAlchemy 2.1.
+        assert "SCHEDULER IS FAILING" not in output.text
+        with open(stack_dir(workspace) / "prefect.log", "a") as prefect_log:
+            prefect_log.write((REPO / "tests" / "data" / "prefect-scheduler-errors.log").read_text())
+        output.wait_for("SCHEDULER IS FAILING", timeout=30)
+        output.wait_for("schedule_deployments: sqlalchemy.exc.InvalidRequestError: Can't evaluate bulk DML", timeout=5)
 
         up.send_signal(signal.SIGINT)  # Ctrl-C
         assert up.wait(timeout=90) == 0, output.text
@@ -270,6 +319,69 @@ def edited_run_form(stored: dict[str, Any], name: str, **sections: dict[str, Any
     for section, fields in sections.items():
         config[section].update(fields)
     return parameters
+
+
+def next_cron_time(cron: str) -> datetime:
+    return next(CronSim(cron, datetime.now(timezone.utc)))
+
+
+def assert_cron_runs_scheduled(api_url: str) -> None:
+    """The server's own scheduler has created each deployment's upcoming runs, at its cron's next times (UTC)."""
+    from prefect.client.schemas.filters import DeploymentFilter, FlowRunFilter
+
+    deadline = time.monotonic() + 60
+    with prefect_client(api_url) as client:
+        for spec in DEPLOYMENTS:
+            deployment = client.read_deployment_by_name(spec.full_name)
+            while not (runs := client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id={"any_": [deployment.id]}),
+                flow_run_filter=FlowRunFilter(state={"type": {"any_": ["SCHEDULED"]}}),
+            )):
+                assert time.monotonic() < deadline, f"the scheduler created no run of {spec.full_name}"
+                time.sleep(1)
+            cron_runs = sorted(run.expected_start_time for run in runs if run.auto_scheduled)
+            assert cron_runs[0] == next_cron_time(spec.cron), spec.full_name
+            assert len(cron_runs) >= 3  # the scheduler plans several ahead
+
+
+def add_interval_schedule(client: Any, deployment: Any, parameters: dict[str, Any], first_in: float = 20.0) -> None:
+    """A one-minute schedule on `deployment`, first due in `first_in` seconds, that runs with `parameters`
+    (as a schedule made in the UI or with `prefect deployment schedule create` can)."""
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    every = timedelta(minutes=1)
+    anchor = datetime.now(timezone.utc) + timedelta(seconds=first_in) - every
+    client.create_deployment_schedules(
+        deployment.id,
+        [DeploymentScheduleCreate(
+            schedule=IntervalSchedule(interval=every, anchor_date=anchor), active=True, parameters=parameters,
+            max_scheduled_runs=1,
+        )],
+    )
+
+
+def wait_for_scheduled_run(api_url: str, deployment_id: Any, model_name: str, log: Callable[[], str]) -> tuple[Any, str]:
+    """Wait for the scheduler's run of `deployment_id` that trains `model_name` to end, then stop the schedule."""
+    from prefect.client.schemas.filters import DeploymentFilter
+
+    deadline = time.monotonic() + RUN_TIMEOUT
+    with prefect_client(api_url) as client:
+        while True:
+            runs = [
+                run for run in client.read_flow_runs(deployment_filter=DeploymentFilter(id={"any_": [deployment_id]}))
+                if run.parameters.get("config", {}).get("name") == model_name
+            ]
+            if any(run.state and not run.state.is_scheduled() for run in runs):
+                break
+            assert time.monotonic() < deadline, f"no run of the schedule started within {RUN_TIMEOUT:.0f} s:\n{log()}"
+            time.sleep(1)
+        [run] = [run for run in runs if run.state and not run.state.is_scheduled()]
+        assert run.auto_scheduled  # created by the server's scheduler, not by anyone's click
+        for schedule in client.read_deployment(deployment_id).schedules:
+            if schedule.parameters.get("config", {}).get("name") == model_name:
+                client.delete_deployment_schedule(deployment_id, schedule.id)  # one run is enough
+    return wait_until_final(api_url, run.id, log)
 
 
 def wait_until_final(api_url: str, flow_run_id: Any, log: Callable[[], str]) -> tuple[Any, str]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from prefect.client.schemas.filters import LogFilter
 
 from shrinkflow.evaluation import METRIC_NAMES
 from shrinkflow.export import MANIFEST_NAME, sha256_file
@@ -39,6 +42,15 @@ def parent_and_children(client: MlflowClient, name: str):
     return parents[0], children
 
 
+@contextlib.contextmanager
+def prefect_client():
+    """A client of the session's Prefect test server."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        yield client
+
+
 VARIANTS = {
     "baseline", "pruned", "baseline-dynamic", "baseline-float16", "baseline-int8", "baseline-qat",
     "pruned-dynamic", "pruned-float16", "pruned-int8", "pruned-qat",
@@ -46,20 +58,20 @@ VARIANTS = {
 
 
 def selected_row(rows):
-    [row] = [row for row in rows if row.get("selected") == "yes"]
+    [row] = [row for row in rows if row.selected]
     return row
 
 
 def test_flow_returns_a_summary_row_per_variant(finished_run) -> None:
     _, rows, _, _ = finished_run
-    assert {row["variant"] for row in rows} == VARIANTS
-    assert {row["status"] for row in rows} == {"ok"}
-    baseline = next(row for row in rows if row["variant"] == "baseline")
-    assert 0.5 < baseline["accuracy"] <= 1.0 and baseline["compression_ratio"] == 1.0
+    assert {row.variant for row in rows} == VARIANTS
+    assert {row.status for row in rows} == {"ok"}
+    baseline = next(row for row in rows if row.variant == "baseline")
+    assert 0.5 < baseline.accuracy <= 1.0 and baseline.compression_ratio == 1.0
     chosen = selected_row(rows)
-    assert (chosen["version"], chosen["promoted"]) == ("1", "yes")
-    assert chosen["accuracy"] >= baseline["accuracy"] - 0.01
-    assert chosen["compression_ratio"] > 1.0
+    assert (chosen.version, chosen.promoted) == ("1", True)
+    assert chosen.accuracy >= baseline.accuracy - 0.01
+    assert chosen.compression_ratio > 1.0
 
 
 def test_mlflow_parent_and_child_runs(finished_run) -> None:
@@ -81,15 +93,74 @@ def test_mlflow_parent_and_child_runs(finished_run) -> None:
     for name, child in by_variant.items():
         assert child.info.status == "FINISHED"
         assert set(METRIC_NAMES) <= set(child.data.metrics), name
-        assert {"sparsity", "quantization", "parent_variant"} <= set(child.data.tags), name
-    assert by_variant["pruned-int8"].data.tags["parent_variant"] == "pruned"
-    assert by_variant["pruned-int8"].data.tags["quantization"] == "int8"
-    assert float(by_variant["pruned"].data.tags["sparsity"]) == pytest.approx(0.8, abs=0.02)
-    assert float(by_variant["pruned-qat"].data.tags["sparsity"]) > 0.7  # pruning-preserving QAT
-    assert float(by_variant["baseline"].data.tags["sparsity"]) < 0.05
+        # How each variant was made is in params, the same keys for all, so MLflow's compare view lines them up.
+        assert {"sparsity", "target_sparsity", "quantization", "parent_variant"} <= set(child.data.params), name
+    params = {name: child.data.params for name, child in by_variant.items()}
+    assert (params["pruned-int8"]["parent_variant"], params["pruned-int8"]["quantization"]) == ("pruned", "int8")
+    assert (params["baseline"]["parent_variant"], params["baseline"]["quantization"]) == ("none", "none")
+    assert params["pruned-int8"]["target_sparsity"] == params["pruned"]["target_sparsity"] == "0.8"
+    assert params["baseline-int8"]["target_sparsity"] == "0"
+    assert params["pruned"]["step.epochs"] == "2" and params["pruned-qat"]["step.preserve_sparsity"] == "True"
+    assert float(params["pruned"]["sparsity"]) == pytest.approx(0.8, abs=0.02)
+    assert float(params["pruned-qat"]["sparsity"]) > 0.7  # pruning-preserving QAT
+    assert float(params["baseline"]["sparsity"]) < 0.05
     epoch_history = client.get_metric_history(by_variant["baseline"].info.run_id, "val_loss")
     assert [m.step for m in epoch_history] == [0, 1]
     assert "confusion_matrix.png" in {a.path for a in client.list_artifacts(by_variant["baseline"].info.run_id)}
+
+
+def test_the_mlflow_runs_say_what_shipped(finished_run) -> None:
+    config, rows, _, client = finished_run
+    parent, _ = parent_and_children(client, config.name)
+    chosen = selected_row(rows)
+    # Named after its Prefect flow run: distinct, readable, and the same name in both UIs.
+    with prefect_client() as prefect:
+        flow_run = prefect.read_flow_run(parent.data.tags["prefect.flow_run_id"])
+    assert parent.info.run_name == flow_run.name
+    # The shipped variant's headline metrics sit on the parent, so runs of one experiment compare at a glance.
+    metrics = parent.data.metrics
+    assert metrics["shipped_accuracy"] == pytest.approx(chosen.accuracy)
+    assert metrics["shipped_compression_ratio"] == pytest.approx(chosen.compression_ratio) and chosen.compression_ratio > 1
+    assert metrics["shipped_gzip_size_bytes"] == chosen.gzip_size_bytes
+    assert metrics["baseline_accuracy"] == pytest.approx(next(r.accuracy for r in rows if r.variant == "baseline"))
+    assert metrics["variants_evaluated"] == len(VARIANTS)
+    assert parent.data.tags["shipped_variant"] == chosen.variant
+    description = parent.data.tags["mlflow.note.content"]
+    assert f"Shipped **{chosen.variant}** as version 1; it is now the champion" in description
+    assert f"{chosen.compression_ratio}x smaller" in description
+    # The experiment opens in MLflow's model-training view and says what its runs are.
+    experiment = client.get_experiment_by_name(config.name)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "child run" in experiment.tags["mlflow.note.content"]
+    # The registry describes the model and the version.
+    assert "champion" in client.get_registered_model(config.name).description
+    version_description = client.get_model_version(config.name, "1").description
+    assert chosen.variant in version_description and parent.info.run_id in version_description
+
+
+def test_the_prefect_flow_run_logs_tell_the_story(finished_run) -> None:
+    config, rows, _, client = finished_run
+    parent, _ = parent_and_children(client, config.name)
+    wanted = {
+        "an epoch's metrics": lambda m: m.startswith("epoch 2/2: loss ") and "val_accuracy" in m,
+        "each variant's result": lambda m: all(any(x.startswith(f"{v}: accuracy ") for x in messages) for v in VARIANTS),
+        "why each variant was or was not eligible": lambda m: m.startswith("selection: baseline: "),
+        "the selection": lambda m: m.startswith(f"selection: {selected_row(rows).variant}: selected: lowest gzip_size_bytes"),
+        "the registration": lambda m: m.startswith(f"registered {selected_row(rows).variant} as version 1"),
+        "the export path": lambda m: m.startswith("exported version 1") and str(Path("exports") / config.name / "1") in m,
+        "the gate decision": lambda m: m.startswith("champion gate: version 1 is now the champion"),
+        "the summary table": lambda m: m.startswith(f"summary of {config.name}:") and "compression_ratio" in m,
+    }
+    deadline = time.monotonic() + 60  # logs reach the server in batches
+    while True:
+        with prefect_client() as prefect:
+            logs = prefect.read_logs(LogFilter(flow_run_id={"any_": [parent.data.tags["prefect.flow_run_id"]]}))
+        messages = [log.message for log in logs]
+        missing = [what for what, found in wanted.items() if not any(found(m) for m in messages)]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert missing == [], "\n".join(messages)
 
 
 def test_registered_version_is_the_selected_variant_and_predicts(finished_run) -> None:
@@ -98,10 +169,10 @@ def test_registered_version_is_the_selected_variant_and_predicts(finished_run) -
     config, rows, workspace, client = finished_run
     _, children = parent_and_children(client, config.name)
     chosen = selected_row(rows)
-    [chosen_run] = [c for c in children if c.data.tags["variant"] == chosen["variant"]]
+    [chosen_run] = [c for c in children if c.data.tags["variant"] == chosen.variant]
     version = client.get_model_version(config.name, "1")
     assert version.run_id == chosen_run.info.run_id
-    assert version.tags["variant"] == chosen["variant"]
+    assert version.tags["variant"] == chosen.variant
     assert version.tags["config_hash"] == config.config_hash()
     assert {"sparsity", "quantization", "accuracy", "size_bytes", "gzip_size_bytes"} <= set(version.tags)
     assert version.tags["promoted"] == "true"
@@ -125,7 +196,7 @@ def test_export_layout_and_manifest(finished_run) -> None:
     manifest = json.loads((version_dir / MANIFEST_NAME).read_text())
     assert manifest["mlflow_run_id"] == parent.info.run_id
     assert manifest["config_hash"] == config.config_hash()
-    assert manifest["selected_variant"] == selected_row(rows)["variant"]
+    assert manifest["selected_variant"] == selected_row(rows).variant
     assert set(manifest["variants"]) == VARIANTS
     lineage = manifest["variants"]["pruned-qat"]
     assert lineage["parent_variant"] == "pruned" and lineage["settings"]["preserve_sparsity"] is True
@@ -175,7 +246,7 @@ def test_a_worse_model_is_registered_but_does_not_take_the_champion_alias(finish
         }
     )
     rows = pipeline(worse, workspace=str(workspace.root))
-    assert selected_row(rows)["promoted"] == "no"
+    assert selected_row(rows).promoted is False
     version = client.get_model_version(config.name, "2")
     assert version.tags["promoted"] == "false"
     assert "< champion's" in version.tags["promotion_reason"]
@@ -198,10 +269,10 @@ def test_a_failing_conversion_is_isolated(prefect_harness, workspace: Path, monk
     monkeypatch.setattr(compression, "convert_to_tflite", convert_failing_float16)
     config = tiny_digits_config(**{"name": "isolated", "prune.enabled": "false", "quantize.modes": "[dynamic, float16]"})
     rows = pipeline(config, workspace=str(workspace))
-    status = {row["variant"]: row["status"] for row in rows}
+    status = {row.variant: row.status for row in rows}
     assert status["baseline"] == status["baseline-dynamic"] == "ok"
     assert status["baseline-float16"].startswith("failed") and "injected converter failure" in status["baseline-float16"]
-    assert selected_row(rows)["version"] == "1"
+    assert selected_row(rows).version == "1"
     ws = Workspace(workspace)
     client = MlflowClient(tracking_uri=ws.tracking_uri(), registry_uri=ws.tracking_uri())
     parent, children = parent_and_children(client, "isolated")

@@ -18,5 +18,5 @@ def test_mnist_cnn_preset_reaches_98_percent(prefect_harness, workspace) -> None
         [f"data.source=idx:{MNIST_T10K}", "prune.enabled=false", "quantize.modes=[]"],
     )
     [baseline] = pipeline(config, workspace=str(workspace))
-    assert baseline["variant"] == "baseline" and baseline["selected"] == "yes"
-    assert baseline["accuracy"] >= 0.98
+    assert baseline.variant == "baseline" and baseline.selected
+    assert baseline.accuracy >= 0.98

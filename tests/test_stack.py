@@ -15,6 +15,7 @@ import pytest
 from shrinkflow.errors import UserError
 from shrinkflow.stack import (
     PortInUseError,
+    SchedulerWatch,
     ServerStartError,
     StackAlreadyRunningError,
     StackConfig,
@@ -199,3 +200,34 @@ def processes_with_argument(argument: str) -> list[int]:
 
 def _ports(config: StackConfig) -> dict[str, int]:
     return {"prefect_port": config.prefect_port, "mlflow_port": config.mlflow_port}
+
+
+SCHEDULER_ERRORS = Path(__file__).parent / "data" / "prefect-scheduler-errors.log"
+HEALTHY_LOG = """\
+=== shrinkflow up 2026-11-23T23:55:38+00:00: prefect server start --host 127.0.0.1 --port 4391
+Check out the dashboard at http://127.0.0.1:4391
+
+23:56:05.995 | INFO    | docket.dependencies - ↩ [   32ms] schedule_recent_deployments(){schedule_recent_deployments}
+23:56:06.120 | ERROR   | prefect.server.api.server - Something unrelated to scheduling
+"""
+
+
+def test_scheduler_failures_are_picked_out_of_the_prefect_server_log(tmp_path: Path) -> None:
+    """What Prefect 3.8.8's server logged every minute with SQLAlchemy 2.1 (no scheduled run was ever created)."""
+    log = tmp_path / "prefect.log"
+    log.write_text(HEALTHY_LOG)
+    watch = SchedulerWatch(log)
+    assert watch.new_errors() == []
+
+    failing = SCHEDULER_ERRORS.read_text()
+    cut = failing.index("sqlalchemy.exc.InvalidRequestError") + 10  # the server is mid-way through a line
+    with open(log, "a") as out:
+        out.write(failing[:cut])
+    assert watch.new_errors() == []  # the record is not complete yet
+    with open(log, "a") as out:
+        out.write(failing[cut:])
+    bulk_dml = "sqlalchemy.exc.InvalidRequestError: Can't evaluate bulk DML statement; please supply a bulk_dml decorated function"
+    assert watch.new_errors() == [
+        f"schedule_recent_deployments: {bulk_dml}", f"schedule_deployments: {bulk_dml}", f"schedule_deployments: {bulk_dml}",
+    ]
+    assert watch.new_errors() == []  # each failure is reported once

@@ -2,45 +2,60 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from mlflow import MlflowClient
 
-from shrinkflow.processes import start_ticks
-from shrinkflow.tracking import ABANDONED_TAG, MLFLOW_PARENT_RUN_TAG, OWNER_TAG, close_abandoned_runs
+from shrinkflow.config import PipelineConfig
+from shrinkflow.tracking import ABANDONED_TAG, MLFLOW_PARENT_RUN_TAG, finish_pipeline, start_parent_run
 
-
-def owner(pid: int) -> str:
-    return f"{socket.gethostname()}:{pid}:{start_ticks(pid)}"
+START_AND_HANG = """
+import sys, time
+from pathlib import Path
+from shrinkflow.config import PipelineConfig
+from shrinkflow.tracking import start_parent_run
+ref = start_parent_run(sys.argv[1], PipelineConfig(name="x"), Path(sys.argv[3]), Path(sys.argv[2]), "killed", None)
+print(ref.parent_run_id, flush=True)
+time.sleep(60)
+"""
 
 
 def test_runs_of_a_dead_process_are_killed_and_runs_of_live_ones_are_left_alone(tmp_path: Path) -> None:
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment_id = client.create_experiment("x", artifact_location=(tmp_path / "artifacts").as_uri())
-    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    dead_owner = owner(gone.pid)
+    uri, runs_root, config = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "runs", PipelineConfig(name="x")
+    artifacts = tmp_path / "artifacts"
+    client = MlflowClient(tracking_uri=uri)
+    live = start_parent_run(uri, config, artifacts, runs_root, "live", None)
+
+    gone = subprocess.Popen(
+        [sys.executable, "-c", START_AND_HANG, uri, str(runs_root), str(artifacts)], stdout=subprocess.PIPE, text=True
+    )
+    assert gone.stdout is not None
+    abandoned = gone.stdout.readline().strip()
     gone.kill()
     gone.wait()
-
-    abandoned = client.create_run(experiment_id, tags={OWNER_TAG: dead_owner}).info.run_id
+    experiment_id = live.experiment_id
     abandoned_child = client.create_run(experiment_id, tags={MLFLOW_PARENT_RUN_TAG: abandoned}).info.run_id
     finished_child = client.create_run(experiment_id, tags={MLFLOW_PARENT_RUN_TAG: abandoned}).info.run_id
     client.set_terminated(finished_child)
-    live = client.create_run(experiment_id, tags={OWNER_TAG: owner(os.getpid())}).info.run_id
-    # This pid, but started at another time: the pid was reused, the run's process is gone.
-    reused_pid = client.create_run(experiment_id, tags={OWNER_TAG: f"{socket.gethostname()}:{os.getpid()}:1"}).info.run_id
-    other_host = client.create_run(experiment_id, tags={OWNER_TAG: f"elsewhere.invalid:{gone.pid}:1"}).info.run_id
+    # No lease in this workspace: a run of another workspace or machine, not ours to judge.
+    elsewhere = client.create_run(experiment_id).info.run_id
 
-    assert sorted(close_abandoned_runs(client, experiment_id, closed_by="new-run")) == sorted([abandoned, reused_pid])
+    newest = start_parent_run(uri, config, artifacts, runs_root, "newest", None)
 
-    runs = (abandoned, abandoned_child, finished_child, live, reused_pid, other_host)
+    runs = (abandoned, abandoned_child, finished_child, live.parent_run_id, elsewhere, newest.parent_run_id)
     status = {run_id: client.get_run(run_id).info.status for run_id in runs}
     assert status == {
         abandoned: "KILLED", abandoned_child: "KILLED", finished_child: "FINISHED",
-        live: "RUNNING", reused_pid: "KILLED", other_host: "RUNNING",  # another host's processes are not ours to judge
+        live.parent_run_id: "RUNNING", elsewhere: "RUNNING", newest.parent_run_id: "RUNNING",
     }
-    assert "new-run" in client.get_run(abandoned).data.tags[ABANDONED_TAG]
+    assert newest.parent_run_id in client.get_run(abandoned).data.tags[ABANDONED_TAG]
+    # The bookkeeping stays out of the MLflow UI: no tag of the live run names a process.
+    assert not any("pid" in key or "owner" in key for key in client.get_run(live.parent_run_id).data.tags)
+
+    for ref in (live, newest):
+        finish_pipeline(ref, succeeded=True)
+    # A run that finished normally is never taken for abandoned.
+    start_parent_run(uri, config, artifacts, runs_root, "later", None)
+    assert client.get_run(live.parent_run_id).info.status == "FINISHED"
