@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/digits_cnn.yaml
 
-.PHONY: setup run test clean bench bench-smoke bench-compression up down
+.PHONY: setup run test clean bench bench-smoke bench-compression up down ui-screenshots
 
 setup: $(STAMP)
 
@@ -40,3 +40,11 @@ up: setup
 
 down: setup
 	$(BIN)/shrinkflow down
+
+# Screenshots of the Prefect and MLflow UIs after a quick run, in a real browser (needs: apt-get install chromium).
+ui-screenshots: setup .venv-ui/.installed
+	.venv-ui/bin/python tests/ui/screenshots.py --out $(or $(OUT),ui-screenshots)
+.venv-ui/.installed: requirements-ui.lock
+	test -x .venv-ui/bin/python || $(PYTHON) -m venv .venv-ui
+	.venv-ui/bin/pip install --quiet --disable-pip-version-check -r requirements-ui.lock
+	touch .venv-ui/.installed
