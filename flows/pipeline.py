@@ -9,12 +9,18 @@ from typing import Any
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.exceptions import TerminationSignal
+from prefect.transactions import transaction
 
+from mlflow.entities import RunStatus
+
+from shrinkflow import tracking
 from shrinkflow.caching import stage_key
 from shrinkflow.config import PipelineConfig
 from shrinkflow.data import DatasetRef, source_stamp
 from shrinkflow.evaluation import Evaluation
 from shrinkflow.export import sha256_file
+from shrinkflow.preflight import check_workspace
 from shrinkflow.selection import select_variant
 from shrinkflow.tracking import TrackingRef
 from shrinkflow.variants import SummaryRow, VariantRef, failed_row, format_table, summary_row
@@ -42,6 +48,7 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
     """
     logger = get_run_logger()
     ws = Workspace.resolve(workspace)
+    check_workspace(ws, workspace)  # deployments start here, not in the CLI that checks it first
     tracking_ref = start_tracking(config, ws)
     if tracking_ref.run_url():
         create_link_artifact(tracking_ref.run_url(), link_text=f"MLflow run of {config.name}", key="mlflow-run")
@@ -50,7 +57,7 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
     try:
         dataset = stages.load_data()
         baseline = stages.built(stages.train(dataset))
-        evaluations: dict[str, Evaluation] = {baseline.variant: evaluate(baseline, dataset, tracking_ref)}
+        evaluations: dict[str, Evaluation] = {baseline.variant: evaluate(baseline, dataset, ws, tracking_ref)}
         variants, failures = [baseline], {}
 
         def attempt(build_state: Any, name: str) -> VariantRef | None:
@@ -59,7 +66,7 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
                 failures[name] = failure_reason(build_state)
                 return None
             ref = stages.built(build_state)
-            evaluation_state = evaluate(ref, dataset, tracking_ref, return_state=True)
+            evaluation_state = evaluate(ref, dataset, ws, tracking_ref, return_state=True)
             if not evaluation_state.is_completed():
                 failures[name] = failure_reason(evaluation_state)
                 return None
@@ -86,27 +93,35 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
             logger.info("selection: %s: %s", name, reason)
         rows = [summary_row(ref, evaluations[ref.variant].metrics, baseline_metrics) for ref in variants]
         rows += [failed_row(name, reason) for name, reason in failures.items()]
-        if selection.selected is not None:
-            selected = next(ref for ref in variants if ref.variant == selection.selected)
-            version = register_variant(config, selected, evaluations[selected.variant], tracking_ref)
-            export_models(config, version, selected, variants, evaluations, dataset, ws, tracking_ref)
-            decision = gate_champion(config, version, evaluations[selected.variant], dataset, tracking_ref)
-            rows = [
-                replace(row, selected=True, version=version, promoted=decision.promote)
-                if row.variant == selected.variant else row
-                for row in rows
-            ]
-        else:
-            logger.warning("no variant passed the selection policy (config section 'select'): nothing registered or exported")
-        report_variants(rows, selection.reasons, ws, tracking_ref)
-        create_table_artifact(
-            [row.display() for row in rows], key="shrinkflow-summary", description=f"Variants of {config.name}"
-        )
-        logger.info("summary of %s:\n%s", config.name, format_table(rows))
-    except BaseException:
-        finish_tracking(tracking_ref, rows, succeeded=False)
+        # Shipping is all or nothing: if anything up to the end of the run fails, or the run is interrupted,
+        # the tasks' rollback hooks move the alias back, remove the export and delete the version.
+        with transaction():
+            if selection.selected is not None:
+                selected = next(ref for ref in variants if ref.variant == selection.selected)
+                version = register_variant(config, selected, evaluations[selected.variant], tracking_ref)
+                export_models(config, version, selected, variants, evaluations, dataset, ws, tracking_ref)
+                decision = gate_champion(config, version, evaluations[selected.variant], dataset, tracking_ref)
+                rows = [
+                    replace(row, selected=True, version=version, promoted=decision.promote)
+                    if row.variant == selected.variant else row
+                    for row in rows
+                ]
+            else:
+                logger.warning("no variant passed the selection policy (config section 'select'): nothing registered or exported")
+            report_variants(rows, selection.reasons, ws, tracking_ref)
+            create_table_artifact(
+                [row.display() for row in rows], key="shrinkflow-summary", description=f"Variants of {config.name}"
+            )
+            logger.info("summary of %s:\n%s", config.name, format_table(rows))
+            finish_tracking(tracking_ref, rows)
+    except BaseException as exc:
+        # A plain call, not a task: it must work when Prefect's API is what failed.
+        try:
+            stopped = isinstance(exc, (KeyboardInterrupt, TerminationSignal))  # Ctrl-C, SIGTERM: not a failure
+            tracking.finish_pipeline(tracking_ref, RunStatus.KILLED if stopped else RunStatus.FAILED)
+        except Exception as closing:  # the run's own failure is the one to report
+            logger.warning("could not close the MLflow runs of this run: %s", closing)
         raise
-    finish_tracking(tracking_ref, rows, succeeded=True)
     return rows
 
 

@@ -14,15 +14,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+# Every package whose code decides what a stage produces: the logic, the tasks and the flow.
+CODE_PACKAGES = ("shrinkflow", "tasks", "flows")
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """A digest of shrinkflow's own source files: editing the logic invalidates every cached stage."""
+@lru_cache(maxsize=None)
+def code_version(root: Path = SOURCE_ROOT) -> str:
+    """A digest of the pipeline's source files: editing any of them invalidates every cached stage."""
     digest = hashlib.sha256()
-    for source in sorted(PACKAGE_DIR.glob("*.py")):
-        digest.update(source.name.encode())
+    for source in sorted(path for package in CODE_PACKAGES for path in (root / package).rglob("*.py")):
+        digest.update(source.relative_to(root).as_posix().encode())
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -23,8 +23,11 @@ from shrinkflow.errors import UserError
 
 if TYPE_CHECKING:
     from shrinkflow.stack import RunningStack, SchedulerWatch, ServerProcess
+    from shrinkflow.temporary_server import TemporaryPrefectServer
+    from shrinkflow.workspace import Workspace
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,38 +99,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"shrinkflow: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except ServerLost as exc:
+        print(f"shrinkflow: error: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Prefect would spend minutes trying to send its last events to the server that is gone.
+        os._exit(EXIT_FAILURE)
+    except Interrupted as exc:
+        print(f"shrinkflow: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("shrinkflow: interrupted", file=sys.stderr)
-        return EXIT_FAILURE
+        return 128 + signal.SIGINT
+
+
+class Interrupted(KeyboardInterrupt):
+    """A command was asked to stop (Ctrl-C, SIGTERM, the terminal closing): raised where it is, so that it
+    stops through its clean-up (for a run: MLflow runs closed as KILLED, an unfinished shipment rolled back)."""
+
+    def __init__(self, signum: int, outcome: str) -> None:
+        self.signum = signum
+        name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}: {outcome}")
+
+
+class ServerLost(BaseException):
+    """The Prefect server a run reports to stopped answering: the run is stopped (a BaseException, so no
+    task retries it) rather than left to go on without an orchestrator and fail at its very end."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; the run was stopped and nothing from it was shipped")
+
+
+SERVER_LOST_SIGNAL = signal.SIGUSR1
 
 
 def _run(args: argparse.Namespace) -> int:
     from shrinkflow.config import load_config
     from shrinkflow.data import prepare_dataset
+    from shrinkflow.preflight import check_prefect_api, check_tracking_uri, check_workspace
     from shrinkflow.training import check_model_fits_data
     from shrinkflow.variants import format_table
     from shrinkflow.workspace import Workspace
 
     config = load_config(args.config, args.overrides)
     workspace = Workspace.resolve(args.workspace)
-    # Reject bad data before starting Prefect or TensorFlow: the same content-addressed preparation
-    # the flow's first task does, so the flow finds it ready.
+    # Reject a bad environment and bad data before starting Prefect or TensorFlow. The data preparation
+    # is the same content-addressed one the flow's first task does, so the flow finds it ready.
+    check_workspace(workspace, args.workspace)
+    check_tracking_uri(workspace.tracking_uri())
+    api_url = _configured_prefect_api()
+    check_prefect_api(api_url)
     dataset = prepare_dataset(config.data, workspace.datasets)
     check_model_fits_data(config.model, dataset.input_shape)
 
-    # The ephemeral Prefect server's telemetry heartbeat has nowhere to go offline, and on its first
-    # start it races the database migrations ("database is locked").
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.pipeline import pipeline
+    with _signals_interrupt("the run stopped; its MLflow runs are marked KILLED and nothing from it was shipped"):
+        server = None if api_url else _start_temporary_server(workspace)
+        from flows.pipeline import pipeline
 
-    server_start = _start_temporary_prefect_server()
-    # The first stage needs TensorFlow, which takes seconds to import: import it while the server starts.
-    import tensorflow  # noqa: F401
-    import tf_keras  # noqa: F401
+        # The first stage needs TensorFlow, which takes seconds to import: import it while the server starts.
+        import tensorflow  # noqa: F401
+        import tf_keras  # noqa: F401
 
-    if server_start is not None:
-        server_start.join()
-    rows = pipeline(config, workspace=str(workspace.root), use_cache=args.use_cache)
+        if server is not None:
+            server.wait_until_ready()
+        watched = server.api_url if server is not None else str(api_url)
+        with _prefect_api(watched, temporary=server is not None), _stopped_if_lost(watched, server):
+            rows = pipeline(config, workspace=str(workspace.root), use_cache=args.use_cache)
     print(f"\nshrinkflow: {config.name} done\n")
     print(format_table(rows))
     shipped = next((row for row in rows if row.selected), None)
@@ -145,29 +182,99 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _start_temporary_prefect_server() -> threading.Thread | None:
-    """Start, in the background, the temporary Prefect server the flow would otherwise start and wait for.
+def _configured_prefect_api() -> str | None:
+    """The Prefect API the environment or the active Prefect profile names, if any."""
+    from prefect.settings import get_current_settings
 
-    With no Prefect API configured, the flow's first call starts Prefect's temporary server and waits
-    seconds for it to answer. Started here, that wait overlaps with importing TensorFlow; the flow then
-    finds the same server (Prefect keeps one per process) already up. If it fails to start here, the
-    flow tries again and reports why.
+    return get_current_settings().api.url
+
+
+def _start_temporary_server(workspace: Workspace) -> TemporaryPrefectServer:
+    """Prefect's server for this run only, stopped at exit after Prefect has sent it its last logs and events
+    (atexit runs last what was registered first)."""
+    import atexit
+
+    from shrinkflow.temporary_server import TemporaryPrefectServer
+
+    server = TemporaryPrefectServer(workspace.root / "prefect-server.log")
+    atexit.register(server.stop)
+    return server
+
+
+@contextlib.contextmanager
+def _prefect_api(api_url: str, temporary: bool) -> Iterator[None]:
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    # Our own server on loopback either answers or is gone: no minute of back-off before saying so.
+    retries = {PREFECT_CLIENT_MAX_RETRIES: 1} if temporary else {}
+    with temporary_settings(updates={PREFECT_API_URL: api_url, **retries}):
+        yield
+
+
+@contextlib.contextmanager
+def _stopped_if_lost(api_url: str, server: TemporaryPrefectServer | None) -> Iterator[None]:
+    """Stop the run (ServerLost, raised in the main thread) as soon as its Prefect server is gone: tasks run
+    on without it and would ship a model whose run Prefect can no longer record."""
+    from shrinkflow.preflight import PROBE_TIMEOUT, health_problem
+
+    lost: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        failures = 0
+        while not done.wait(2.0):
+            if server is not None and server.process.poll() is not None:
+                lost.append(
+                    f"the temporary Prefect server stopped unexpectedly (exit code {server.process.returncode}); "
+                    f"its log is {server.log}"
+                )
+            elif server is None and (problem := health_problem(f"{api_url.rstrip('/')}/health", b"true")):
+                failures += 1
+                if failures < 3:  # a busy server may miss a beat
+                    continue
+                lost.append(f"the Prefect server at {api_url} stopped answering ({problem}, {3 * PROBE_TIMEOUT:.0f} s)")
+            else:
+                failures = 0
+                continue
+            os.kill(os.getpid(), SERVER_LOST_SIGNAL)
+            return
+
+    def raise_lost(signum: int, frame: object) -> None:
+        raise ServerLost(lost[0] if lost else "the Prefect server is gone")
+
+    previous = signal.signal(SERVER_LOST_SIGNAL, raise_lost)
+    watcher = threading.Thread(target=watch, name="watch-prefect-server", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except Exception:
+        if lost:  # what failed is Prefect's last call to the server that is gone: say why, not how
+            raise ServerLost(lost[0]) from None
+        raise
+    finally:
+        done.set()
+        signal.signal(SERVER_LOST_SIGNAL, previous)
+
+
+@contextlib.contextmanager
+def _signals_interrupt(outcome: str) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP raise Interrupted where the command is, so it stops through its clean-up;
+    once it is stopping, further signals are ignored so the clean-up itself is not cut short.
+
+    SIGINT gets its handler here too: a process started as a background job of a non-interactive shell
+    (`make test &`, CI) inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
     """
-    from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():
-        return None
-    from prefect.server.api.server import SubprocessASGIServer
+    def interrupt(signum: int, frame: object) -> None:
+        _ignore_stop_signals()
+        raise Interrupted(signum, outcome)
 
-    server = SubprocessASGIServer()
-
-    def start() -> None:
-        with contextlib.suppress(Exception):
-            server.start()
-
-    thread = threading.Thread(target=start, name="start-temporary-prefect-server", daemon=True)
-    thread.start()
-    return thread
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -191,7 +298,7 @@ def _up(args: argparse.Namespace) -> int:
         prefect_port=DEFAULT_PREFECT_PORT if args.prefect_port is None else args.prefect_port,
         mlflow_port=DEFAULT_MLFLOW_PORT if args.mlflow_port is None else args.mlflow_port,
     )
-    with _stop_signals_interrupt():
+    with _signals_interrupt("the stack was stopped and nothing is left running"):
         leftover = deploy.recorded_runner(workspace)
         if leftover is not None and leftover.is_running():
             raise UserError(
@@ -292,24 +399,8 @@ def _until_stopped(stack: RunningStack, runner: ServerProcess, scheduler: Schedu
         return EXIT_OK
 
 
-@contextlib.contextmanager
-def _stop_signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (terminal closed) stop `up` like Ctrl-C does: through its clean-up, never around it."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _ignore_stop_signals() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from shrinkflow.config import DataConfig
+from shrinkflow.config import DataConfig, shorten
 from shrinkflow.errors import DataError
 
 ACCEPTED_SOURCES = (
@@ -92,7 +92,8 @@ _PREPARED: dict[tuple[str, str, str], DatasetRef] = {}
 
 
 def _prepare(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
-    features, labels, from_table = _read_source(cfg)
+    features, labels, columns = _read_source(cfg)
+    from_table = columns is not None
     fingerprint = _fingerprint(features, labels)
     features = _apply_image_shape(features, cfg, from_table)
     label_field = f"column {cfg.label_column!r}" if from_table else "the labels"
@@ -104,6 +105,7 @@ def _prepare(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
             y, class_names, cfg.source, after=f" after subsampling to data.max_samples={cfg.max_samples}"
         )
     splits, preprocessing = _scale(_split(features, y, cfg), cfg.scaling)
+    _require_finite_after_scaling(splits, cfg, columns)
 
     key = hashlib.sha256((fingerprint + cfg.model_dump_json()).encode()).hexdigest()[:16]
     path = Path(out_dir) / f"{key}.npz"
@@ -174,38 +176,43 @@ def _file_stamps(paths: Any) -> list[tuple[str, int, int]]:
 # --- reading -------------------------------------------------------------------------------------
 
 
-def _read_source(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Features and raw label values as the source holds them, and whether the source is a table."""
+def _read_source(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...] | None]:
+    """Features and raw label values as the source holds them, and a table's feature column names (None
+    for image sources)."""
     source = cfg.source
     if source == "sklearn:digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        return digits.images[..., np.newaxis], digits.target, False
+        return digits.images[..., np.newaxis], digits.target, None
     if source in KERAS_READERS:
         features, labels = KERAS_READERS[source]()
-        return features, labels, False
+        return features, labels, None
     if source.startswith("idx:"):
         features, labels = _read_idx_dir(Path(source.removeprefix("idx:")))
-        return features, labels, False
+        return features, labels, None
     if Path(source).suffix.lower() in (".csv", ".parquet"):
-        features, labels = _read_table(Path(source), cfg.label_column)
-        return features, labels, True
+        return _read_table(Path(source), cfg.label_column)
     raise DataError(f"data.source {source!r} is not supported; use {ACCEPTED_SOURCES}")
 
 
-def _read_table(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Numeric feature columns (2-D float64) and the label column of a CSV or Parquet file."""
+def _read_table(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Numeric feature columns (2-D float64), the label column, and the feature columns' names."""
+    kind = path.suffix.lower()[1:]
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a {kind} file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    read = pd.read_parquet if path.suffix.lower() == ".parquet" else pd.read_csv
     try:
-        table = read(path)
+        # pandas renames a repeated column ("a", "a.1"), so a duplicated label column would become a feature.
+        _require_unique_names(_column_names(path), path)
+        table = pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the table is empty (no columns and no rows)") from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read the file as {path.suffix.lower()[1:]} ({exc})") from None
+        raise DataError(f"{path}: cannot read the file as {kind} ({exc})") from None
     table.columns = [str(column) for column in table.columns]
+    _require_comma_separated(table, path)
     if table.empty:
         raise DataError(f"{path}: the table has no rows")
     if label_column not in table.columns:
@@ -218,9 +225,58 @@ def _read_table(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: no feature columns, only the label column {label_column!r}")
     _require_numeric(feature_table, path)
     _require_finite(table, path)
+    _require_float32_range(feature_table, path)
     labels = table[label_column]
     label_values = labels.to_numpy() if pd.api.types.is_numeric_dtype(labels) else labels.to_numpy(dtype=str)
-    return feature_table.to_numpy(dtype=np.float64), label_values
+    return feature_table.to_numpy(dtype=np.float64), label_values, tuple(feature_table.columns)
+
+
+def _column_names(path: Path) -> list[str]:
+    """The column names as the file has them, repeats included."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return [str(name) for name in pq.read_schema(path).names]
+    return [str(name) for name in pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0].tolist()]
+
+
+def _require_unique_names(names: list[str], path: Path) -> None:
+    repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+    if repeated:
+        listed = ", ".join(f"{name!r} ({names.count(name)} times)" for name in repeated)
+        raise DataError(
+            f"{path}: column names must be unique, but {listed} appear more than once; rename or drop the repeats "
+            "(a repeated label column would leak the label into the features)"
+        )
+
+
+def _require_comma_separated(table: pd.DataFrame, path: Path) -> None:
+    """A CSV read as a single column whose name holds another separator was written with that separator."""
+    if len(table.columns) != 1:
+        return
+    header = table.columns[0]
+    for separator, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+        if separator in header:
+            raise DataError(
+                f"{path}: the header {shorten(header)} looks {name}-separated, but shrinkflow reads comma-separated "
+                f"CSV; convert it, e.g. pandas.read_csv(path, sep={separator!r}).to_csv(new_path, index=False)"
+            )
+
+
+def _require_float32_range(feature_table: pd.DataFrame, path: Path) -> None:
+    """Features fit in float32, the precision the model computes in (1e308 would become infinity)."""
+    limit = float(np.finfo(np.float32).max)
+    too_large = (feature_table.abs() > limit).sum()
+    bad = too_large[too_large > 0]
+    if not bad.empty:
+        columns = ", ".join(
+            f"{name!r} ({count} row{'s' if count > 1 else ''}, e.g. {feature_table[name][feature_table[name].abs() > limit].iloc[0]:g})"
+            for name, count in bad.items()
+        )
+        raise DataError(
+            f"{path}: values beyond float32's range (about ±3.4e38) in column{'s' if len(bad) > 1 else ''} {columns}; "
+            "the model computes in float32: rescale those columns or drop those rows"
+        )
 
 
 def _require_numeric(feature_table: pd.DataFrame, path: Path) -> None:
@@ -460,10 +516,11 @@ def _scale(splits: Splits, scaling: str) -> tuple[Splits, tuple[tuple[str, Any],
     A client scales raw input as (x - offset) * scale; "standard" has one offset and scale per
     (flattened) feature.
     """
-    x_train, x_val, x_test = (x.astype(np.float32) for x in (splits.x_train, splits.x_val, splits.x_test))
+    # Statistics and scaling in float64, then float32: a value range beyond float32's would overflow.
+    x_train, x_val, x_test = (x.astype(np.float64) for x in (splits.x_train, splits.x_val, splits.x_test))
     if scaling == "minmax":
         low, high = x_train.min(), x_train.max()
-        value_range = high - low if high > low else np.float32(1)
+        value_range = high - low if high > low else 1.0
         x_train, x_val, x_test = ((x - low) / value_range for x in (x_train, x_val, x_test))
         preprocessing: tuple[tuple[str, Any], ...] = (
             ("kind", "minmax"),
@@ -472,10 +529,7 @@ def _scale(splits: Splits, scaling: str) -> tuple[Splits, tuple[tuple[str, Any],
         )
     elif scaling == "standard":
         scaler = StandardScaler().fit(x_train.reshape(len(x_train), -1))
-        x_train, x_val, x_test = (
-            scaler.transform(x.reshape(len(x), -1)).astype(np.float32).reshape(x.shape)
-            for x in (x_train, x_val, x_test)
-        )
+        x_train, x_val, x_test = (scaler.transform(x.reshape(len(x), -1)).reshape(x.shape) for x in (x_train, x_val, x_test))
         preprocessing = (
             ("kind", "standard"),
             ("offset", tuple(float(mean) for mean in scaler.mean_)),
@@ -483,7 +537,22 @@ def _scale(splits: Splits, scaling: str) -> tuple[Splits, tuple[tuple[str, Any],
         )
     else:
         preprocessing = (("kind", "none"),)
+    with np.errstate(over="ignore"):  # what overflows becomes inf, which the caller reports
+        x_train, x_val, x_test = (x.astype(np.float32) for x in (x_train, x_val, x_test))
     return Splits(x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test), preprocessing
+
+
+def _require_finite_after_scaling(splits: Splits, cfg: DataConfig, columns: tuple[str, ...] | None) -> None:
+    """Scaled features are finite: a range or variance too large for float32 would turn them into inf or NaN."""
+    x = np.concatenate([part.reshape(len(part), -1) for part in (splits.x_train, splits.x_val, splits.x_test)])
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=0))
+    if bad.size:
+        names = [repr(columns[i]) if columns else f"feature {i}" for i in bad[:5]]
+        raise DataError(
+            f"{cfg.source}: scaling {cfg.scaling!r} gives non-finite (inf or NaN) values in {', '.join(names)}"
+            f"{' and more' if bad.size > 5 else ''}: the values span more than float32 can hold; rescale those "
+            "columns, drop them, or use data.scaling: none"
+        )
 
 
 def _write_atomically(path: Path, splits: Splits) -> None:

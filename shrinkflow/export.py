@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,41 @@ def export_version(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """An export folder's manifest, or None if it has none that can be read."""
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def set_aside_versions(model_dir: Path, belongs: Callable[[Path], bool]) -> list[tuple[Path, Path]]:
+    """Move the version folders of `model_dir` that do not `belong` to model_dir/.superseded/<time>/.
+
+    TF Serving serves the highest numbered folder and ignores hidden ones, so what is moved aside is
+    never served. Returns the moves, as (original, new place), for `restore_moved`.
+    """
+    if not model_dir.is_dir():
+        return []
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    moves = []
+    for folder in sorted(model_dir.iterdir()):
+        if folder.is_dir() and folder.name.isdigit() and not belongs(folder):
+            aside = model_dir / ".superseded" / stamp / folder.name
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(folder, aside)
+            moves.append((folder, aside))
+    return moves
+
+
+def restore_moved(moves: list[tuple[Path, Path]]) -> None:
+    """Undo `set_aside_versions`."""
+    for original, aside in reversed(moves):
+        if aside.exists() and not original.exists():
+            os.rename(aside, original)
 
 
 def write_saved_model(keras_path: str | Path, out_dir: str | Path) -> None:

@@ -115,6 +115,25 @@ def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
     return None if version is None else client.get_model_version(name, str(version))
 
 
+def delete_version(client: MlflowClient, name: str, version: str) -> None:
+    """Delete a version (a shipment rolled back); the registered model too when that was its only version."""
+    client.delete_model_version(name, version)
+    if not client.search_model_versions(f"name='{name}'", max_results=1):
+        client.delete_registered_model(name)
+
+
+def restore_champion(client: MlflowClient, name: str, previous: str | None) -> None:
+    """Point the alias back where it was before a rolled-back shipment moved it (or remove it, if it was new)."""
+    if previous is not None:
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, previous)
+        return
+    try:
+        client.delete_registered_model_alias(name, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+
+
 def predict_with_version(tracking_uri: str, name: str, version: str | int, x: np.ndarray) -> np.ndarray:
     """Class probabilities from a registered version, loaded through `mlflow.pyfunc` (any flavor).
 

@@ -47,13 +47,18 @@ class TrackingRef:
     parent_run_id: str
 
     def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return client_for(self.tracking_uri)
 
     def run_url(self) -> str | None:
         """The parent run's page in the MLflow UI, when tracking goes to a server (a SQLite file has no UI)."""
         if not self.tracking_uri.startswith(("http://", "https://")):
             return None
         return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.parent_run_id}"
+
+
+def client_for(tracking_uri: str) -> MlflowClient:
+    """A client of the tracking store at `tracking_uri`, which is also the model registry."""
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
@@ -97,7 +102,7 @@ def start_parent_run(
     resolved YAML as an artifact, tags. This process holds the run's lease under `runs_root` until
     `finish_pipeline`; runs of this experiment whose lease nobody holds any more are closed first.
     """
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = client_for(tracking_uri)
     with _store_creation_lock(tracking_uri):
         experiment_id = ensure_experiment(client, config.name, artifact_root)
     tags = {
@@ -280,10 +285,11 @@ def log_and_register_keras_model(
     return tracking.client().get_model_version(registered_name, version.version)
 
 
-def finish_pipeline(tracking: TrackingRef, succeeded: bool) -> None:
-    """Close the parent run and any child run still open (a stage that failed mid-way), and let go of its lease."""
+def finish_pipeline(tracking: TrackingRef, outcome: int) -> None:
+    """Close the parent run and any child run still open (a stage that failed mid-way) with `outcome`
+    (a RunStatus: FINISHED, FAILED, or KILLED when interrupted), and let go of the run's lease."""
     client = tracking.client()
-    status = RunStatus.to_string(RunStatus.FINISHED if succeeded else RunStatus.FAILED)
+    status = RunStatus.to_string(outcome)
     for child in _open_children(client, tracking.experiment_id, tracking.parent_run_id):
         client.set_terminated(child.info.run_id, status=status)
     client.set_terminated(tracking.parent_run_id, status=status)

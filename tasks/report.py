@@ -8,10 +8,10 @@ from shrinkflow.report import write_comparison
 from shrinkflow.tracking import TrackingRef
 from shrinkflow.variants import SummaryRow
 from shrinkflow.workspace import Workspace
-from tasks.options import IO_TASK
+from tasks.options import SHIPPING_TASK
 
 
-@task(name="report", **IO_TASK)
+@task(name="report", **SHIPPING_TASK)
 def report_variants(
     rows: Sequence[SummaryRow], reasons: dict[str, str], workspace: Workspace, tracking_ref: TrackingRef
 ) -> None:

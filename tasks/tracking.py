@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 
+from mlflow.entities import RunStatus
 from prefect import runtime, task
 
 from shrinkflow import tracking
@@ -9,7 +10,7 @@ from shrinkflow.config import PipelineConfig
 from shrinkflow.tracking import TrackingRef
 from shrinkflow.variants import SummaryRow, VariantRef
 from shrinkflow.workspace import Workspace
-from tasks.options import IO_TASK
+from tasks.options import IO_TASK, SHIPPING_TASK
 
 
 @task(name="start-tracking", **IO_TASK)
@@ -23,11 +24,11 @@ def start_tracking(config: PipelineConfig, workspace: Workspace) -> TrackingRef:
     )
 
 
-@task(name="finish-tracking", **IO_TASK)
-def finish_tracking(tracking_ref: TrackingRef, rows: Sequence[SummaryRow], succeeded: bool) -> None:
-    if rows:
-        tracking.log_summary(tracking_ref, rows)
-    tracking.finish_pipeline(tracking_ref, succeeded)
+@task(name="finish-tracking", **SHIPPING_TASK)
+def finish_tracking(tracking_ref: TrackingRef, rows: Sequence[SummaryRow]) -> None:
+    """The summary and headline metrics on the parent run, then close it and its children as FINISHED."""
+    tracking.log_summary(tracking_ref, rows)
+    tracking.finish_pipeline(tracking_ref, RunStatus.FINISHED)
 
 
 @task(name="record-cache-hit", task_run_name="record-cache-hit-{variant.variant}", **IO_TASK)

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from shrinkflow.export import MANIFEST_NAME
 from shrinkflow.workspace import Workspace
-from tests.conftest import REPO, subprocess_env, tiny_digits_config
+from tests.conftest import REPO, descendants, subprocess_env, tiny_digits_config
 
 QUICK = {"prune.epochs": 1, "quantize.modes": "[dynamic, int8]"}
 
@@ -91,6 +91,34 @@ def test_unchanged_rerun_skips_every_cached_stage(first_run) -> None:
     assert by_variant["pruned-int8"].data.params["parent_variant"] == "pruned"  # a cache hit carries its params too
 
 
+def test_evaluations_write_only_into_their_own_run_folder(first_run) -> None:
+    """Cached stage folders are shared by every run that reuses them: nothing but the stage's model goes there,
+    so two runs at the same time cannot overwrite each other's plots."""
+    _, workspace, _ = first_run
+    for stage in (workspace / "cache").iterdir():
+        assert [path.name for path in stage.iterdir()] in (["model.keras"], ["model.tflite"]), stage
+    plots = list((workspace / "runs").glob("*/*/confusion_matrix.png"))
+    assert {plot.parent.name for plot in plots} >= {"baseline", "pruned", "pruned-int8"}
+    assert len({plot.parent.parent.name for plot in plots}) >= 2  # the first run's and the re-run's
+
+
+def test_the_code_version_covers_the_tasks_and_the_flow(tmp_path: Path) -> None:
+    """Editing a task or the flow changes the code version in every cache key, so no stale output is reused."""
+    import shutil
+
+    from shrinkflow.caching import CODE_PACKAGES, code_version
+
+    for package in CODE_PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    versions = {code_version(tmp_path)}
+    for edited in ("tasks/compress.py", "flows/pipeline.py", "shrinkflow/training.py"):
+        with open(tmp_path / edited, "a") as source:
+            source.write("\n# edited\n")
+        code_version.cache_clear()
+        versions.add(code_version(tmp_path))
+    assert len(versions) == 4
+
+
 def test_changing_modes_keeps_training_and_pruning(first_run) -> None:
     config, workspace, _ = first_run
     changed = config.model_copy(update={"quantize": config.quantize.model_copy(update={"modes": ("dynamic", "float16")})})
@@ -135,15 +163,6 @@ def cli(workspace: Path, *overrides: str) -> subprocess.Popen[str]:
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(),
         start_new_session=True,
     )
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, read from /proc."""
-    found: list[int] = []
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in map(int, children.read_text().split()):
-            found += [child, *descendants(child)]
-    return found
 
 
 def wait_for_log_line(process: subprocess.Popen[str], text: str, timeout: float = 300) -> None:

@@ -486,3 +486,57 @@ def test_loading_a_removed_dataset_file(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match=r"prepared dataset not found"):
         load_splits(ref)
+
+
+@pytest.mark.parametrize(
+    ("header", "repeated"),
+    [("a,label,label", "'label' (2 times)"), ("a,a,label", "'a' (2 times)")],
+)
+def test_repeated_column_names_are_refused(tmp_path: Path, header: str, repeated: str) -> None:
+    """pandas would rename the second one "x.1": a repeated label column would become a feature (a label leak)."""
+    path = tmp_path / "data.csv"
+    path.write_text(header + "\n" + "".join(f"{i},{i % 2},{i % 2}\n" for i in range(30)))
+    with pytest.raises(DataError, match=rf"data.csv: column names must be unique, but {re.escape(repeated)}"):
+        prepare(tmp_path, source=str(path))
+
+
+def test_repeated_parquet_column_names_are_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "data.parquet"
+    labels = pa.array([i % 2 for i in range(30)])
+    pq.write_table(pa.table([pa.array(range(30)), labels, labels], names=["a", "label", "label"]), path)
+    with pytest.raises(DataError, match=r"column names must be unique, but 'label' \(2 times\)"):
+        prepare(tmp_path, source=str(path))
+
+
+@pytest.mark.parametrize("scaling", ["minmax", "standard", "none"])
+def test_values_beyond_float32_are_refused_naming_the_column(tmp_path: Path, scaling: str) -> None:
+    table = animal_table()
+    table.loc[3, "c"], table.loc[5, "c"] = 1e308, -1e308
+    with pytest.raises(DataError, match=r"values beyond float32's range .* in column 'c' \(2 rows, e.g. 1e\+308\)"):
+        prepare(tmp_path, source=write_csv(tmp_path, table), scaling=scaling)
+
+
+@pytest.mark.parametrize("scaling", ["minmax", "standard"])
+def test_values_spanning_more_than_float32_scale_to_finite_features(tmp_path: Path, scaling: str) -> None:
+    """Each value fits float32, but their range does not: the statistics are computed in float64."""
+    table = animal_table()
+    table.loc[3, "c"], table.loc[5, "c"] = 3e38, -3e38
+    _, splits = prepare(tmp_path, source=write_csv(tmp_path, table), scaling=scaling)
+    for x in (splits.x_train, splits.x_val, splits.x_test):
+        assert np.isfinite(x).all()
+
+
+def test_a_semicolon_separated_csv_gets_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("a;b;label\n" + "".join(f"{i};{i};{i % 2}\n" for i in range(30)))
+    with pytest.raises(DataError, match=r"the header 'a;b;label' looks semicolon-separated, .* sep=';'"):
+        prepare(tmp_path, source=str(path))
+
+
+def test_a_directory_named_like_a_table_is_not_a_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "data.csv").mkdir()
+    with pytest.raises(DataError, match=r"data.csv: is a directory, not a csv file"):
+        prepare(tmp_path, source=str(tmp_path / "data.csv"))

@@ -34,6 +34,7 @@ from shrinkflow.stack import (
 )
 from shrinkflow.workspace import Workspace
 from tests.conftest import REPO
+from tests.test_interrupts import background_job
 from tests.test_stack import processes_with_argument
 
 pytestmark = pytest.mark.e2e
@@ -200,7 +201,7 @@ def test_up_serves_the_deployments_runs_a_run_button_run_and_stops_everything_on
     ]
     up = subprocess.Popen(
         argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=background_job,  # as `make test &` or CI starts it: SIGINT ignored
     )
     output = Output(up)
     try:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from mlflow import MlflowClient
+from mlflow.entities import RunStatus
 
 from shrinkflow.config import PipelineConfig
 from shrinkflow.tracking import ABANDONED_TAG, MLFLOW_PARENT_RUN_TAG, finish_pipeline, start_parent_run
@@ -55,7 +56,7 @@ def test_runs_of_a_dead_process_are_killed_and_runs_of_live_ones_are_left_alone(
     assert not any("pid" in key or "owner" in key for key in client.get_run(live.parent_run_id).data.tags)
 
     for ref in (live, newest):
-        finish_pipeline(ref, succeeded=True)
+        finish_pipeline(ref, RunStatus.FINISHED)
     # A run that finished normally is never taken for abandoned.
     start_parent_run(uri, config, artifacts, runs_root, "later", None)
     assert client.get_run(live.parent_run_id).info.status == "FINISHED"
