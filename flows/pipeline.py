@@ -8,7 +8,7 @@ from typing import Any
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import TerminationSignal
 from prefect.transactions import transaction
 
@@ -34,6 +34,13 @@ from tasks.tracking import finish_tracking, record_cache_hit, start_tracking
 from tasks.train import train_baseline
 
 
+# The summary table in the flow run's log: the decisive columns, narrow enough for the Prefect UI's log view.
+SUMMARY_LOG_COLUMNS = (
+    "variant", "selected", "promoted", "version", "status", "accuracy", "accuracy_delta", "gzip_size_bytes",
+    "compression_ratio",
+)
+
+
 @flow(name="shrinkflow", log_prints=True)
 def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bool = True) -> list[SummaryRow]:
     """Train a model from `config`, compress it into variants, and ship the best one that passes the gate.
@@ -50,8 +57,8 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
     ws = Workspace.resolve(workspace)
     check_workspace(ws, workspace)  # deployments start here, not in the CLI that checks it first
     tracking_ref = start_tracking(config, ws)
-    if tracking_ref.run_url():
-        create_link_artifact(tracking_ref.run_url(), link_text=f"MLflow run of {config.name}", key="mlflow-run")
+    if links := tracking_ref.ui_links():
+        create_markdown_artifact(links, key="mlflow-run", description=f"MLflow runs of {config.name}")
     stages = Stages(config, ws, tracking_ref, use_cache)
     rows: list[SummaryRow] = []
     try:
@@ -112,7 +119,7 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
             create_table_artifact(
                 [row.display() for row in rows], key="shrinkflow-summary", description=f"Variants of {config.name}"
             )
-            logger.info("summary of %s:\n%s", config.name, format_table(rows))
+            logger.info("summary of %s:\n%s", config.name, format_table(rows, columns=SUMMARY_LOG_COLUMNS))
             finish_tracking(tracking_ref, rows)
     except BaseException as exc:
         # A plain call, not a task: it must work when Prefect's API is what failed.

@@ -290,6 +290,7 @@ def _up(args: argparse.Namespace) -> int:
     from shrinkflow.stack import (
         DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT, SchedulerWatch, StackConfig, stack_dir, start_stack,
     )
+    from shrinkflow.tracking import mlflow_ui_url
     from shrinkflow.workspace import Workspace
 
     workspace = Workspace.resolve(args.workspace)
@@ -323,7 +324,7 @@ def _up(args: argparse.Namespace) -> int:
                 print(
                     f"\nshrinkflow: the local stack is up (workspace {workspace.root})\n"
                     f"  Prefect UI   {stack.prefect_ui_url}   deployments {names}\n"
-                    f"  MLflow UI    {stack.mlflow_url}\n"
+                    f"  MLflow UI    {mlflow_ui_url(stack.mlflow_url)}\n"
                     f"  runner log   {runner.log}\n"
                     f"  next runs    {_describe_upcoming(upcoming)}\n"
                     "Scheduled and UI-triggered runs execute here, one at a time. "

@@ -121,7 +121,7 @@ class PruneConfig(Section):
 
     model_config = ConfigDict(title="Pruning")
 
-    enabled: bool = Field(False, title="Prune", description="Build the pruned variant (and its quantized variants).")
+    enabled: bool = Field(False, title="Build a pruned variant", description="Build the pruned variant (and its quantized variants).")
     target_sparsity: float = Field(0.8, ge=0, lt=1, title="Target sparsity", description="Share of weights set to zero, in [0, 1).")
     schedule: Literal["polynomial", "constant"] = Field(
         "polynomial", title="Pruning schedule", description="polynomial: sparsity ramps from 0 to the target while fine-tuning; constant: at once."

@@ -67,7 +67,7 @@ def log_and_register_tflite_model(
 
 def model_description(name: str) -> str:
     return (
-        f"The models shrinkflow ships for **{name}**: each version is the variant a pipeline run selected (the "
+        f"The models shrinkflow ships for {name}: each version is the variant a pipeline run selected (the "
         "smallest within the config's accuracy budget), with its metrics as tags. The alias `champion` moves to "
         "a new version only if it is not worse than the current champion on that run's test set."
     )
@@ -77,7 +77,7 @@ def version_description(variant: VariantRef, metrics: dict[str, float], parent_r
     kind = "TFLite file (pyfunc, runs in LiteRT)" if variant.is_tflite else "Keras model (tensorflow flavor)"
     lineage = f"derived from {variant.parent_variant}" if variant.parent_variant else "the trained baseline"
     return (
-        f"**{variant.variant}**: {kind}, {lineage}; quantization {variant.quantization}, "
+        f"{variant.variant}: {kind}, {lineage}; quantization {variant.quantization}, "
         f"sparsity {variant.sparsity:.3f}. Test accuracy {metrics['accuracy']:.4f}, "
         f"{int(metrics['gzip_size_bytes']):,} bytes gzipped. Selected by pipeline run `{parent_run_id}`."
     )

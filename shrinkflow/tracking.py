@@ -29,6 +29,7 @@ MLFLOW_NOTE_TAG = "mlflow.note.content"
 # MLflow 3 opens an experiment in its GenAI view unless told it holds model training runs.
 MLFLOW_EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_EXPERIMENT = "custom_model_development"
+MLFLOW_UI_WORKFLOW = "workflowType=machine_learning"
 MLFLOW_BATCH_LIMIT = 100
 ABANDONED_TAG = "abandoned"
 # <workspace>/runs/<parent run id>/lease is locked (flock) by the process running that pipeline run: the
@@ -49,11 +50,20 @@ class TrackingRef:
     def client(self) -> MlflowClient:
         return client_for(self.tracking_uri)
 
-    def run_url(self) -> str | None:
-        """The parent run's page in the MLflow UI, when tracking goes to a server (a SQLite file has no UI)."""
+    def ui_links(self) -> str | None:
+        """Markdown links to the parent run and to the experiment's runs in the MLflow UI, when tracking goes
+        to a server (a SQLite file has no UI)."""
         if not self.tracking_uri.startswith(("http://", "https://")):
             return None
-        return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.parent_run_id}"
+        run = mlflow_ui_url(self.tracking_uri, f"experiments/{self.experiment_id}/runs/{self.parent_run_id}")
+        runs = mlflow_ui_url(self.tracking_uri, f"experiments/{self.experiment_id}/runs")
+        return f"[This run in MLflow]({run}) · [Every run of this model, side by side]({runs})"
+
+
+def mlflow_ui_url(server: str, page: str = "experiments") -> str:
+    """A page of the MLflow UI in its model-training view. MLflow 3.17's UI opens in its GenAI view unless the
+    address says otherwise (a browser remembers the choice only once the user has switched it by hand)."""
+    return f"{server.rstrip('/')}/#/{page}?{MLFLOW_UI_WORKFLOW}"
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
@@ -77,10 +87,10 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
     wanted = {
         MLFLOW_EXPERIMENT_KIND_TAG: MODEL_TRAINING_EXPERIMENT,
         MLFLOW_NOTE_TAG: (
-            f"shrinkflow runs of **{name}**. Each pipeline run is a parent run named after its Prefect flow run, "
+            f"shrinkflow runs of {name}. Each pipeline run is a parent run named after its Prefect flow run, "
             "with the config as params and the shipped variant's headline metrics (`shipped_*`); each model "
             "variant (baseline, pruned, quantized, ...) is a child run whose params say how it was derived. "
-            f"Shipped variants are versions of the registered model **{name}**; the alias `champion` marks the "
+            f"Shipped variants are versions of the registered model {name}; the alias `champion` marks the "
             "one in service."
         ),
     }
@@ -107,7 +117,7 @@ def start_parent_run(
         experiment_id = ensure_experiment(client, config.name, artifact_root)
     tags = {
         "shrinkflow.config_hash": config.config_hash(),
-        MLFLOW_NOTE_TAG: f"Running: a shrinkflow pipeline run of **{config.name}**.",
+        MLFLOW_NOTE_TAG: f"Running: a shrinkflow pipeline run of {config.name}.",
     }
     if prefect_flow_run_id:
         tags["prefect.flow_run_id"] = prefect_flow_run_id
@@ -249,11 +259,13 @@ def log_epoch(client: MlflowClient, run_id: str, epoch: int, logs: dict[str, flo
 
 
 def log_evaluation(tracking: TrackingRef, run_id: str, evaluation: Evaluation, sparsity: float) -> None:
-    """The test metrics (same names for every variant), the measured sparsity and the confusion matrix."""
+    """The test metrics (same names for every variant), the measured sparsity and the confusion matrix;
+    then the variant's child run ends, so its duration is its own, not the whole pipeline's."""
     client = tracking.client()
     metrics = {**evaluation.metrics, "sparsity": sparsity}
     log_batch(client, run_id, metrics=[Metric(k, v, _now_ms(), 0) for k, v in metrics.items()])
     client.log_artifact(run_id, evaluation.confusion_matrix_png)
+    client.set_terminated(run_id)
 
 
 def log_and_register_keras_model(
@@ -393,9 +405,9 @@ def run_description(rows: Sequence[SummaryRow]) -> str:
         )
     champion = "it is now the champion" if shipped.promoted else "the champion alias stayed (see the version's `promotion_reason`)"
     return (
-        f"Shipped **{shipped.variant}** as version {shipped.version}; {champion}. "
+        f"Shipped {shipped.variant} as version {shipped.version}; {champion}. "
         f"Accuracy {shipped.accuracy:.4f} ({(shipped.accuracy_delta or 0) * 100:+.2f} pt against the baseline), "
-        f"{shipped.gzip_size_bytes:,} bytes gzipped: **{shipped.compression_ratio}x smaller** than the baseline. "
+        f"{shipped.gzip_size_bytes:,} bytes gzipped, {shipped.compression_ratio}x smaller than the baseline. "
         f"{measured} variants evaluated.{failed_note}"
     )
 

@@ -89,12 +89,12 @@ def failed_row(variant: str, reason: str) -> SummaryRow:
     return SummaryRow(variant, status=f"failed: {reason}"[:80])
 
 
-def format_table(rows: Sequence[SummaryRow]) -> str:
-    """A plain-text table for the terminal; failed rows leave the metric columns blank."""
+def format_table(rows: Sequence[SummaryRow], columns: Sequence[str] | None = None) -> str:
+    """A plain-text table for the terminal (every column, or `columns`); failed rows leave the metrics blank."""
     if not rows:
         return "(no variants)"
     table = [row.display() for row in rows]
-    headers = list(table[0])
+    headers = list(columns or table[0])
     cells = [[str(row[h]) for h in headers] for row in table]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]

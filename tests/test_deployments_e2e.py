@@ -207,7 +207,7 @@ def test_up_serves_the_deployments_runs_a_run_button_run_and_stops_everything_on
     try:
         output.wait_for("Press Ctrl-C to stop", timeout=RUN_TIMEOUT)
         prefect_api_url, mlflow_url = f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}"
-        assert f"Prefect UI   http://127.0.0.1:{prefect_port}" in output.text and f"MLflow UI    {mlflow_url}" in output.text
+        assert f"Prefect UI   http://127.0.0.1:{prefect_port}" in output.text and f"MLflow UI    {mlflow_url}/#/experiments?workflowType=machine_learning" in output.text
 
         # The banner says when each deployment runs next, as the server's own scheduler planned it.
         for spec in DEPLOYMENTS:
@@ -388,7 +388,7 @@ def wait_for_scheduled_run(api_url: str, deployment_id: Any, model_name: str, lo
 def wait_until_final(api_url: str, flow_run_id: Any, log: Callable[[], str]) -> tuple[Any, str]:
     """Poll the flow run until it ends; fail with the executor's log unless it completed.
 
-    Returns the flow run and the markdown of its "mlflow-run" link artifact.
+    Returns the flow run and the markdown of its "mlflow-run" artifact (links to the MLflow UI).
     """
     deadline = time.monotonic() + RUN_TIMEOUT
     with prefect_client(api_url) as client:
@@ -413,7 +413,8 @@ def assert_tracked(stack_root: Path, mlflow_url: str, finished: tuple[Any, str],
     assert parent.info.status == "FINISHED"
     assert parent.data.params["train.epochs"] == "2" and parent.data.params["prune.enabled"] == "False"
     # Each UI leads to the other: the Prefect run links to the MLflow run, which is tagged with the flow run id.
-    assert f"({mlflow_url}/" in mlflow_link and parent.info.run_id in mlflow_link
+    assert f"({mlflow_url}/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning)" in mlflow_link
+    assert f"({mlflow_url}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning)" in mlflow_link
 
     children = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"

@@ -126,7 +126,7 @@ def test_the_mlflow_runs_say_what_shipped(finished_run) -> None:
     assert metrics["variants_evaluated"] == len(VARIANTS)
     assert parent.data.tags["shipped_variant"] == chosen.variant
     description = parent.data.tags["mlflow.note.content"]
-    assert f"Shipped **{chosen.variant}** as version 1; it is now the champion" in description
+    assert f"Shipped {chosen.variant} as version 1; it is now the champion" in description
     assert f"{chosen.compression_ratio}x smaller" in description
     # The experiment opens in MLflow's model-training view and says what its runs are.
     experiment = client.get_experiment_by_name(config.name)

@@ -72,6 +72,7 @@ class Stack:
         self.mlflow = f"http://127.0.0.1:{self.mlflow_port}"
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.proc: subprocess.Popen[str] | None = None
+        self.mlflow_link = self.mlflow  # the MLflow UI address `up` prints, once it has printed it
 
     def start(self) -> None:
         # The caller's Prefect/MLflow settings (a profile, a tracking URI) must not leak into the stack.
@@ -96,6 +97,8 @@ class Stack:
                 continue
             if line is None:
                 raise SystemExit(f"`shrinkflow up` exited with code {self.proc.wait()} before it was ready")
+            if line.strip().startswith("MLflow UI"):
+                self.mlflow_link = line.split()[-1]
             if "Press Ctrl-C to stop" in line:
                 return
 
@@ -259,15 +262,13 @@ def mlflow_shots(page: Page, stack: Stack, out: Path) -> list[Path]:
     children = [r["info"]["run_id"] for r in runs if parent_of(r) == parent]
     print(f"MLflow: {len(parents)} parent runs, {len(children)} child runs of {parent}", file=sys.stderr)
 
-    # As a first-time visitor sees it (MLflow's assistant panel opens by itself), then without its pop-ups.
-    shots = shot(page, out, "mlflow-01-experiments", f"{ui}/experiments", seconds=3)
-    shots += shot(page, out, "mlflow-02-experiment-as-opened", f"{ui}/experiments/{exp_id}", seconds=3)
-    click_if_present(page, "[data-component-id='mlflow.detect_issues.guidance.got_it']")
+    # As a first-time visitor sees it, coming from the link `shrinkflow up` prints (MLflow's assistant panel
+    # opens by itself), then the experiment as the flow run's `mlflow-run` artifact links to it.
+    shots = shot(page, out, "mlflow-01-experiments", stack.mlflow_link, seconds=3)
     click_if_present(page, "[data-component-id='mlflow.assistant.chat_panel.close']")
-    # MLflow 3.17 picks GenAI or model-training pages from this global switch (kept in local storage),
-    # not from the experiment's mlflow.experimentKind tag.
-    page.get_by_text("Model training", exact=True).first.click()
+    page.goto(f"{ui}/experiments/{exp_id}/runs?workflowType=machine_learning")
     settle(page, 3)
+    click_if_present(page, "[data-component-id='mlflow.detect_issues.guidance.got_it']")
     click_if_present(page, "[data-component-id='mlflow.experiment.metadata_editor.expand_button']")
     # Parent runs start collapsed: open each so its child runs (the variants) show.
     click_if_present(page, "button[data-component-id*='runnamecellrenderer']")
