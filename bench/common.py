@@ -199,7 +199,7 @@ class PrefectServer:
     """
 
     def __init__(self, home: Path) -> None:
-        from shrinkflow.stack import free_port
+        from deployments.stack import free_port
 
         self.home, port = home, free_port()
         self.url = f"http://127.0.0.1:{port}/api"

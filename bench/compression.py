@@ -31,9 +31,9 @@ def run(ctx: Context) -> dict[str, Any] | None:
     if not MNIST.is_dir():
         return {"skipped": f"{MNIST} is absent"}
     import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-    from shrinkflow.compression import convert_to_tflite
-    from shrinkflow.config import load_config
-    from shrinkflow.data import load_splits, prepare_dataset
+    from shrinkflow.core.compression import convert_to_tflite
+    from shrinkflow.core.config import load_config
+    from shrinkflow.core.data import load_splits, prepare_dataset
 
     config = load_config(MNIST_CNN, [MNIST_SOURCE])
     workspace = flow_workspace(ctx)
@@ -92,7 +92,7 @@ def flow_workspace(ctx: Context) -> Path:
 
 def interleaved_latency(models: dict[str, Path], sample: Any, rounds: int = ROUNDS, repeats: int = REPEATS) -> dict[str, float]:
     """Median single-sample latency per model, the models taking turns round by round (A B C A B C ...)."""
-    from shrinkflow.evaluation import load_predictor, median_latency_ms
+    from shrinkflow.core.evaluation import load_predictor, median_latency_ms
 
     predictors = {name: load_predictor(path) for name, path in models.items()}
     per_round: dict[str, list[float]] = {name: [] for name in models}
@@ -105,7 +105,7 @@ def interleaved_latency(models: dict[str, Path], sample: Any, rounds: int = ROUN
 def render(result: dict[str, Any]) -> str:
     if "skipped" in result:
         return f"Skipped: {result['skipped']}.\n"
-    from shrinkflow.report import markdown_table
+    from shrinkflow.core.report import markdown_table
 
     lines = [
         f"Data: {result['data']}. The variant table of the flow run:", "",

@@ -1,6 +1,6 @@
 """4. Input pipeline: training throughput as the flow trains against a bare `model.fit` on in-memory arrays.
 
-In this process, interleaved (A B A B ...): A is shrinkflow.training.train_baseline, what the flow's
+In this process, interleaved (A B A B ...): A is shrinkflow.core.training.train_baseline, what the flow's
 train stage calls (the splits read from the prepared .npz, a shuffled, batched, prefetched tf.data
 pipeline, the model saved at the end); B builds the same model with the same optimizer and calls
 `model.fit(x, y, batch_size, shuffle=True, validation_data=...)` on the arrays already in memory.
@@ -26,9 +26,9 @@ EPOCHS = 3
 
 def run(ctx: Context) -> dict[str, Any]:
     import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-    from shrinkflow.config import load_config
-    from shrinkflow.data import load_splits, prepare_dataset
-    from shrinkflow.training import train_baseline
+    from shrinkflow.core.config import load_config
+    from shrinkflow.core.data import load_splits, prepare_dataset
+    from shrinkflow.core.training import train_baseline
 
     epochs = 1 if ctx.smoke else EPOCHS
     sets = [*(SMOKE_SETS if ctx.smoke else [MNIST_SOURCE]), f"train.epochs={epochs}", "train.early_stopping_patience=null"]
@@ -66,7 +66,7 @@ def bare_fit_samples_per_s(splits: Any, dataset: Any, config: Any) -> float:
     import numpy as np
     import tf_keras
 
-    from shrinkflow.training import build_model, compile_for_training, make_optimizer
+    from shrinkflow.core.training import build_model, compile_for_training, make_optimizer
 
     train_cfg = config.train
     tf_keras.utils.set_random_seed(train_cfg.seed)
@@ -98,7 +98,7 @@ def flow_run_throughputs(ctx: Context) -> list[float]:
 
 
 def render(result: dict[str, Any]) -> str:
-    rows = [["A: `shrinkflow.training.train_baseline` (tf.data from the prepared .npz)",
+    rows = [["A: `shrinkflow.core.training.train_baseline` (tf.data from the prepared .npz)",
              *_cells(result["train_baseline_samples_per_s"])],
             ["B: bare `model.fit` on in-memory arrays", *_cells(result["bare_fit_samples_per_s"])]]
     if "flow_runs_samples_per_s" in result:

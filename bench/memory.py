@@ -23,17 +23,17 @@ from pathlib import Path
 def rss():
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 steps = [("bare Python 3.11", rss())]
-import shrinkflow, shrinkflow.config, shrinkflow.data
-steps.append(("+ numpy, pandas, scikit-learn (shrinkflow.data)", rss()))
+import shrinkflow, shrinkflow.core.config, shrinkflow.core.data
+steps.append(("+ numpy, pandas, scikit-learn (shrinkflow.core.data)", rss()))
 import tensorflow, tf_keras
 steps.append(("+ tensorflow, tf_keras", rss()))
 import tensorflow_model_optimization, ai_edge_litert.interpreter
 steps.append(("+ tensorflow_model_optimization, ai_edge_litert", rss()))
 import prefect, mlflow, flows.pipeline
 steps.append(("+ prefect, mlflow (the flow's modules)", rss()))
-from shrinkflow.config import load_config
-from shrinkflow.data import prepare_dataset, load_splits
-from shrinkflow.training import build_model, compile_for_training, make_dataset
+from shrinkflow.core.config import load_config
+from shrinkflow.core.data import prepare_dataset, load_splits
+from shrinkflow.core.training import build_model, compile_for_training, make_dataset
 config = load_config(sys.argv[1], sys.argv[3:])
 dataset = prepare_dataset(config.data, sys.argv[2])
 splits = load_splits(dataset)

@@ -24,20 +24,20 @@ from dataclasses import replace
 from pathlib import Path
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.compression import (
+from shrinkflow.core.compression import (
     convert_to_tflite,
     keras_sparsity,
     prune,
     quantization_aware_train,
     tflite_sparsity,
 )
-from shrinkflow.config import PipelineConfig, load_config
-from shrinkflow.data import prepare_dataset
-from shrinkflow.evaluation import Evaluation, evaluate_model_file
-from shrinkflow.export import export_version
-from shrinkflow.selection import select_variant
-from shrinkflow.training import load_keras_model, train_baseline
-from shrinkflow.variants import VariantRef, format_table, summary_row
+from shrinkflow.core.config import PipelineConfig, load_config
+from shrinkflow.core.data import prepare_dataset
+from shrinkflow.core.evaluation import Evaluation, evaluate_model_file
+from shrinkflow.core.export import export_version
+from shrinkflow.core.selection import select_variant
+from shrinkflow.core.training import load_keras_model, train_baseline
+from shrinkflow.core.variants import VariantRef, format_table, summary_row
 
 STAGE_MARKER = "PLAIN_STAGE_SECONDS"
 

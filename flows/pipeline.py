@@ -14,17 +14,17 @@ from prefect.transactions import transaction
 
 from mlflow.entities import RunStatus
 
-from shrinkflow import tracking
-from shrinkflow.caching import stage_key
-from shrinkflow.config import PipelineConfig
-from shrinkflow.data import DatasetRef, source_stamp
-from shrinkflow.evaluation import Evaluation
-from shrinkflow.export import sha256_file
-from shrinkflow.preflight import check_workspace
-from shrinkflow.selection import select_variant
-from shrinkflow.tracking import TrackingRef
-from shrinkflow.variants import SummaryRow, VariantRef, failed_row, format_table, summary_row
-from shrinkflow.workspace import Workspace
+from shrinkflow.tracking import runs as tracking
+from tasks.caching import stage_key
+from shrinkflow.core.config import PipelineConfig
+from shrinkflow.core.data import DatasetRef, source_stamp
+from shrinkflow.core.evaluation import Evaluation
+from shrinkflow.core.export import sha256_file
+from shrinkflow.core.environment import check_workspace
+from shrinkflow.core.selection import select_variant
+from shrinkflow.tracking.runs import TrackingRef
+from shrinkflow.core.variants import SummaryRow, VariantRef, failed_row, format_table, summary_row
+from shrinkflow.core.workspace import Workspace
 from tasks.compress import PRUNED, prune_baseline, prune_settings, quantize_settings, quantize_variant
 from tasks.data import load_data, track_dataset
 from tasks.evaluate import evaluate

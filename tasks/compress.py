@@ -6,12 +6,13 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from shrinkflow import compression, tracking
-from shrinkflow.config import PipelineConfig
-from shrinkflow.data import DatasetRef
-from shrinkflow.tracking import TrackingRef
-from shrinkflow.variants import VariantRef
-from shrinkflow.workspace import Workspace
+from shrinkflow.core import compression
+from shrinkflow.tracking import runs as tracking
+from shrinkflow.core.config import PipelineConfig
+from shrinkflow.core.data import DatasetRef
+from shrinkflow.tracking.runs import TrackingRef
+from shrinkflow.core.variants import VariantRef
+from shrinkflow.core.workspace import Workspace
 from tasks.options import CACHED_TASK
 
 PRUNED = "pruned"

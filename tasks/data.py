@@ -2,11 +2,11 @@
 
 from prefect import task
 
-from shrinkflow import tracking
-from shrinkflow.config import DataConfig
-from shrinkflow.data import DatasetRef, prepare_dataset
-from shrinkflow.tracking import TrackingRef
-from shrinkflow.workspace import Workspace
+from shrinkflow.tracking import runs as tracking
+from shrinkflow.core.config import DataConfig
+from shrinkflow.core.data import DatasetRef, prepare_dataset
+from shrinkflow.tracking.runs import TrackingRef
+from shrinkflow.core.workspace import Workspace
 from tasks.options import CACHED_TASK, IO_TASK, retry_unless_user_error
 
 

@@ -2,12 +2,12 @@
 
 from prefect import get_run_logger, task
 
-from shrinkflow import tracking
-from shrinkflow.data import DatasetRef
-from shrinkflow.evaluation import Evaluation, describe_metrics, evaluate_model_file
-from shrinkflow.tracking import TrackingRef
-from shrinkflow.variants import VariantRef
-from shrinkflow.workspace import Workspace
+from shrinkflow.tracking import runs as tracking
+from shrinkflow.core.data import DatasetRef
+from shrinkflow.core.evaluation import Evaluation, describe_metrics, evaluate_model_file
+from shrinkflow.tracking.runs import TrackingRef
+from shrinkflow.core.variants import VariantRef
+from shrinkflow.core.workspace import Workspace
 from tasks.options import COMPUTE_TASK
 
 

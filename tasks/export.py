@@ -16,15 +16,16 @@ from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 from prefect.transactions import Transaction, get_transaction
 
-from shrinkflow import registry, tracking
-from shrinkflow.config import PipelineConfig
-from shrinkflow.data import DatasetRef, load_splits
-from shrinkflow.evaluation import Evaluation, classification_metrics
-from shrinkflow.export import export_version, read_manifest, restore_moved, set_aside_versions
-from shrinkflow.selection import Promotion, decide_promotion
-from shrinkflow.tracking import TrackingRef
-from shrinkflow.variants import VariantRef
-from shrinkflow.workspace import Workspace
+from shrinkflow.tracking import registry
+from shrinkflow.tracking import runs as tracking
+from shrinkflow.core.config import PipelineConfig
+from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.evaluation import Evaluation, classification_metrics
+from shrinkflow.core.export import export_version, read_manifest, restore_moved, set_aside_versions
+from shrinkflow.core.selection import Promotion, decide_promotion
+from shrinkflow.tracking.runs import TrackingRef
+from shrinkflow.core.variants import VariantRef
+from shrinkflow.core.workspace import Workspace
 from tasks.options import SHIPPING_TASK
 
 CHAMPION = "champion"

@@ -4,7 +4,7 @@ from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
-from shrinkflow.errors import UserError
+from shrinkflow.core.errors import UserError
 
 
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -13,7 +13,7 @@ def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def cache_key_parameter(context: Any, parameters: dict[str, Any]) -> str:
-    """The flow computes each stage's key (shrinkflow.caching) and passes it in as `cache_key`."""
+    """The flow computes each stage's key (tasks.caching) and passes it in as `cache_key`."""
     return parameters["cache_key"]
 
 

@@ -4,10 +4,10 @@ from collections.abc import Sequence
 
 from prefect import task
 
-from shrinkflow.report import write_comparison
-from shrinkflow.tracking import TrackingRef
-from shrinkflow.variants import SummaryRow
-from shrinkflow.workspace import Workspace
+from shrinkflow.core.report import write_comparison
+from shrinkflow.tracking.runs import TrackingRef
+from shrinkflow.core.variants import SummaryRow
+from shrinkflow.core.workspace import Workspace
 from tasks.options import SHIPPING_TASK
 
 

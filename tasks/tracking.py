@@ -5,11 +5,11 @@ from collections.abc import Sequence
 from mlflow.entities import RunStatus
 from prefect import runtime, task
 
-from shrinkflow import tracking
-from shrinkflow.config import PipelineConfig
-from shrinkflow.tracking import TrackingRef
-from shrinkflow.variants import SummaryRow, VariantRef
-from shrinkflow.workspace import Workspace
+from shrinkflow.tracking import runs as tracking
+from shrinkflow.core.config import PipelineConfig
+from shrinkflow.tracking.runs import TrackingRef
+from shrinkflow.core.variants import SummaryRow, VariantRef
+from shrinkflow.core.workspace import Workspace
 from tasks.options import IO_TASK, SHIPPING_TASK
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.config import PipelineConfig, load_config
+from shrinkflow.core.config import PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_T10K = REPO.parent / "shared" / "data" / "mnist-t10k"

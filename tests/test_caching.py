@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from shrinkflow.export import MANIFEST_NAME
-from shrinkflow.workspace import Workspace
+from shrinkflow.core.export import MANIFEST_NAME
+from shrinkflow.core.workspace import Workspace
 from tests.conftest import REPO, descendants, subprocess_env, tiny_digits_config
 
 QUICK = {"prune.epochs": 1, "quantize.modes": "[dynamic, int8]"}
@@ -106,12 +106,12 @@ def test_the_code_version_covers_the_tasks_and_the_flow(tmp_path: Path) -> None:
     """Editing a task or the flow changes the code version in every cache key, so no stale output is reused."""
     import shutil
 
-    from shrinkflow.caching import CODE_PACKAGES, code_version
+    from tasks.caching import CODE_PACKAGES, code_version
 
     for package in CODE_PACKAGES:
         shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     versions = {code_version(tmp_path)}
-    for edited in ("tasks/compress.py", "flows/pipeline.py", "shrinkflow/training.py"):
+    for edited in ("tasks/compress.py", "flows/pipeline.py", "shrinkflow/core/training.py"):
         with open(tmp_path / edited, "a") as source:
             source.write("\n# edited\n")
         code_version.cache_clear()
@@ -155,7 +155,7 @@ def test_a_deleted_cached_file_is_rebuilt(first_run) -> None:
 
 
 def cli(workspace: Path, *overrides: str) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "shrinkflow.cli", "run", str(REPO / "configs" / "digits_cnn.yaml"), "--workspace", str(workspace)]
+    args = [sys.executable, "-m", "cli.main", "run", str(REPO / "configs" / "digits_cnn.yaml"), "--workspace", str(workspace)]
     for key, value in {**{k: str(v) for k, v in QUICK.items()}, "model.conv_filters": "[8]", "model.hidden_units": "[16]",
                        "train.epochs": "2", **dict(o.split("=", 1) for o in overrides)}.items():
         args += ["--set", f"{key}={value}"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shrinkflow.compression import (
+from shrinkflow.core.compression import (
     CompressionError,
     convert_to_tflite,
     keras_sparsity,
@@ -17,10 +17,10 @@ from shrinkflow.compression import (
     quantization_aware_train,
     tflite_sparsity,
 )
-from shrinkflow.config import DataConfig, ModelConfig, PruneConfig, QuantizeConfig, TrainConfig
-from shrinkflow.data import DatasetRef, prepare_dataset
-from shrinkflow.evaluation import evaluate_model_file
-from shrinkflow.training import load_keras_model, train_baseline
+from shrinkflow.core.config import DataConfig, ModelConfig, PruneConfig, QuantizeConfig, TrainConfig
+from shrinkflow.core.data import DatasetRef, prepare_dataset
+from shrinkflow.core.evaluation import evaluate_model_file
+from shrinkflow.core.training import load_keras_model, train_baseline
 
 # 280 training samples make 10 full batches of 28: no ragged last batch, so Keras traces each
 # training function once, which keeps this file fast.

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from shrinkflow.config import PipelineConfig, load_config
-from shrinkflow.errors import ConfigError
+from shrinkflow.core.config import PipelineConfig, load_config
+from shrinkflow.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "configs").glob("*.yaml"))

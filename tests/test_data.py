@@ -1,4 +1,4 @@
-"""shrinkflow.data: every source read from real files, split, scaled, and every data problem reported."""
+"""shrinkflow.core.data: every source read from real files, split, scaled, and every data problem reported."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.config import DataConfig
-from shrinkflow.data import DatasetRef, Splits, load_splits, prepare_dataset
-from shrinkflow.errors import DataError
+from shrinkflow.core.config import DataConfig
+from shrinkflow.core.data import DatasetRef, Splits, load_splits, prepare_dataset
+from shrinkflow.core.errors import DataError
 
 MNIST_T10K = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
 MNIST_T10K_CLASS_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)

@@ -26,13 +26,13 @@ from cronsim import CronSim
 from mlflow import MlflowClient
 from prefect.exceptions import PrefectHTTPStatusError
 
-from shrinkflow.config import PipelineConfig
-from shrinkflow.deploy import DEPLOYMENTS, WORK_POOL, runner_file, runner_log
-from shrinkflow.registry import CHAMPION_ALIAS
-from shrinkflow.stack import (
+from shrinkflow.core.config import PipelineConfig
+from deployments.serving import DEPLOYMENTS, WORK_POOL, runner_file, runner_log
+from shrinkflow.tracking.registry import CHAMPION_ALIAS
+from deployments.stack import (
     RunningStack, StackConfig, free_ports, log_tail, port_problem, stack_dir, start_stack, state_file,
 )
-from shrinkflow.workspace import Workspace
+from shrinkflow.core.workspace import Workspace
 from tests.conftest import REPO
 from tests.test_interrupts import background_job
 from tests.test_stack import processes_with_argument

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shrinkflow.config import DataConfig, ModelConfig, TrainConfig
-from shrinkflow.data import load_splits, prepare_dataset
-from shrinkflow.evaluation import METRIC_NAMES, classification_metrics, evaluate_model_file, file_sizes
-from shrinkflow.training import train_baseline
+from shrinkflow.core.config import DataConfig, ModelConfig, TrainConfig
+from shrinkflow.core.data import load_splits, prepare_dataset
+from shrinkflow.core.evaluation import METRIC_NAMES, classification_metrics, evaluate_model_file, file_sizes
+from shrinkflow.core.training import train_baseline
 
 
 def test_classification_metrics_match_hand_computed_values() -> None:

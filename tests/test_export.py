@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shrinkflow.config import ExportConfig, ModelConfig
-from shrinkflow.export import MANIFEST_NAME, export_version, sha256_file
-from shrinkflow.training import build_model, save_for_inference
+from shrinkflow.core.config import ExportConfig, ModelConfig
+from shrinkflow.core.export import MANIFEST_NAME, export_version, sha256_file
+from shrinkflow.core.training import build_model, save_for_inference
 
 
 @pytest.fixture(scope="module")

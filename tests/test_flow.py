@@ -14,9 +14,9 @@ import pytest
 from mlflow import MlflowClient
 from prefect.client.schemas.filters import LogFilter
 
-from shrinkflow.evaluation import METRIC_NAMES
-from shrinkflow.export import MANIFEST_NAME, sha256_file
-from shrinkflow.workspace import Workspace
+from shrinkflow.core.evaluation import METRIC_NAMES
+from shrinkflow.core.export import MANIFEST_NAME, sha256_file
+from shrinkflow.core.workspace import Workspace
 from tests.conftest import REPO, subprocess_env, tiny_digits_config
 
 
@@ -177,7 +177,7 @@ def test_registered_version_is_the_selected_variant_and_predicts(finished_run) -
     assert {"sparsity", "quantization", "accuracy", "size_bytes", "gzip_size_bytes"} <= set(version.tags)
     assert version.tags["promoted"] == "true"
     assert str(client.get_model_version_by_alias(config.name, "champion").version) == "1"
-    from shrinkflow.tracking import fluent_mlflow
+    from shrinkflow.tracking.runs import fluent_mlflow
 
     with fluent_mlflow(workspace.tracking_uri()):
         model = mlflow.pyfunc.load_model(f"models:/{config.name}/1")
@@ -220,8 +220,8 @@ def test_saved_model_in_a_fresh_process_reproduces_the_logged_accuracy(finished_
     script = f"""
 import json, sys
 import shrinkflow, numpy as np, tensorflow as tf
-from shrinkflow.config import load_config
-from shrinkflow.data import prepare_dataset, load_splits
+from shrinkflow.core.config import load_config
+from shrinkflow.core.data import prepare_dataset, load_splits
 config = load_config({str(REPO / 'configs' / 'digits_cnn.yaml')!r})
 splits = load_splits(prepare_dataset(config.data, {str(workspace.datasets)!r}))
 serve = tf.saved_model.load({str(workspace.exports / config.name / '1')!r}).signatures["serving_default"]
@@ -257,7 +257,7 @@ def test_a_worse_model_is_registered_but_does_not_take_the_champion_alias(finish
 def test_a_failing_conversion_is_isolated(prefect_harness, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection: float16 conversion raises; every other variant still completes and ships."""
     from flows.pipeline import pipeline
-    from shrinkflow import compression
+    from shrinkflow.core import compression
 
     real_convert = compression.convert_to_tflite
 
@@ -295,7 +295,7 @@ def test_a_failed_run_marks_mlflow_failed_and_ships_nothing(
     prefect_harness, workspace: Path, name: str, overrides: dict[str, str], error: str, failed_children: int
 ) -> None:
     from flows.pipeline import pipeline
-    from shrinkflow.errors import UserError
+    from shrinkflow.core.errors import UserError
 
     config = tiny_digits_config(name=name, **overrides)
     with pytest.raises(UserError, match=error):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from shrinkflow.workspace import Workspace
+from shrinkflow.core.workspace import Workspace
 from tests.conftest import REPO, descendants, subprocess_env
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ def start_run(workspace: Path, *args: str) -> subprocess.Popen[str]:
     """`shrinkflow run` as a shell starts it: the leader of its own process group, SIGINT ignored as in a
     background job of a non-interactive shell (the command must handle Ctrl-C itself)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "shrinkflow.cli", "run", str(REPO / "configs" / "digits_cnn.yaml"),
+        [sys.executable, "-m", "cli.main", "run", str(REPO / "configs" / "digits_cnn.yaml"),
          "--workspace", str(workspace), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(),
         start_new_session=True, preexec_fn=background_job,
@@ -148,12 +148,12 @@ def test_a_killed_run_leaves_no_temporary_server_behind(tmp_path: Path) -> None:
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm", "down"])
 def test_up_stops_everything_it_started_with_both_cores_busy(tmp_path: Path, busy_cores: None, stop: str) -> None:
     """Before: `up` started as a background job inherited SIGINT ignored, so Ctrl-C never reached it."""
-    from shrinkflow.stack import free_ports, port_problem
+    from deployments.stack import free_ports, port_problem
 
     workspace = tmp_path / "ws"
     ports = free_ports(2)
     up = subprocess.Popen(
-        [sys.executable, "-m", "shrinkflow.cli", "up", "--workspace", str(workspace),
+        [sys.executable, "-m", "cli.main", "up", "--workspace", str(workspace),
          "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(),
         start_new_session=True, preexec_fn=background_job,
@@ -166,7 +166,7 @@ def test_up_stops_everything_it_started_with_both_cores_busy(tmp_path: Path, bus
         assert len(started) >= 3
         if stop == "down":
             done = subprocess.run(
-                [sys.executable, "-m", "shrinkflow.cli", "down", "--workspace", str(workspace)],
+                [sys.executable, "-m", "cli.main", "down", "--workspace", str(workspace)],
                 capture_output=True, text=True, cwd=REPO, env=subprocess_env(), timeout=RUN_TIMEOUT,
             )
             assert done.returncode == 0, done.stderr

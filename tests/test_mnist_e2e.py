@@ -2,7 +2,7 @@
 
 import pytest
 
-from shrinkflow.config import load_config
+from shrinkflow.core.config import load_config
 from tests.conftest import MNIST_T10K, REPO
 
 pytestmark = pytest.mark.e2e

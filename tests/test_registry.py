@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow import tflite_pyfunc
-from shrinkflow.evaluation import load_predictor
-from shrinkflow.registry import (
+from shrinkflow.tracking import tflite_pyfunc
+from shrinkflow.core.evaluation import load_predictor
+from shrinkflow.tracking.registry import (
     CHAMPION_ALIAS,
     champion_version,
     log_and_register_tflite_model,
     predict_with_version,
 )
-from shrinkflow.tracking import TrackingRef, fluent_mlflow, start_variant_run
+from shrinkflow.tracking.runs import TrackingRef, fluent_mlflow, start_variant_run
 
 INPUT_SHAPE = (4, 4, 1)
 NUM_CLASSES = 3

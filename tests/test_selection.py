@@ -2,8 +2,8 @@
 
 import pytest
 
-from shrinkflow.config import SelectConfig
-from shrinkflow.selection import decide_promotion, pareto_front, select_variant
+from shrinkflow.core.config import SelectConfig
+from shrinkflow.core.selection import decide_promotion, pareto_front, select_variant
 
 
 def table(**variants: tuple[float, float]) -> dict[str, dict[str, float]]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from shrinkflow.export import MANIFEST_NAME
-from shrinkflow.workspace import Workspace
+from shrinkflow.core.export import MANIFEST_NAME
+from shrinkflow.core.workspace import Workspace
 from tests.conftest import tiny_digits_config
 
 QUICK = {"prune.enabled": "false", "quantize.modes": "[dynamic]"}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shrinkflow.errors import UserError
-from shrinkflow.stack import (
+from shrinkflow.core.errors import UserError
+from deployments.stack import (
     PortInUseError,
     SchedulerWatch,
     ServerStartError,
@@ -29,7 +29,7 @@ from shrinkflow.stack import (
     state_file,
     stop_stack,
 )
-from shrinkflow.workspace import Workspace
+from shrinkflow.core.workspace import Workspace
 
 HOST = "127.0.0.1"
 

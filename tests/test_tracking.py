@@ -9,14 +9,14 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-from shrinkflow.config import PipelineConfig
-from shrinkflow.tracking import ABANDONED_TAG, MLFLOW_PARENT_RUN_TAG, finish_pipeline, start_parent_run
+from shrinkflow.core.config import PipelineConfig
+from shrinkflow.tracking.runs import ABANDONED_TAG, MLFLOW_PARENT_RUN_TAG, finish_pipeline, start_parent_run
 
 START_AND_HANG = """
 import sys, time
 from pathlib import Path
-from shrinkflow.config import PipelineConfig
-from shrinkflow.tracking import start_parent_run
+from shrinkflow.core.config import PipelineConfig
+from shrinkflow.tracking.runs import start_parent_run
 ref = start_parent_run(sys.argv[1], PipelineConfig(name="x"), Path(sys.argv[3]), Path(sys.argv[2]), "killed", None)
 print(ref.parent_run_id, flush=True)
 time.sleep(60)

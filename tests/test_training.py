@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shrinkflow.config import DataConfig, ModelConfig, TrainConfig
-from shrinkflow.data import prepare_dataset
-from shrinkflow.errors import ConfigError
-from shrinkflow.training import build_model, load_keras_model, make_learning_rate, make_optimizer, train_baseline
+from shrinkflow.core.config import DataConfig, ModelConfig, TrainConfig
+from shrinkflow.core.data import prepare_dataset
+from shrinkflow.core.errors import ConfigError
+from shrinkflow.core.training import build_model, load_keras_model, make_learning_rate, make_optimizer, train_baseline
 
 
 @pytest.fixture(scope="module")

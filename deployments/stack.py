@@ -35,9 +35,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from shrinkflow.errors import UserError
-from shrinkflow.processes import is_same_process, proc_state, start_ticks
-from shrinkflow.workspace import Workspace
+from shrinkflow.core.errors import UserError
+from deployments.processes import is_same_process, proc_state, start_ticks
+from shrinkflow.core.workspace import Workspace
 
 STATE_VERSION = 1
 DEFAULT_HOST = "127.0.0.1"

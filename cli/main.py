@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.errors import UserError
+from shrinkflow.core.errors import UserError
 
 if TYPE_CHECKING:
-    from shrinkflow.stack import RunningStack, SchedulerWatch, ServerProcess
-    from shrinkflow.temporary_server import TemporaryPrefectServer
-    from shrinkflow.workspace import Workspace
+    from deployments.stack import RunningStack, SchedulerWatch, ServerProcess
+    from deployments.temporary_server import TemporaryPrefectServer
+    from shrinkflow.core.workspace import Workspace
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -134,12 +134,12 @@ SERVER_LOST_SIGNAL = signal.SIGUSR1
 
 
 def _run(args: argparse.Namespace) -> int:
-    from shrinkflow.config import load_config
-    from shrinkflow.data import prepare_dataset
-    from shrinkflow.preflight import check_prefect_api, check_tracking_uri, check_workspace
-    from shrinkflow.training import check_model_fits_data
-    from shrinkflow.variants import format_table
-    from shrinkflow.workspace import Workspace
+    from shrinkflow.core.config import load_config
+    from shrinkflow.core.data import prepare_dataset
+    from shrinkflow.core.environment import check_prefect_api, check_tracking_uri, check_workspace
+    from shrinkflow.core.training import check_model_fits_data
+    from shrinkflow.core.variants import format_table
+    from shrinkflow.core.workspace import Workspace
 
     config = load_config(args.config, args.overrides)
     workspace = Workspace.resolve(args.workspace)
@@ -194,7 +194,7 @@ def _start_temporary_server(workspace: Workspace) -> TemporaryPrefectServer:
     (atexit runs last what was registered first)."""
     import atexit
 
-    from shrinkflow.temporary_server import TemporaryPrefectServer
+    from deployments.temporary_server import TemporaryPrefectServer
 
     server = TemporaryPrefectServer(workspace.root / "prefect-server.log")
     atexit.register(server.stop)
@@ -215,7 +215,7 @@ def _prefect_api(api_url: str, temporary: bool) -> Iterator[None]:
 def _stopped_if_lost(api_url: str, server: TemporaryPrefectServer | None) -> Iterator[None]:
     """Stop the run (ServerLost, raised in the main thread) as soon as its Prefect server is gone: tasks run
     on without it and would ship a model whose run Prefect can no longer record."""
-    from shrinkflow.preflight import PROBE_TIMEOUT, health_problem
+    from shrinkflow.core.environment import PROBE_TIMEOUT, health_problem
 
     lost: list[str] = []
     done = threading.Event()
@@ -278,20 +278,20 @@ def _signals_interrupt(outcome: str) -> Iterator[None]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from shrinkflow.deploy import DEFAULT_RUN_LIMIT, serve
-    from shrinkflow.workspace import Workspace
+    from deployments.serving import DEFAULT_RUN_LIMIT, serve
+    from shrinkflow.core.workspace import Workspace
 
     serve(Workspace.resolve(args.workspace), limit=args.limit or DEFAULT_RUN_LIMIT)
     return EXIT_OK
 
 
 def _up(args: argparse.Namespace) -> int:
-    from shrinkflow import deploy
-    from shrinkflow.stack import (
+    from deployments import serving as deploy
+    from deployments.stack import (
         DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT, SchedulerWatch, StackConfig, stack_dir, start_stack,
     )
-    from shrinkflow.tracking import mlflow_ui_url
-    from shrinkflow.workspace import Workspace
+    from shrinkflow.tracking.runs import mlflow_ui_url
+    from shrinkflow.core.workspace import Workspace
 
     workspace = Workspace.resolve(args.workspace)
     config = StackConfig(
@@ -370,7 +370,7 @@ def _until_stopped(stack: RunningStack, runner: ServerProcess, scheduler: Schedu
 
     Meanwhile, report every failure of the Prefect server's scheduler as it is logged.
     """
-    from shrinkflow.stack import TITLES, log_tail
+    from deployments.stack import TITLES, log_tail
 
     try:
         while True:
@@ -406,9 +406,9 @@ def _ignore_stop_signals() -> None:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from shrinkflow import deploy
-    from shrinkflow.stack import stop_stack
-    from shrinkflow.workspace import Workspace
+    from deployments import serving as deploy
+    from deployments.stack import stop_stack
+    from shrinkflow.core.workspace import Workspace
 
     workspace = Workspace.resolve(args.workspace)
     runner = deploy.recorded_runner(workspace)
@@ -422,7 +422,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _deployments(args: argparse.Namespace) -> int:
-    from shrinkflow import deploy
+    from deployments import serving as deploy
 
     relative = deploy.PREFECT_FILE.relative_to(deploy.REPO)
     if args.write:

@@ -22,8 +22,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from shrinkflow.config import DataConfig, shorten
-from shrinkflow.errors import DataError
+from shrinkflow.core.config import DataConfig, shorten
+from shrinkflow.core.errors import DataError
 
 ACCEPTED_SOURCES = (
     "sklearn:digits, keras:mnist, keras:fashion_mnist, idx:DIR (MNIST-format IDX files), "

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.config import ModelConfig, TrainConfig
-from shrinkflow.data import DatasetRef, load_splits
-from shrinkflow.errors import ConfigError
+from shrinkflow.core.config import ModelConfig, TrainConfig
+from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.errors import ConfigError
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 

@@ -20,8 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from shrinkflow.errors import UserError
-from shrinkflow.stack import free_port, log_tail
+from shrinkflow.core.errors import UserError
+from deployments.stack import free_port, log_tail
 
 # Run in the server's process before it becomes the server: Linux sends it SIGTERM when the process that
 # started it dies, however it dies (SIGKILL included), so a killed `shrinkflow run` leaves no server behind.

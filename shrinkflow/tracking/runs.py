@@ -18,10 +18,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.entities.model_registry import ModelVersion
 
-from shrinkflow.config import PipelineConfig
-from shrinkflow.data import DatasetRef
-from shrinkflow.evaluation import Evaluation
-from shrinkflow.variants import SummaryRow, VariantRef
+from shrinkflow.core.config import PipelineConfig
+from shrinkflow.core.data import DatasetRef
+from shrinkflow.core.evaluation import Evaluation
+from shrinkflow.core.variants import SummaryRow, VariantRef
 
 MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
 # What the MLflow UI shows as a run's, an experiment's or a model version's description (markdown).
@@ -279,7 +279,7 @@ def log_and_register_keras_model(
     import tf_keras
     from mlflow.models import infer_signature
 
-    from shrinkflow.training import load_keras_model
+    from shrinkflow.core.training import load_keras_model
 
     model = load_keras_model(keras_path)
     example = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)

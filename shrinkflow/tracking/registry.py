@@ -1,7 +1,7 @@
 """MLflow Model Registry: TFLite variants as pyfunc model versions, and the "champion" alias.
 
-Keras variants are logged with `shrinkflow.tracking.log_and_register_keras_model`; TFLite variants
-are logged here as pyfunc models running `shrinkflow/tflite_pyfunc.py` (see that module). Either
+Keras variants are logged with `shrinkflow.tracking.runs.log_and_register_keras_model`; TFLite variants
+are logged here as pyfunc models running `shrinkflow/tracking/tflite_pyfunc.py` (see that module). Either
 kind loads with `mlflow.pyfunc.load_model("models:/<name>/<version>")` and predicts float32 class
 probabilities of shape (n, num_classes) from float32 scaled features of shape (n, *input_shape).
 """
@@ -21,9 +21,9 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
-from shrinkflow import tflite_pyfunc
-from shrinkflow.tracking import TrackingRef, fluent_mlflow
-from shrinkflow.variants import VariantRef
+from shrinkflow.tracking import tflite_pyfunc
+from shrinkflow.tracking.runs import TrackingRef, fluent_mlflow
+from shrinkflow.core.variants import VariantRef
 
 CHAMPION_ALIAS = "champion"
 TFLITE_PYFUNC_CODE = Path(tflite_pyfunc.__file__)

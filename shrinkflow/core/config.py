@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shrinkflow.errors import ConfigError
+from shrinkflow.core.errors import ConfigError
 
 Optimizer = Literal["adam", "sgd", "rmsprop", "adagrad"]
 QuantizationMode = Literal["dynamic", "float16", "int8", "qat"]

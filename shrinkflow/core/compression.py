@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.config import PruneConfig, QuantizeConfig, TrainConfig
-from shrinkflow.data import DatasetRef, load_splits
-from shrinkflow.training import compile_for_training, load_keras_model, make_dataset, save_for_inference
+from shrinkflow.core.config import PruneConfig, QuantizeConfig, TrainConfig
+from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.training import compile_for_training, load_keras_model, make_dataset, save_for_inference
 
 TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
 

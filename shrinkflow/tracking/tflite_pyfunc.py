@@ -4,11 +4,11 @@ MLflow logs this file as "models from code": it copies the file into the logged 
 it under a throw-away module name whenever the model is loaded. So the file is self-contained (numpy,
 pandas, mlflow and ai_edge_litert only, never `shrinkflow`), and the logged model loads and serves
 where shrinkflow is not installed. It registers its model with `mlflow.models.set_model` only when
-executed that way; importing it as `shrinkflow.tflite_pyfunc` has no side effects.
+executed that way; importing it as `shrinkflow.tracking.tflite_pyfunc` has no side effects.
 
 The TFLite file is the model's artifact `TFLITE_ARTIFACT`. Fully int8-quantized files take and give
 int8 tensors: inputs are quantized and outputs dequantized here with the tensors' own scale and zero
-point, as `shrinkflow.evaluation` does, so callers always pass float32 and get float32.
+point, as `shrinkflow.core.evaluation` does, so callers always pass float32 and get float32.
 """
 
 import threading
@@ -95,7 +95,7 @@ def dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return y.astype(np.float32)
 
 
-# MLflow executes this file as a top-level module (no package); `import shrinkflow.tflite_pyfunc`
+# MLflow executes this file as a top-level module (no package); `import shrinkflow.tracking.tflite_pyfunc`
 # gives it the package "shrinkflow" and must not touch MLflow's global model slot.
 if not __package__:
     set_model(TFLiteModel())

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.data import DatasetRef, load_splits
+from shrinkflow.core.data import DatasetRef, load_splits
 
 METRIC_NAMES = (
     "accuracy", "precision_macro", "recall_macro", "f1_macro", "loss",
@@ -111,7 +111,7 @@ def load_predictor(model_path: str | Path) -> BatchPredictor:
 def _keras_predictor(path: Path) -> BatchPredictor:
     import tensorflow as tf
 
-    from shrinkflow.training import load_keras_model
+    from shrinkflow.core.training import load_keras_model
 
     model = load_keras_model(path)
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)

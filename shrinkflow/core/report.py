@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from shrinkflow.selection import pareto_front
-from shrinkflow.variants import SummaryRow
+from shrinkflow.core.selection import pareto_front
+from shrinkflow.core.variants import SummaryRow
 
 
 def write_comparison(rows: Sequence[SummaryRow], out_dir: str | Path) -> list[Path]:

@@ -13,8 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from shrinkflow.errors import UserError
-from shrinkflow.workspace import WORKSPACE_ENV, Workspace
+from shrinkflow.core.errors import UserError
+from shrinkflow.core.workspace import WORKSPACE_ENV, Workspace
 
 PROBE_TIMEOUT = 3.0  # seconds a server on the network gets to answer its health check
 # MLflow's stores by URI scheme (an optional "+driver" after a database's name): its server, SQLite, databases.

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shrinkflow.config import SelectConfig
+from shrinkflow.core.config import SelectConfig
 
 # Metric values go through float32 kernels and JSON; two accuracies this close are equal.
 TOLERANCE = 1e-9

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.config import ExportConfig
+from shrinkflow.core.config import ExportConfig
 
 MANIFEST_NAME = "manifest.json"
 KERAS_FILE_NAME = "model.keras"
@@ -112,7 +112,7 @@ def write_saved_model(keras_path: str | Path, out_dir: str | Path) -> None:
     """A SavedModel whose serving_default maps `inputs` (scaled features) to `probabilities`."""
     import tensorflow as tf
 
-    from shrinkflow.training import load_keras_model
+    from shrinkflow.core.training import load_keras_model
 
     model = load_keras_model(keras_path)
 
