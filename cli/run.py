@@ -1,0 +1,142 @@
+"""`shrinkflow run`: the pipeline once, on a temporary Prefect server unless one is configured."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from cli.signals import SERVER_LOST_SIGNAL, ServerLost, signals_interrupt
+
+if TYPE_CHECKING:
+    from deployments.temporary_server import TemporaryPrefectServer
+    from shrinkflow.core.workspace import Workspace
+
+EXIT_OK = 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from shrinkflow.core.config import load_config
+    from shrinkflow.core.data import prepare_dataset
+    from shrinkflow.core.environment import check_prefect_api, check_tracking_uri, check_workspace
+    from shrinkflow.core.training import check_model_fits_data
+    from shrinkflow.core.variants import format_table
+    from shrinkflow.core.workspace import Workspace
+
+    config = load_config(args.config, args.overrides)
+    workspace = Workspace.resolve(args.workspace)
+    # Reject a bad environment and bad data before starting Prefect or TensorFlow. The data preparation
+    # is the same content-addressed one the flow's first task does, so the flow finds it ready.
+    check_workspace(workspace, args.workspace)
+    check_tracking_uri(workspace.tracking_uri())
+    api_url = _configured_prefect_api()
+    check_prefect_api(api_url)
+    dataset = prepare_dataset(config.data, workspace.datasets)
+    check_model_fits_data(config.model, dataset.input_shape)
+
+    with signals_interrupt("the run stopped; its MLflow runs are marked KILLED and nothing from it was shipped"):
+        server = None if api_url else _start_temporary_server(workspace)
+        from flows.pipeline import pipeline
+
+        # The first stage needs TensorFlow, which takes seconds to import: import it while the server starts.
+        import tensorflow  # noqa: F401
+        import tf_keras  # noqa: F401
+
+        if server is not None:
+            server.wait_until_ready()
+        watched = server.api_url if server is not None else str(api_url)
+        with _prefect_api(watched, temporary=server is not None), _stopped_if_lost(watched, server):
+            rows = pipeline(config, workspace=str(workspace.root), use_cache=args.use_cache)
+    print(f"\nshrinkflow: {config.name} done\n")
+    print(format_table(rows))
+    shipped = next((row for row in rows if row.selected), None)
+    if shipped is not None:
+        champion = (
+            "it is now the champion" if shipped.promoted
+            else "the champion alias stays (see the version's promotion_reason tag)"
+        )
+        print(
+            f"\nshipped {shipped.variant} as version {shipped.version} of {config.name!r}; {champion}.\n"
+            f"export: {workspace.exports / config.name / shipped.version}"
+        )
+    else:
+        print("\nno variant passed the selection policy (config section 'select'): nothing registered or exported.")
+    return EXIT_OK
+
+
+def _configured_prefect_api() -> str | None:
+    """The Prefect API the environment or the active Prefect profile names, if any."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+def _start_temporary_server(workspace: Workspace) -> TemporaryPrefectServer:
+    """Prefect's server for this run only, stopped at exit after Prefect has sent it its last logs and events
+    (atexit runs last what was registered first)."""
+    import atexit
+
+    from deployments.temporary_server import TemporaryPrefectServer
+
+    server = TemporaryPrefectServer(workspace.root / "prefect-server.log")
+    atexit.register(server.stop)
+    return server
+
+
+@contextlib.contextmanager
+def _prefect_api(api_url: str, temporary: bool) -> Iterator[None]:
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    # Our own server on loopback either answers or is gone: no minute of back-off before saying so.
+    retries = {PREFECT_CLIENT_MAX_RETRIES: 1} if temporary else {}
+    with temporary_settings(updates={PREFECT_API_URL: api_url, **retries}):
+        yield
+
+
+@contextlib.contextmanager
+def _stopped_if_lost(api_url: str, server: TemporaryPrefectServer | None) -> Iterator[None]:
+    """Stop the run (ServerLost, raised in the main thread) as soon as its Prefect server is gone: tasks run
+    on without it and would ship a model whose run Prefect can no longer record."""
+    from shrinkflow.core.environment import PROBE_TIMEOUT, health_problem
+
+    lost: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        failures = 0
+        while not done.wait(2.0):
+            if server is not None and server.process.poll() is not None:
+                lost.append(
+                    f"the temporary Prefect server stopped unexpectedly (exit code {server.process.returncode}); "
+                    f"its log is {server.log}"
+                )
+            elif server is None and (problem := health_problem(f"{api_url.rstrip('/')}/health", b"true")):
+                failures += 1
+                if failures < 3:  # a busy server may miss a beat
+                    continue
+                lost.append(f"the Prefect server at {api_url} stopped answering ({problem}, {3 * PROBE_TIMEOUT:.0f} s)")
+            else:
+                failures = 0
+                continue
+            os.kill(os.getpid(), SERVER_LOST_SIGNAL)
+            return
+
+    def raise_lost(signum: int, frame: object) -> None:
+        raise ServerLost(lost[0] if lost else "the Prefect server is gone")
+
+    previous = signal.signal(SERVER_LOST_SIGNAL, raise_lost)
+    watcher = threading.Thread(target=watch, name="watch-prefect-server", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except Exception:
+        if lost:  # what failed is Prefect's last call to the server that is gone: say why, not how
+            raise ServerLost(lost[0]) from None
+        raise
+    finally:
+        done.set()
+        signal.signal(SERVER_LOST_SIGNAL, previous)
