@@ -4,7 +4,7 @@
 
 Load and split the data, train the baseline, evaluate it, prune, quantize every source in every
 mode (QAT included), evaluate every variant by running its file, select the variant to ship and
-write the export folder. It calls shrinkflow's plain functions, exactly what the flow's tasks call;
+write the export folder. It calls shrinkflow.core.stages, exactly what the flow's tasks call;
 what it leaves out is the orchestration and tracking: the Prefect server and task states, the
 cache keys, the MLflow runs, model registration, the champion gate and the comparison report. It is
 side (a) of the orchestration-overhead benchmark (bench/overhead.py); side (b) is `shrinkflow run`.
@@ -24,25 +24,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.core.compression import (
-    convert_to_tflite,
-    keras_sparsity,
-    prune,
-    quantization_aware_train,
-    tflite_sparsity,
-)
 from shrinkflow.core.config import PipelineConfig, load_config
 from shrinkflow.core.data import prepare_dataset
-from shrinkflow.core.evaluation import Evaluation, evaluate_model_file
-from shrinkflow.core.export import export_version
+from shrinkflow.core.export import build_manifest, export_file_name, export_version
 from shrinkflow.core.selection import select_variant
-from shrinkflow.core.training import load_keras_model, train_baseline
-from shrinkflow.core.variants import VariantRef, format_table, summary_row
+from shrinkflow.core.stages import prune_stage, quantize_stage, train_stage
+from shrinkflow.core.variants import SummaryRow, Variant, format_table, summary_rows
 
 STAGE_MARKER = "PLAIN_STAGE_SECONDS"
 
 
-def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[dict], dict[str, float]]:
+def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow], dict[str, float]]:
     """Run every stage once; returns the summary rows and the seconds spent in each stage."""
     seconds: dict[str, float] = {}
 
@@ -55,73 +47,37 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[dict], dict
     models = workspace / "models"
     with stage("load"):
         dataset = prepare_dataset(config.data, workspace / "datasets")
-    baseline_path = models / "baseline" / "model.keras"
     with stage("train"):
-        train_baseline(dataset, config.model, config.train, baseline_path)
-        baseline = VariantRef("baseline", str(baseline_path), "", sparsity=keras_sparsity(load_keras_model(baseline_path)))
-    evaluations: dict[str, Evaluation] = {}
-
-    def evaluate(ref: VariantRef) -> None:
-        with stage("evaluate"):
-            evaluations[ref.variant] = evaluate_model_file(ref.model_path, dataset, Path(ref.model_path).parent)
-
-    evaluate(baseline)
-    variants, sources = [baseline], [baseline]
+        baseline = train_stage(dataset, config.model, config.train, models / "baseline")
+    sources = [baseline]
     if config.prune.enabled:
-        pruned_path = models / "pruned" / "model.keras"
         with stage("prune"):
-            sparsity = prune(baseline_path, dataset, config.prune, config.train, pruned_path)
-        pruned = VariantRef("pruned", str(pruned_path), "", parent_variant="baseline", sparsity=sparsity)
-        evaluate(pruned)
-        variants.append(pruned)
-        sources.append(pruned)
+            sources.append(prune_stage(baseline, dataset, config.prune, config.train, models / "pruned"))
+    variants: list[Variant] = list(sources)
     for source in sources:
         for mode in config.quantize.modes:
-            name = f"{source.variant}-{mode}"
-            out_path = models / name / "model.tflite"
-            with stage("quantize"):
-                if mode == "qat":
-                    quantization_aware_train(
-                        source.model_path, dataset, config.quantize, config.train, out_path,
-                        preserve_sparsity=source.variant == "pruned",
-                    )
-                else:
-                    convert_to_tflite(source.model_path, mode, dataset, config.quantize, out_path)
-                ref = VariantRef(
-                    name, str(out_path), "", parent_variant=source.variant, quantization=mode,
-                    sparsity=tflite_sparsity(out_path),
-                )
-            evaluate(ref)
-            variants.append(ref)
+            with stage(f"quantize-{mode}"):
+                variants.append(quantize_stage(
+                    source, config.quantize.for_mode(mode), dataset, config.train, models / f"{source.name}-{mode}"
+                ))
 
-    baseline_metrics = evaluations["baseline"].metrics
-    selection = select_variant(
-        {ref.variant: evaluations[ref.variant].metrics for ref in variants}, baseline_metrics["accuracy"], config.select
-    )
-    rows = [summary_row(ref, evaluations[ref.variant].metrics, baseline_metrics) for ref in variants]
+    selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics["accuracy"], config.select)
+    rows = summary_rows(variants)
     if selection.selected is not None:
+        selected = next(variant for variant in variants if variant.name == selection.selected)
         with stage("export"):
-            export_selected(config, selection.selected, variants, evaluations, workspace)
-        rows = [replace(row, selected=True) if row.variant == selection.selected else row for row in rows]
+            export_selected(config, selected, variants, dataset, workspace)
+        rows = [replace(row, selected=True) if row.variant == selected.name else row for row in rows]
     return rows, seconds
 
 
-def export_selected(
-    config: PipelineConfig, selected: str, variants: list[VariantRef], evaluations: dict[str, Evaluation], workspace: Path
-) -> Path:
-    """The same export folder layout as the flow's export task: baseline SavedModel, every variant beside it."""
-    baseline, *others = variants
-    files = {ref.variant: f"variants/{ref.variant}{'.tflite' if ref.is_tflite else '.keras'}" for ref in others}
-    manifest = {
-        "name": config.name,
-        "selected_variant": selected,
-        "config_hash": config.config_hash(),
-        "variants": {ref.variant: evaluations[ref.variant].metrics for ref in variants},
-    }
-    pruned = next((ref for ref in others if ref.variant == "pruned"), None)
+def export_selected(config: PipelineConfig, selected: Variant, variants: list[Variant], dataset, workspace: Path) -> Path:
+    """The same export folder as the flow's export task: baseline SavedModel, every variant beside it."""
+    baseline, pruned = variants[0], next((v for v in variants if v.name == "pruned"), None)
+    manifest = build_manifest(config.name, "1", selected, variants, dataset, config.config_hash(), {})
     return export_version(
         workspace / "exports" / config.name / "1", baseline.model_path, config.export, manifest,
-        {files[ref.variant]: ref.model_path for ref in others},
+        {export_file_name(variant): variant.model_path for variant in variants[1:]},
         extra_saved_models={"variants/pruned": pruned.model_path} if pruned and config.export.saved_model else None,
     )
 

@@ -1,9 +1,12 @@
-"""Cache keys for the pipeline's stages.
+"""Prefect owns the caching of the pipeline's stages: a cache policy over each stage's real inputs, and
+result storage inside the workspace.
 
-A stage's key covers its own config section, what it consumes (the data fingerprint or the upstream
-model file's content), the workspace, and the code's version. So re-running an unchanged config
-skips the stage, and any change recomputes exactly the stages downstream of it: changing
-`quantize.modes` keys only the quantize stage, never the baseline's training.
+A stage's key covers the task, the version of the pipeline's code, and a fingerprint of every input: a
+config section as its values (a data section also by its source files' sizes and modification times), a
+variant by the content of its model file, a dataset by its content fingerprint, the workspace by its path.
+So a change recomputes exactly the stages downstream of it, and an unchanged re-run recomputes nothing.
+The stage writes its files into the folder named after its key (`Workspace.stage_dir`); Prefect keeps the
+small result (a reference to those files) under <workspace>/cache/results/.
 """
 
 from __future__ import annotations
@@ -14,9 +17,24 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from prefect.cache_policies import CachePolicy
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.filesystems import LocalFileSystem
+from prefect.results import ResultStore
+from prefect.transactions import get_transaction
+from pydantic import BaseModel
+
+from shrinkflow.core.config import DataConfig
+from shrinkflow.core.data import DatasetRef, source_stamp
+from shrinkflow.core.files import file_fingerprint
+from shrinkflow.core.variants import Variant
+from shrinkflow.core.workspace import Workspace
+
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
-# Every package whose code decides what a stage produces: the logic, the tasks and the flow.
+# Every package whose code decides what a stage produces.
 CODE_PACKAGES = ("shrinkflow", "tasks", "flows")
+# The flow parameter that turns reuse off: the stages run again, and their new results replace the old.
+USE_CACHE_PARAMETER = "use_cache"
 
 
 @lru_cache(maxsize=None)
@@ -29,11 +47,75 @@ def code_version(root: Path = SOURCE_ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
-def stage_key(stage: str, *inputs: Any) -> str:
-    """A stable key from the stage's name, the code version and JSON-able inputs (pydantic models welcome)."""
-    payload = [stage, code_version(), *(_jsonable(item) for item in inputs)]
-    return f"{stage}-" + hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+def fingerprint(value: Any) -> Any:
+    """What identifies an input of a cached stage, as JSON-able data."""
+    if isinstance(value, DataConfig):
+        return [value.model_dump(mode="json"), source_stamp(value)]
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Variant):
+        return [value.name, value.target_sparsity, file_fingerprint(value.model_path)]
+    if isinstance(value, DatasetRef):
+        return [value.fingerprint, Path(value.path).name]
+    if isinstance(value, Workspace):
+        return str(value.root)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"a cached stage cannot take a {type(value).__name__}: give it configs, datasets and variants")
 
 
-def _jsonable(item: Any) -> Any:
-    return item.model_dump(mode="json") if hasattr(item, "model_dump") else item
+class StageInputs(CachePolicy):
+    """The cache key of a pipeline stage: its task, the code version and its inputs' fingerprints.
+
+    A cached result whose files are gone (deleted by hand) is forgotten, so the stage runs again; so is
+    every cached result when the flow runs with `use_cache` off, so the stage runs and is cached anew.
+    """
+
+    def compute_key(
+        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str:
+        payload = [code_version(), {name: fingerprint(value) for name, value in sorted(inputs.items())}]
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+        key = f"{task_ctx.task.name}-{digest}"
+        if not flow_parameters.get(USE_CACHE_PARAMETER, True) or _outputs_gone(task_ctx.result_store, key):
+            _forget(task_ctx.result_store, key)
+        return key
+
+
+def keep_results_in(workspace: Workspace) -> None:
+    """Keep the results of this flow run's cached stages in the workspace, beside the files they name."""
+    context = FlowRunContext.get()
+    if context is not None:
+        context.result_store = ResultStore(result_storage=LocalFileSystem(basepath=str(workspace.stage_results)))
+
+
+def stage_dir(workspace: Workspace) -> Path:
+    """The running stage's own folder, named after its cache key (a fresh one for an uncached task)."""
+    transaction = get_transaction()
+    key = transaction.key if transaction is not None and transaction.key else None
+    if key is None:
+        raise RuntimeError("stage_dir is for cached stages, inside their task run")
+    return workspace.stage_dir(key)
+
+
+def _record_path(store: ResultStore, key: str) -> Path | None:
+    storage = store.result_storage
+    return Path(storage.basepath) / key if isinstance(storage, LocalFileSystem) else None
+
+
+def _outputs_gone(store: ResultStore, key: str) -> bool:
+    path = _record_path(store, key)
+    if path is None or not path.exists():
+        return False
+    try:
+        result = store.read(key).result
+    except Exception:  # an unreadable record (another version's, a half-written one): not a usable cache hit
+        return True
+    outputs = result.output_paths() if hasattr(result, "output_paths") else ()
+    return any(not Path(output).exists() for output in outputs)
+
+
+def _forget(store: ResultStore, key: str) -> None:
+    path = _record_path(store, key)
+    if path is not None:
+        path.unlink(missing_ok=True)

@@ -1,15 +1,20 @@
-"""Opening and closing the MLflow parent run."""
+"""The MLflow side of a pipeline run: its parent run, the dataset, one child run per variant, the close."""
 
+from __future__ import annotations
+
+import dataclasses
 from collections.abc import Sequence
 
 from mlflow.entities import RunStatus
-from prefect import runtime, task
+from prefect import get_run_logger, runtime, task
 
-from shrinkflow.tracking import runs as tracking
 from shrinkflow.core.config import PipelineConfig
-from shrinkflow.tracking.runs import TrackingRef
-from shrinkflow.core.variants import SummaryRow, VariantRef
+from shrinkflow.core.data import DatasetRef
+from shrinkflow.core.evaluation import describe_metrics
+from shrinkflow.core.variants import Failure, SummaryRow, Variant
 from shrinkflow.core.workspace import Workspace
+from shrinkflow.tracking import runs
+from shrinkflow.tracking.runs import TrackingRef
 from tasks.options import IO_TASK, SHIPPING_TASK
 
 
@@ -19,18 +24,32 @@ def start_tracking(config: PipelineConfig, workspace: Workspace) -> TrackingRef:
     # Only the embedded SQLite store keeps artifacts in the workspace; a server decides for itself.
     artifact_root = workspace.mlartifacts if uri.startswith("sqlite:") else None
     # The parent run takes the flow run's name: distinct, readable, and the same in both UIs.
-    return tracking.start_parent_run(
+    return runs.start_parent_run(
         uri, config, artifact_root, workspace.runs, runtime.flow_run.name, runtime.flow_run.id
     )
 
 
+@task(name="record-dataset", **IO_TASK)
+def record_dataset(tracking_ref: TrackingRef, dataset: DatasetRef) -> None:
+    runs.log_dataset(tracking_ref, dataset, reused=dataset.built_by != str(runtime.flow_run.id))
+
+
+@task(name="record", task_run_name="record-{variant.name}", **IO_TASK)
+def record_variant(tracking_ref: TrackingRef, variant: Variant | Failure) -> Variant | Failure:
+    """The variant's child run in this pipeline run: its lineage as params, its metrics and history, its plot
+    (or, for a variant that failed, a FAILED run saying why). Returns it with its child run's id."""
+    if isinstance(variant, Failure):
+        return dataclasses.replace(variant, run_id=runs.record_failure(tracking_ref, variant))
+    reused = variant.built_by != str(runtime.flow_run.id)
+    run_id = runs.record_variant(tracking_ref, variant, reused=reused)
+    get_run_logger().info(
+        "%s: %s%s", variant.name, describe_metrics(variant.metrics), " (reused from an earlier run)" if reused else ""
+    )
+    return dataclasses.replace(variant, run_id=run_id)
+
+
 @task(name="finish-tracking", **SHIPPING_TASK)
 def finish_tracking(tracking_ref: TrackingRef, rows: Sequence[SummaryRow]) -> None:
-    """The summary and headline metrics on the parent run, then close it and its children as FINISHED."""
-    tracking.log_summary(tracking_ref, rows)
-    tracking.finish_pipeline(tracking_ref, RunStatus.FINISHED)
-
-
-@task(name="record-cache-hit", task_run_name="record-cache-hit-{variant.variant}", **IO_TASK)
-def record_cache_hit(tracking_ref: TrackingRef, variant: VariantRef) -> VariantRef:
-    return tracking.record_cache_hit(tracking_ref, variant)
+    """The summary and headline metrics on the parent run, then close it as FINISHED."""
+    runs.log_summary(tracking_ref, rows)
+    runs.finish_pipeline(tracking_ref, RunStatus.FINISHED)

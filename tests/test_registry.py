@@ -21,7 +21,7 @@ from shrinkflow.tracking.registry import (
     log_and_register_tflite_model,
     predict_with_version,
 )
-from shrinkflow.tracking.runs import TrackingRef, fluent_mlflow, start_variant_run
+from shrinkflow.tracking.runs import TrackingRef, fluent_mlflow
 
 INPUT_SHAPE = (4, 4, 1)
 NUM_CLASSES = 3
@@ -81,6 +81,14 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> TrackingRef:
     return TrackingRef(uri, experiment_id, parent)
 
 
+def child_run(tracking: TrackingRef, name: str) -> str:
+    """A run to log a model into, nested under the module's parent run as a variant's would be."""
+    run = tracking.client().create_run(
+        tracking.experiment_id, run_name=name, tags={"mlflow.parentRunId": tracking.parent_run_id}
+    )
+    return str(run.info.run_id)
+
+
 @pytest.fixture
 def features() -> np.ndarray:
     return np.random.default_rng(1).random((7, *INPUT_SHAPE), dtype=np.float32)
@@ -98,7 +106,7 @@ def test_a_registered_tflite_version_predicts_like_the_interpreter(
     import mlflow.pyfunc
 
     name = f"digits-{kind}"
-    run_id = start_variant_run(tracking, kind)
+    run_id = child_run(tracking, kind)
     version = log_and_register_tflite_model(
         tracking, run_id, str(tflite_files[kind]), name, {"variant": kind, "format": "tflite"}
     )
@@ -139,7 +147,7 @@ def test_predictions_span_several_interpreter_batches(
     import mlflow
 
     x = np.random.default_rng(2).random((tflite_pyfunc.BATCH_SIZE + 5, *INPUT_SHAPE), dtype=np.float32)
-    run_id = start_variant_run(tracking, "int8")
+    run_id = child_run(tracking, "int8")
     version = log_and_register_tflite_model(tracking, run_id, str(tflite_files["int8"]), "batches", {})
     mlflow.set_registry_uri(f"sqlite:///{tmp_path}/elsewhere.db")  # predict_with_version must set its own
     probabilities = predict_with_version(tracking.tracking_uri, "batches", version.version, x)
@@ -153,7 +161,7 @@ def test_champion_is_none_until_the_alias_is_set(
     assert champion_version(client, "digits") is None
 
     for kind in ("float", "int8"):
-        run_id = start_variant_run(tracking, kind)
+        run_id = child_run(tracking, kind)
         log_and_register_tflite_model(tracking, run_id, str(tflite_files[kind]), "digits", {"variant": kind})
     assert champion_version(client, "digits") is None
 

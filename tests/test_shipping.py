@@ -71,7 +71,8 @@ def test_a_workspace_reused_with_a_fresh_store_ships_and_sets_the_old_exports_as
 
     config = tiny_digits_config(name="reused", **QUICK)
     pipeline(config, workspace=str(workspace))
-    pipeline(config, workspace=str(workspace))  # versions 1 and 2 in the first store
+    longer = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 3})})
+    pipeline(longer, workspace=str(workspace))  # versions 1 and 2 in the first store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}")  # the same workspace
 
     [shipped] = [row for row in pipeline(config, workspace=str(workspace)) if row.selected]

@@ -9,8 +9,6 @@ use them, so importing this module stays cheap.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.config import PruneConfig, QuantizeConfig, TrainConfig
 from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.files import write_bytes_atomically
 from shrinkflow.core.training import compile_for_training, load_keras_model, make_dataset, save_for_inference
 
 TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
@@ -195,7 +194,7 @@ def convert_to_tflite(
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     sparse_encoding = mode in SPARSE_ENCODING_MODES and keras_sparsity(model) >= PRUNED_MIN_SPARSITY
-    _write_atomically(out_path, _convert_runnable(converter, f"{keras_path} ({mode})", sparse_encoding))
+    write_bytes_atomically(out_path, _convert_runnable(converter, f"{keras_path} ({mode})", sparse_encoding))
 
 
 def _representative_samples(x: np.ndarray, count: int) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -259,7 +258,7 @@ def quantization_aware_train(
     converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
     converter.optimizations = {tf.lite.Optimize.DEFAULT}
     # int8 kernels: zeros are kept as dense zeros, not sparse-encoded (see SPARSE_ENCODING_MODES).
-    _write_atomically(out_path, _convert_runnable(converter, f"{keras_path} (qat)", sparse_encoding=False))
+    write_bytes_atomically(out_path, _convert_runnable(converter, f"{keras_path} (qat)", sparse_encoding=False))
 
 
 # --- TFLite sparsity -----------------------------------------------------------------------------
@@ -421,17 +420,3 @@ def _litert_problem(content: bytes) -> str | None:
     except (RuntimeError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-def _write_atomically(out_path: str | Path, content: bytes) -> None:
-    """Write `content` to a temporary file beside `out_path`, then rename it into place."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            tmp.write(content)
-        os.replace(tmp_name, out_path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

@@ -160,6 +160,13 @@ class QuantizeConfig(Section):
             )
         return self
 
+    def for_mode(self, mode: QuantizationMode) -> QuantizeConfig:
+        """The section as one mode's stage sees it: that mode, the settings it uses, the others at their
+        defaults. So a mode's cached stage depends only on what it uses: adding a mode, or changing the QAT
+        epochs, rebuilds no other mode."""
+        uses = {"int8": ("int8_io", "representative_samples"), "qat": ("qat_epochs", "qat_learning_rate")}
+        return QuantizeConfig(modes=(mode,), **{name: getattr(self, name) for name in uses.get(mode, ())})
+
 
 class SelectConfig(Section):
     """Which variant ships, and when it may replace the registry's champion."""

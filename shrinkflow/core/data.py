@@ -10,7 +10,6 @@ import gzip
 import hashlib
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from sklearn.preprocessing import StandardScaler
 
 from shrinkflow.core.config import DataConfig, shorten
 from shrinkflow.core.errors import DataError
+from shrinkflow.core.files import atomic_path
 
 ACCEPTED_SOURCES = (
     "sklearn:digits, keras:mnist, keras:fashion_mnist, idx:DIR (MNIST-format IDX files), "
@@ -56,6 +56,10 @@ class DatasetRef:
     split_sizes: tuple[tuple[str, int], ...]
     is_image: bool
     preprocessing: tuple[tuple[str, Any], ...]
+    built_by: str = ""  # the pipeline run that prepared it; another run reused it from the cache
+
+    def output_paths(self) -> tuple[str, ...]:
+        return (self.path,)
 
 
 class Splits(NamedTuple):
@@ -110,7 +114,8 @@ def _prepare(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
     key = hashlib.sha256((fingerprint + cfg.model_dump_json()).encode()).hexdigest()[:16]
     path = Path(out_dir) / f"{key}.npz"
     if not path.exists():
-        _write_atomically(path, splits)
+        with atomic_path(path) as partial:
+            np.savez_compressed(partial, **splits._asdict())
     counts = np.bincount(y, minlength=len(class_names))
     return DatasetRef(
         path=str(path),
@@ -553,16 +558,3 @@ def _require_finite_after_scaling(splits: Splits, cfg: DataConfig, columns: tupl
             f"{' and more' if bad.size > 5 else ''}: the values span more than float32 can hold; rescale those "
             "columns, drop them, or use data.scaling: none"
         )
-
-
-def _write_atomically(path: Path, splits: Splits) -> None:
-    """Write the splits to a temporary file beside `path`, then rename it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            np.savez_compressed(tmp, **splits._asdict())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

@@ -18,6 +18,7 @@ import numpy as np
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.files import atomic_path
 
 METRIC_NAMES = (
     "accuracy", "precision_macro", "recall_macro", "f1_macro", "loss",
@@ -168,8 +169,6 @@ def save_confusion_matrix(
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
     size = max(4.0, 0.5 * len(class_names))
     fig, ax = plt.subplots(figsize=(size, size))
     ConfusionMatrixDisplay.from_predictions(
@@ -178,5 +177,6 @@ def save_confusion_matrix(
     )
     ax.set_title("Confusion matrix (test split)")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    with atomic_path(png_path) as partial:  # a cached stage's folder may be shared by concurrent runs
+        fig.savefig(partial, dpi=100)
     plt.close(fig)

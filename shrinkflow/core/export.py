@@ -8,18 +8,19 @@ or killed run never leaves a half-written version folder behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.config import ExportConfig
+from shrinkflow.core.files import atomic_path, sha256_file
+from shrinkflow.core.data import DatasetRef
+from shrinkflow.core.variants import Variant
 
 MANIFEST_NAME = "manifest.json"
 KERAS_FILE_NAME = "model.keras"
@@ -47,9 +48,7 @@ def export_version(
     target = Path(target)
     if target.exists():
         raise FileExistsError(f"export {target} already exists; refusing to overwrite a shipped version")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".staging-{target.name}-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_path(target) as staging:
         if export_cfg.saved_model:
             write_saved_model(keras_path, staging)
         staging.mkdir(exist_ok=True)
@@ -66,11 +65,52 @@ def export_version(
             "files": describe_files(staging),
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(full_manifest, indent=2, sort_keys=True))
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
+
+
+def build_manifest(
+    name: str,
+    version: str,
+    selected: Variant,
+    variants: Sequence[Variant],
+    dataset: DatasetRef,
+    config_hash: str,
+    provenance: Mapping[str, str],
+) -> dict[str, Any]:
+    """manifest.json of a version folder (files are added when it is written): what shipped, every variant's
+    lineage and metrics, the preprocessing a client applies to raw inputs, and where the run is tracked."""
+    return {
+        "name": name,
+        "version": version,
+        "selected_variant": selected.name,
+        "selected_file": export_file_name(selected),
+        "config_hash": config_hash,
+        **provenance,
+        "data_fingerprint": dataset.fingerprint,
+        "preprocessing": dict(dataset.preprocessing),
+        "class_names": list(dataset.class_names),
+        "input_shape": list(dataset.input_shape),
+        "metrics": selected.metrics,
+        "variants": {
+            variant.name: {
+                "file": export_file_name(variant),
+                "mlflow_run_id": variant.run_id,
+                "parent_variant": variant.parent,
+                "quantization": variant.quantization,
+                "sparsity": variant.sparsity,
+                "settings": dict(variant.settings),
+                "metrics": variant.metrics,
+            }
+            for variant in variants
+        },
+    }
+
+
+def export_file_name(variant: Variant) -> str:
+    """Where a variant's file goes in a version folder: the baseline at the root, the others under variants/."""
+    if variant.parent is None:
+        return KERAS_FILE_NAME
+    return f"variants/{variant.name}{'.tflite' if variant.is_tflite else '.keras'}"
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -130,11 +170,3 @@ def describe_files(folder: Path) -> list[dict[str, Any]]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     ]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

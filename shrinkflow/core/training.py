@@ -13,6 +13,7 @@ import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loa
 from shrinkflow.core.config import ModelConfig, TrainConfig
 from shrinkflow.core.data import DatasetRef, load_splits
 from shrinkflow.core.errors import ConfigError
+from shrinkflow.core.files import atomic_path
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -161,13 +162,10 @@ def save_for_inference(model: Any, out_path: str | Path) -> None:
     """
     import tf_keras
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     inference_model = tf_keras.models.clone_model(model)
     inference_model.set_weights(model.get_weights())
-    partial = out_path.with_name(f".partial-{out_path.name}")
-    inference_model.save(partial)
-    partial.replace(out_path)
+    with atomic_path(out_path) as partial:
+        inference_model.save(partial)
 
 
 def load_keras_model(path: str | Path) -> Any:

@@ -1,39 +1,71 @@
-"""The hand-off between stages for one model variant, and the run summary built from them."""
+"""What a stage hands on: a model variant (its file, how it was made, how it did on the test set), or why
+it could not be made; and the run's summary rows built from them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from shrinkflow.core.tables import text_table
+
+BASELINE = "baseline"
 
 
 @dataclass(frozen=True)
-class VariantRef:
-    """A model variant on disk and the MLflow child run that tracks it.
+class Variant:
+    """A model variant on disk, evaluated on the test split.
 
     Attributes:
-        variant: its name: "baseline", "pruned", or "<source>-<mode>" such as "pruned-int8".
+        name: "baseline", "pruned", or "<source>-<mode>" such as "pruned-int8".
         model_path: the `.keras` or `.tflite` file.
-        run_id: the variant's MLflow child run.
-        parent_variant: the variant it was derived from (None for the baseline).
+        metrics: its test metrics (shrinkflow.core.evaluation.METRIC_NAMES).
+        confusion_matrix_png: the plot of its test predictions.
+        parent: the variant it was derived from (None for the baseline).
         quantization: "none", or the quantization mode (dynamic, float16, int8, qat).
         sparsity: share of zero weights, measured in the variant's own file.
         target_sparsity: the sparsity pruning aimed at, inherited from the pruned source (0 if never pruned).
         settings: how it was derived from its parent (the lineage recorded in the manifest).
+        history: per-epoch training metrics (train_loss, val_accuracy, ...), for the baseline.
+        training: epochs_run, train_seconds and train_samples_per_s, for the baseline.
+        built_by: the pipeline run (Prefect flow run) that built it; another run reused it from the cache.
+        run_id: its MLflow child run in the current pipeline run, once recorded there.
     """
 
-    variant: str
+    name: str
     model_path: str
-    run_id: str
-    parent_variant: str | None = None
+    metrics: dict[str, float]
+    confusion_matrix_png: str
+    parent: str | None = None
     quantization: str = "none"
     sparsity: float = 0.0
     target_sparsity: float = 0.0
     settings: tuple[tuple[str, Any], ...] = ()
+    history: dict[str, list[float]] = field(default_factory=dict)
+    training: dict[str, float] = field(default_factory=dict)
+    built_by: str = ""
+    run_id: str = ""
+
+    ok = True
 
     @property
     def is_tflite(self) -> bool:
         return self.model_path.endswith(".tflite")
+
+    def output_paths(self) -> tuple[str, ...]:
+        """The files the variant consists of; a cached variant whose files are gone must be built again."""
+        return (self.model_path, self.confusion_matrix_png)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A variant that could not be built or evaluated, and why ("Type: message"); the others go on."""
+
+    name: str
+    reason: str
+    run_id: str = ""
+
+    ok = False
 
 
 @dataclass(frozen=True)
@@ -62,16 +94,24 @@ class SummaryRow:
 
     def display(self) -> dict[str, Any]:
         """The row as table cells: marks as yes/no, missing values blank."""
-        cells = {field.name: getattr(self, field.name) for field in fields(self)}
+        cells = {column.name: getattr(self, column.name) for column in fields(self)}
         cells["selected"] = "yes" if self.selected else ""
         cells["promoted"] = "" if self.promoted is None else ("yes" if self.promoted else "no")
         return {name: "" if value is None else value for name, value in cells.items()}
 
 
-def summary_row(variant: VariantRef, metrics: dict[str, float], baseline: dict[str, float]) -> SummaryRow:
-    """One summary line: the variant's metrics next to the baseline's."""
+def summary_rows(variants: Sequence[Variant | Failure]) -> list[SummaryRow]:
+    """One row per variant, its metrics next to the baseline's (the first variant)."""
+    baseline = next(variant for variant in variants if isinstance(variant, Variant) and variant.name == BASELINE)
+    return [summary_row(variant, baseline.metrics) for variant in variants]
+
+
+def summary_row(variant: Variant | Failure, baseline: dict[str, float]) -> SummaryRow:
+    if isinstance(variant, Failure):
+        return SummaryRow(variant.name, status=f"failed: {variant.reason}"[:80])
+    metrics = variant.metrics
     return SummaryRow(
-        variant=variant.variant,
+        variant=variant.name,
         accuracy=round(metrics["accuracy"], 4),
         accuracy_delta=round(metrics["accuracy"] - baseline["accuracy"], 4),
         gzip_size_bytes=int(metrics["gzip_size_bytes"]),
@@ -84,20 +124,10 @@ def summary_row(variant: VariantRef, metrics: dict[str, float], baseline: dict[s
     )
 
 
-def failed_row(variant: str, reason: str) -> SummaryRow:
-    """A summary line for a variant that could not be built or evaluated."""
-    return SummaryRow(variant, status=f"failed: {reason}"[:80])
-
-
 def format_table(rows: Sequence[SummaryRow], columns: Sequence[str] | None = None) -> str:
-    """A plain-text table for the terminal (every column, or `columns`); failed rows leave the metrics blank."""
+    """The summary as text (every column, or `columns`); failed rows leave the metrics blank."""
     if not rows:
         return "(no variants)"
-    table = [row.display() for row in rows]
-    headers = list(columns or table[0])
-    cells = [[str(row[h]) for h in headers] for row in table]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells)
-    return "\n".join(lines)
+    cells = [row.display() for row in rows]
+    headers = list(columns or cells[0])
+    return text_table(headers, [[row[header] for header in headers] for row in cells])

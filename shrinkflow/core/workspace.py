@@ -14,7 +14,7 @@ class Workspace:
     """Paths under the workspace root.
 
     datasets/  prepared, content-addressed splits
-    cache/<stage key>/  a cached stage's output (a model file), reused by later runs
+    cache/<stage key>/  a cached stage's files (model, plot), reused by later runs; cache/results/ the stages' results
     runs/<mlflow parent run id>/<variant>/  one run's plots and its lease (never shared between runs)
     exports/<name>/<version>/  deployable artifacts (TF Serving layout)
     mlflow.db, mlartifacts/  the embedded MLflow store, when no tracking server is set
@@ -43,6 +43,11 @@ class Workspace:
     @property
     def runs(self) -> Path:
         return self.root / "runs"
+
+    @property
+    def stage_results(self) -> Path:
+        """Where Prefect keeps the cached stages' results (small references to the files in stage_dir)."""
+        return self.root / "cache" / "results"
 
     def stage_dir(self, cache_key: str) -> Path:
         return self.root / "cache" / cache_key

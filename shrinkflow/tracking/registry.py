@@ -21,11 +21,15 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
+from shrinkflow.core.export import read_manifest
 from shrinkflow.tracking import tflite_pyfunc
 from shrinkflow.tracking.runs import TrackingRef, fluent_mlflow
-from shrinkflow.core.variants import VariantRef
+from shrinkflow.core.variants import Variant
 
 CHAMPION_ALIAS = "champion"
+# A version's tag with the sha256 of its model file: a re-run that selects the very file the champion holds
+# registers nothing new.
+FILE_SHA256_TAG = "file_sha256"
 TFLITE_PYFUNC_CODE = Path(tflite_pyfunc.__file__)
 
 
@@ -73,13 +77,13 @@ def model_description(name: str) -> str:
     )
 
 
-def version_description(variant: VariantRef, metrics: dict[str, float], parent_run_id: str) -> str:
+def version_description(variant: Variant, parent_run_id: str) -> str:
     kind = "TFLite file (pyfunc, runs in LiteRT)" if variant.is_tflite else "Keras model (tensorflow flavor)"
-    lineage = f"derived from {variant.parent_variant}" if variant.parent_variant else "the trained baseline"
+    lineage = f"derived from {variant.parent}" if variant.parent else "the trained baseline"
     return (
-        f"{variant.variant}: {kind}, {lineage}; quantization {variant.quantization}, "
-        f"sparsity {variant.sparsity:.3f}. Test accuracy {metrics['accuracy']:.4f}, "
-        f"{int(metrics['gzip_size_bytes']):,} bytes gzipped. Selected by pipeline run `{parent_run_id}`."
+        f"{variant.name}: {kind}, {lineage}; quantization {variant.quantization}, "
+        f"sparsity {variant.sparsity:.3f}. Test accuracy {variant.metrics['accuracy']:.4f}, "
+        f"{int(variant.metrics['gzip_size_bytes']):,} bytes gzipped. Selected by pipeline run {parent_run_id}."
     )
 
 
@@ -90,6 +94,19 @@ def describe(
     if not client.get_registered_model(name).description:
         client.update_registered_model(name, description=model_description)
     client.update_model_version(name, version, description=version_description)
+
+
+def holds_export(client: MlflowClient, name: str, folder: Path) -> bool:
+    """Whether the registry's version numbered like the export `folder` is the one that folder holds."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return False
+    try:
+        run_id = client.get_model_version(name, folder.name).run_id
+    except MlflowException:
+        return False
+    selected = manifest.get("variants", {}).get(manifest.get("selected_variant"), {})
+    return bool(run_id) and run_id == selected.get("mlflow_run_id")
 
 
 def tflite_io_shapes(tflite_path: str | Path) -> tuple[tuple[int, ...], tuple[int, ...]]:

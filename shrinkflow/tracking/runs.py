@@ -10,7 +10,7 @@ import fcntl
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.data import DatasetRef
-from shrinkflow.core.evaluation import Evaluation
-from shrinkflow.core.variants import SummaryRow, VariantRef
+from shrinkflow.core.variants import Failure, SummaryRow, Variant
 
 MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
 # What the MLflow UI shows as a run's, an experiment's or a model version's description (markdown).
@@ -30,7 +29,6 @@ MLFLOW_NOTE_TAG = "mlflow.note.content"
 MLFLOW_EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_EXPERIMENT = "custom_model_development"
 MLFLOW_UI_WORKFLOW = "workflowType=machine_learning"
-MLFLOW_BATCH_LIMIT = 100
 ABANDONED_TAG = "abandoned"
 # <workspace>/runs/<parent run id>/lease is locked (flock) by the process running that pipeline run: the
 # kernel drops the lock when the process dies, however it dies, so a later run can tell the run was abandoned.
@@ -112,8 +110,8 @@ def start_parent_run(
     resolved YAML as an artifact, tags. This process holds the run's lease under `runs_root` until
     `finish_pipeline`; runs of this experiment whose lease nobody holds any more are closed first.
     """
-    client = client_for(tracking_uri)
-    with _store_creation_lock(tracking_uri):
+    with _store_creation_lock(tracking_uri):  # the client creates (and migrates) a new store as it starts
+        client = client_for(tracking_uri)
         experiment_id = ensure_experiment(client, config.name, artifact_root)
     tags = {
         "shrinkflow.config_hash": config.config_hash(),
@@ -126,7 +124,7 @@ def start_parent_run(
     _take_lease(runs_root / run_id)
     close_abandoned_runs(client, experiment_id, runs_root, closed_by=run_id)
     params = [Param(key, str(value)) for key, value in flatten(config.model_dump(mode="json")).items()]
-    log_batch(client, run_id, params=params)
+    client.log_batch(run_id, params=params)
     client.log_text(run_id, config.to_yaml(), "config.yaml")
     return TrackingRef(tracking_uri, experiment_id, run_id)
 
@@ -172,18 +170,11 @@ def _store_creation_lock(tracking_uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def start_variant_run(tracking: TrackingRef, variant: str, tags: dict[str, str] | None = None) -> str:
-    """A child run nested under the parent, named and tagged after its variant."""
-    client = tracking.client()
-    all_tags = {MLFLOW_PARENT_RUN_TAG: tracking.parent_run_id, "variant": variant, "cache_hit": "false", **(tags or {})}
-    return client.create_run(tracking.experiment_id, run_name=variant, tags=all_tags).info.run_id
-
-
-def variant_params(variant: VariantRef) -> dict[str, str]:
+def variant_params(variant: Variant) -> dict[str, str]:
     """How a variant was made, as MLflow params: the same keys for every variant, so MLflow's compare
     view and parallel-coordinates plot line variants up, plus the settings of the step that made it."""
     return {
-        "parent_variant": variant.parent_variant or "none",
+        "parent_variant": variant.parent or "none",
         "quantization": variant.quantization,
         "target_sparsity": f"{variant.target_sparsity:g}",
         "sparsity": f"{variant.sparsity:.4f}",  # measured in the variant's own file
@@ -191,49 +182,54 @@ def variant_params(variant: VariantRef) -> dict[str, str]:
     }
 
 
-def log_variant_params(tracking: TrackingRef, variant: VariantRef) -> None:
-    log_batch(tracking.client(), variant.run_id, params=[Param(k, v) for k, v in variant_params(variant).items()])
+def record_variant(tracking: TrackingRef, variant: Variant, reused: bool) -> str:
+    """The variant's child run, written in one go: its lineage as params, its test metrics and measured
+    sparsity, its training history (step-indexed, for the baseline), its confusion matrix; then closed.
+
+    A variant an earlier run built (`reused`) is recorded all the same, tagged `cache_hit=true` with the
+    Prefect flow run that built it. Returns the child run's id.
+    """
+    client = tracking.client()
+    tags = {"variant": variant.name, "cache_hit": str(reused).lower()}
+    if reused:
+        tags |= {"reused_from_flow_run": variant.built_by, "reused_artifact": variant.model_path}
+    run_id = _child_run(tracking, variant.name, tags)
+    now = _now_ms()
+    metrics = [Metric(name, value, now, 0) for name, value in {**variant.metrics, **variant.training}.items()]
+    metrics.append(Metric("sparsity", variant.sparsity, now, 0))
+    metrics += [Metric(name, value, now, step) for name, values in variant.history.items() for step, value in enumerate(values)]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in variant_params(variant).items()])
+    client.log_artifact(run_id, variant.confusion_matrix_png)
+    client.set_terminated(run_id)
+    return run_id
 
 
-def record_cache_hit(tracking: TrackingRef, variant: VariantRef) -> VariantRef:
-    """A child run in this parent for a variant an earlier run built: tagged as a cache hit, pointing
-    at the reused model file and at the run that built it (where its training history lives)."""
-    run_id = start_variant_run(
-        tracking,
-        variant.variant,
-        {"cache_hit": "true", "reused_from_run_id": variant.run_id, "reused_artifact": variant.model_path},
+def record_failure(tracking: TrackingRef, failure: Failure) -> str:
+    """A FAILED child run for a variant that could not be built or evaluated, with the reason as `error`."""
+    run_id = _child_run(tracking, failure.name, {"variant": failure.name, "error": failure.reason[:5000]})
+    tracking.client().set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+    return run_id
+
+
+def _child_run(tracking: TrackingRef, name: str, tags: dict[str, str]) -> str:
+    run = tracking.client().create_run(
+        tracking.experiment_id, run_name=name, tags={MLFLOW_PARENT_RUN_TAG: tracking.parent_run_id, **tags}
     )
-    reused = replace(variant, run_id=run_id)
-    log_variant_params(tracking, reused)
-    return reused
+    return str(run.info.run_id)
 
 
-@contextmanager
-def failure_recorded(tracking: TrackingRef, run_id: str) -> Iterator[None]:
-    """Mark the variant's child run FAILED, with the reason as its `error` tag, if the block raises."""
-    try:
-        yield
-    except Exception as exc:
-        client = tracking.client()
-        client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
-        raise
-
-
-def log_dataset(tracking: TrackingRef, dataset: DatasetRef, cache_hit: bool = False) -> None:
+def log_dataset(tracking: TrackingRef, dataset: DatasetRef, reused: bool) -> None:
     """The dataset's fingerprint, shape and class counts, on the parent run."""
     client = tracking.client()
     run_id = tracking.parent_run_id
-    client.set_tag(run_id, "data.fingerprint", dataset.fingerprint)
-    client.set_tag(run_id, "data.cache_hit", str(cache_hit).lower())
-    log_batch(
-        client,
+    client.log_batch(
         run_id,
         params=[
             Param("data.input_shape", str(list(dataset.input_shape))),
             Param("data.num_classes", str(dataset.num_classes)),
             *(Param(f"data.{split}_size", str(size)) for split, size in dataset.split_sizes),
         ],
+        tags=[RunTag("data.fingerprint", dataset.fingerprint), RunTag("data.cache_hit", str(reused).lower())],
     )
     client.log_dict(
         run_id,
@@ -247,25 +243,6 @@ def log_dataset(tracking: TrackingRef, dataset: DatasetRef, cache_hit: bool = Fa
         },
         "dataset.json",
     )
-
-
-def log_epoch(client: MlflowClient, run_id: str, epoch: int, logs: dict[str, float]) -> None:
-    """Keras epoch logs as step-indexed metrics: train_loss, train_accuracy, val_loss, val_accuracy."""
-    metrics = [
-        Metric(key if key.startswith("val_") else f"train_{key}", value, _now_ms(), epoch)
-        for key, value in logs.items()
-    ]
-    log_batch(client, run_id, metrics=metrics)
-
-
-def log_evaluation(tracking: TrackingRef, run_id: str, evaluation: Evaluation, sparsity: float) -> None:
-    """The test metrics (same names for every variant), the measured sparsity and the confusion matrix;
-    then the variant's child run ends, so its duration is its own, not the whole pipeline's."""
-    client = tracking.client()
-    metrics = {**evaluation.metrics, "sparsity": sparsity}
-    log_batch(client, run_id, metrics=[Metric(k, v, _now_ms(), 0) for k, v in metrics.items()])
-    client.log_artifact(run_id, evaluation.confusion_matrix_png)
-    client.set_terminated(run_id)
 
 
 def log_and_register_keras_model(
@@ -297,11 +274,13 @@ def log_and_register_keras_model(
     return tracking.client().get_model_version(registered_name, version.version)
 
 
-def finish_pipeline(tracking: TrackingRef, outcome: int) -> None:
-    """Close the parent run and any child run still open (a stage that failed mid-way) with `outcome`
-    (a RunStatus: FINISHED, FAILED, or KILLED when interrupted), and let go of the run's lease."""
+def finish_pipeline(tracking: TrackingRef, outcome: int, error: str | None = None) -> None:
+    """Close the parent run and any child run still open with `outcome` (a RunStatus: FINISHED, FAILED, or
+    KILLED when interrupted), with the `error` that ended it as a tag; let go of the run's lease."""
     client = tracking.client()
     status = RunStatus.to_string(outcome)
+    if error:
+        client.set_tag(tracking.parent_run_id, "error", error[:5000])
     for child in _open_children(client, tracking.experiment_id, tracking.parent_run_id):
         client.set_terminated(child.info.run_id, status=status)
     client.set_terminated(tracking.parent_run_id, status=status)
@@ -387,9 +366,12 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
             f"shipped_{name}": getattr(shipped, name)
             for name in ("accuracy", "accuracy_delta", "gzip_size_bytes", "compression_ratio", "size_bytes", "latency_ms")
         }
-    log_batch(client, run_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items() if v is not None])
     tags = {MLFLOW_NOTE_TAG: run_description(rows), "shipped_variant": shipped.variant if shipped else "none"}
-    log_batch(client, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items() if v is not None],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
 
 
 def run_description(rows: Sequence[SummaryRow]) -> str:
@@ -410,16 +392,6 @@ def run_description(rows: Sequence[SummaryRow]) -> str:
         f"{shipped.gzip_size_bytes:,} bytes gzipped, {shipped.compression_ratio}x smaller than the baseline. "
         f"{measured} variants evaluated.{failed_note}"
     )
-
-
-def log_batch(
-    client: MlflowClient, run_id: str, metrics: list[Metric] = (), params: list[Param] = (), tags: list[RunTag] = ()
-) -> None:
-    """`MlflowClient.log_batch` in chunks within MLflow's per-call limit."""
-    metrics, params, tags = list(metrics), list(params), list(tags)
-    for start in range(0, max(len(metrics), len(params), len(tags), 1), MLFLOW_BATCH_LIMIT):
-        end = start + MLFLOW_BATCH_LIMIT
-        client.log_batch(run_id, metrics=metrics[start:end], params=params[start:end], tags=tags[start:end])
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

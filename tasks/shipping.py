@@ -1,0 +1,174 @@
+"""Ship the selected variant: register it in MLflow, write the export, then gate the champion alias.
+
+The flow runs these in one Prefect transaction. Each task leaves in it what it changed, and its rollback
+hook undoes that if anything later in the run fails or the run is interrupted: the alias goes back, the
+export folder goes, the version is deleted. So a run that does not complete ships nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.transactions import Transaction, get_transaction
+
+from shrinkflow.core.config import ExportConfig, SelectConfig
+from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.evaluation import classification_metrics
+from shrinkflow.core.export import build_manifest, export_file_name, export_version, restore_moved, set_aside_versions
+from shrinkflow.core.files import sha256_file
+from shrinkflow.core.selection import Promotion, decide_promotion
+from shrinkflow.core.variants import Variant
+from shrinkflow.core.workspace import Workspace
+from shrinkflow.tracking import registry, runs
+from shrinkflow.tracking.runs import TrackingRef
+from tasks.options import SHIPPING_TASK
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The registered version that holds the selected variant; `new` is False when the champion already was
+    this very file (an unchanged re-run), so nothing was registered, exported or gated."""
+
+    version: str
+    new: bool
+
+
+@task(name="register-model", **SHIPPING_TASK)
+def register_variant(name: str, config_hash: str, variant: Variant, tracking_ref: TrackingRef) -> Registration:
+    """Log the variant's model to its child run and register it as a new version of the model `name`."""
+    client = tracking_ref.client()
+    sha256 = sha256_file(variant.model_path)
+    champion = registry.champion_version(client, name)
+    if champion is not None and champion.tags.get(registry.FILE_SHA256_TAG) == sha256:
+        get_run_logger().info(
+            "the champion, version %s of %r, is this very file: nothing new to register", champion.version, name
+        )
+        return Registration(str(champion.version), new=False)
+    metrics = variant.metrics
+    tags = {
+        "variant": variant.name,
+        "sparsity": f"{variant.sparsity:.4f}",
+        "quantization": variant.quantization,
+        "accuracy": f"{metrics['accuracy']:.4f}",
+        "size_bytes": str(int(metrics["size_bytes"])),
+        "gzip_size_bytes": str(int(metrics["gzip_size_bytes"])),
+        "config_hash": config_hash,
+        registry.FILE_SHA256_TAG: sha256,
+    }
+    register = registry.log_and_register_tflite_model if variant.is_tflite else runs.log_and_register_keras_model
+    version = str(register(tracking_ref, variant.run_id, variant.model_path, name, tags).version)
+    _remember(registered_name=name, registered_version=version, tracking_uri=tracking_ref.tracking_uri)
+    try:
+        registry.describe(
+            client, name, version,
+            model_description=registry.model_description(name),
+            version_description=registry.version_description(variant, tracking_ref.parent_run_id),
+        )
+    except BaseException:  # a failed task is not rolled back: its version must not stay behind
+        registry.delete_version(client, name, version)
+        raise
+    get_run_logger().info("registered %s as version %s of the model %r", variant.name, version, name)
+    return Registration(version, new=True)
+
+
+@register_variant.on_rollback
+def _delete_version(transaction: Transaction) -> None:
+    client = runs.client_for(transaction.get("tracking_uri"))
+    registry.delete_version(client, transaction.get("registered_name"), transaction.get("registered_version"))
+
+
+@task(name="export", **SHIPPING_TASK)
+def export_models(
+    name: str,
+    export_cfg: ExportConfig,
+    version: str,
+    selected: Variant,
+    variants: Sequence[Variant],
+    dataset: DatasetRef,
+    config_hash: str,
+    workspace: Workspace,
+    tracking_ref: TrackingRef,
+) -> str:
+    """exports/<name>/<version>/: the baseline SavedModel at the root, every variant beside it."""
+    baseline, pruned = variants[0], next((variant for variant in variants if variant.name == "pruned"), None)
+    provenance = {"mlflow_run_id": tracking_ref.parent_run_id, "mlflow_tracking_uri": tracking_ref.tracking_uri}
+    manifest = build_manifest(name, version, selected, variants, dataset, config_hash, provenance)
+    client = tracking_ref.client()
+    # Version folders the registry does not know (a workspace reused with a fresh MLflow store) would clash
+    # with the new versions, and TF Serving would serve the highest of them: set them aside.
+    moved = set_aside_versions(workspace.exports / name, lambda folder: registry.holds_export(client, name, folder))
+    _remember(set_aside=[(str(a), str(b)) for a, b in moved])
+    for original, aside in moved:
+        get_run_logger().warning("moved %s aside to %s: the MLflow registry has no such version", original, aside)
+    path = export_version(
+        workspace.exports / name / version, baseline.model_path, export_cfg, manifest,
+        {export_file_name(variant): variant.model_path for variant in variants[1:]},
+        extra_saved_models={"variants/pruned": pruned.model_path} if pruned and export_cfg.saved_model else None,
+    )
+    _remember(export_path=str(path))
+    client.set_tag(tracking_ref.parent_run_id, "export_path", str(path))
+    get_run_logger().info("exported version %s (%s) to %s", version, selected.name, path)
+    return str(path)
+
+
+@export_models.on_rollback
+def _remove_export(transaction: Transaction) -> None:
+    path = Path(transaction.get("export_path"))
+    shutil.rmtree(path, ignore_errors=True)
+    restore_moved([(Path(a), Path(b)) for a, b in transaction.get("set_aside")])
+    with contextlib.suppress(OSError):  # the model's folder, if this was its first export
+        path.parent.rmdir()
+
+
+@task(name="gate-champion", **SHIPPING_TASK)
+def gate_champion(
+    name: str, select_cfg: SelectConfig, version: str, selected: Variant, dataset: DatasetRef, tracking_ref: TrackingRef
+) -> Promotion:
+    """Move the alias `champion` to the new version only if it is not worse than the champion on this test set."""
+    client = tracking_ref.client()
+    champion = registry.champion_version(client, name)
+    _remember(previous_champion=champion.version if champion else None, model_name=name,
+              tracking_uri=tracking_ref.tracking_uri)
+    accuracy = selected.metrics["accuracy"]
+    if champion is None:
+        decision = decide_promotion(accuracy, None, select_cfg.max_regression)
+    else:
+        splits = load_splits(dataset)
+        try:
+            probabilities = registry.predict_with_version(tracking_ref.tracking_uri, name, champion.version, splits.x_test)
+            champion_accuracy = classification_metrics(splits.y_test, probabilities, dataset.num_classes)["accuracy"]
+        except Exception as exc:  # an incompatible or unloadable champion cannot vouch for a regression check
+            decision = Promotion(False, f"could not evaluate champion version {champion.version} on this run's test set: {exc}")
+        else:
+            decision = decide_promotion(accuracy, champion_accuracy, select_cfg.max_regression)
+            client.set_model_version_tag(name, version, "champion_accuracy_on_this_test_set", f"{champion_accuracy:.4f}")
+    if decision.promote:
+        client.set_registered_model_alias(name, registry.CHAMPION_ALIAS, version)
+    client.set_model_version_tag(name, version, "promoted", str(decision.promote).lower())
+    client.set_model_version_tag(name, version, "promotion_reason", decision.reason[:5000])
+    client.set_tag(tracking_ref.parent_run_id, "promoted", str(decision.promote).lower())
+    if decision.promote:
+        get_run_logger().info("champion gate: version %s is now the champion (%s)", version, decision.reason)
+    else:
+        get_run_logger().warning("champion gate: the champion stays; version %s is not promoted (%s)", version, decision.reason)
+    return decision
+
+
+@gate_champion.on_rollback
+def _restore_champion(transaction: Transaction) -> None:
+    client = runs.client_for(transaction.get("tracking_uri"))
+    registry.restore_champion(client, transaction.get("model_name"), transaction.get("previous_champion"))
+
+
+def _remember(**values: Any) -> None:
+    """Keep what this task changed in its transaction, for its rollback hook."""
+    transaction = get_transaction()
+    assert transaction is not None  # every task run has one
+    for key, value in values.items():
+        transaction.set(key, value)
