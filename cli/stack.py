@@ -14,7 +14,8 @@ from cli.signals import ignore_stop_signals, signals_interrupt
 from shrinkflow.core.errors import UserError
 
 if TYPE_CHECKING:
-    from deployments.stack import RunningStack, SchedulerWatch, ServerProcess
+    from deployments.processes import Spawned
+    from deployments.stack import RunningStack, SchedulerWatch
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
@@ -107,34 +108,27 @@ def _warn_scheduler(scheduler: SchedulerWatch, prefect_log: Path, unscheduled: S
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def _until_stopped(stack: RunningStack, runner: ServerProcess, scheduler: SchedulerWatch, prefect_log: Path) -> int:
+def _until_stopped(stack: RunningStack, runner: Spawned, scheduler: SchedulerWatch, prefect_log: Path) -> int:
     """Block until Ctrl-C / SIGTERM (exit 0), or until the runner or a server dies (exit 1).
 
     Meanwhile, report every failure of the Prefect server's scheduler as it is logged.
     """
-    from deployments.stack import TITLES, log_tail
-
     try:
         while True:
             _warn_scheduler(scheduler, prefect_log)
-            code = runner.popen.poll() if runner.popen is not None else None
+            code = runner.poll()
             if code == 0:  # it was stopped on purpose, by `shrinkflow down` from another terminal
                 print("shrinkflow: the runner was stopped from elsewhere (`shrinkflow down`?)", flush=True)
                 return EXIT_OK
             if code is not None:
                 print(
-                    f"shrinkflow: error: the runner exited with code {code}; its log is {runner.log}, ending:\n"
-                    f"{log_tail(runner.log)}",
+                    f"shrinkflow: error: the {runner.title} exited with code {code}; {runner.log_hint()}",
                     file=sys.stderr, flush=True,
                 )
                 return EXIT_FAILURE
             for server in stack.servers:
                 if not server.is_running():
-                    print(
-                        f"shrinkflow: error: the {TITLES[server.name]} stopped; its log is {server.log}, ending:\n"
-                        f"{log_tail(server.log)}",
-                        file=sys.stderr, flush=True,
-                    )
+                    print(f"shrinkflow: error: the {server.title} stopped; {server.log_hint()}", file=sys.stderr, flush=True)
                     return EXIT_FAILURE
             time.sleep(1)
     except KeyboardInterrupt:

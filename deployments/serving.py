@@ -21,27 +21,25 @@ effects and does not read Prefect's settings (`up` must not, it configures its c
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from deployments.processes import Spawned, forget, wait_until_ready
+from deployments.stack import RunningStack, stack_dir
 from shrinkflow.core.config import PipelineConfig, load_config
+from shrinkflow.core.environment import health_problem
 from shrinkflow.core.errors import UserError
-from deployments.processes import start_ticks
-from deployments.stack import RunningStack, ServerProcess, log_tail, stack_dir
+from shrinkflow.core.files import write_json_atomically
 from shrinkflow.core.workspace import WORKSPACE_ENV, Workspace
 
 if TYPE_CHECKING:
@@ -57,12 +55,11 @@ TAGS = ("shrinkflow",)
 # TensorFlow uses every core for one training: a second run at the same time only slows both down.
 DEFAULT_RUN_LIMIT = 1
 
-RUNNER = "runner"
+RUNNER = "runner (`shrinkflow serve`)"
 RUNNER_STARTUP_TIMEOUT = 180.0  # imports TensorFlow and applies four deployments; slow on a busy machine
 RUNNER_STOP_TIMEOUT = 30.0  # on SIGTERM it pauses its schedules on the server before it exits
 # The server's scheduler looks at new and changed deployments every 5 s (and at all of them every 60 s).
 SCHEDULED_RUNS_TIMEOUT = 30.0
-KILL_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -236,14 +233,17 @@ def serve(workspace: Workspace, limit: int = DEFAULT_RUN_LIMIT) -> None:
             "PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     api_url = api_url.rstrip("/")
-    if not _get_ok(f"{api_url}/health"):
-        raise UserError(f"the Prefect API at {api_url} does not answer (PREFECT_API_URL): is the server running?")
+    problem = health_problem(f"{api_url}/health", b"true")
+    if problem:
+        raise UserError(
+            f"the Prefect API at {api_url} does not answer ({problem}; PREFECT_API_URL): is the server running?"
+        )
     # Serving re-applies the deployments by name; one applied with `prefect deploy` would keep its work pool
     # and pull steps, and its runs would crash in the runner.
     on_pools = {
         spec.full_name: found["work_pool_name"]
         for spec in DEPLOYMENTS
-        if (found := _get_json(f"{api_url}/deployments/name/{spec.full_name}")) and found.get("work_pool_name")
+        if (found := _api(f"{api_url}/deployments/name/{spec.full_name}")) and found.get("work_pool_name")
     }
     if on_pools:
         names = ", ".join(f"{name} (work pool {pool})" for name, pool in on_pools.items())
@@ -304,33 +304,21 @@ def runner_env(stack: RunningStack) -> dict[str, str]:
     return env
 
 
-def start_runner(stack: RunningStack, limit: int = DEFAULT_RUN_LIMIT) -> ServerProcess:
-    """Start `shrinkflow serve` against `stack` in its own process group; its output goes to runner.log."""
+def start_runner(stack: RunningStack, limit: int = DEFAULT_RUN_LIMIT) -> Spawned:
+    """Start `shrinkflow serve` against `stack`, recorded in runner.json; its output goes to runner.log.
+
+    In a session of its own: Ctrl-C in the terminal reaches `up` only, which then stops the runner (and the runs
+    it started) before the servers, so the runner can still pause its schedules on the server.
+    """
     workspace = stack.workspace
-    log = runner_log(workspace)
-    argv = [
-        sys.executable, "-m", "cli.main", "serve", "--workspace", str(workspace.root), "--limit", str(limit),
-    ]
-    with open(log, "ab") as out:
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        out.write(f"=== shrinkflow up {stamp}: {' '.join(argv)}\n".encode())
-        out.flush()
-        # Its own session: Ctrl-C in the terminal reaches `up` only, which then stops the runner (and the runs
-        # it started) before the servers, so the runner can still pause its schedules on the server.
-        popen = subprocess.Popen(
-            argv, env=runner_env(stack), cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    runner = ServerProcess(
-        name=RUNNER, pid=popen.pid, pgid=popen.pid, port=0, url=stack.prefect_api_url, log=log,
-        start_ticks=start_ticks(popen.pid), popen=popen,
-    )
-    _write_json(runner_file(workspace), runner.to_json())
+    argv = [sys.executable, "-m", "cli.main", "serve", "--workspace", str(workspace.root), "--limit", str(limit)]
+    runner = Spawned.start(RUNNER, argv, runner_log(workspace), runner_env(stack), cwd=REPO, header="shrinkflow up")
+    write_json_atomically(runner_file(workspace), runner.to_json())
     return runner
 
 
 def wait_for_deployments(
-    stack: RunningStack, runner: ServerProcess, since: datetime, timeout: float = RUNNER_STARTUP_TIMEOUT
+    stack: RunningStack, runner: Spawned, since: datetime, timeout: float = RUNNER_STARTUP_TIMEOUT
 ) -> None:
     """Wait until the runner serves every deployment: each applied and polled by it after `since`.
 
@@ -339,76 +327,49 @@ def wait_for_deployments(
     moment just before the runner was started.
 
     Raises:
-        UserError: the runner exited, or did not serve every deployment within `timeout` seconds; the
+        ProcessError: the runner exited, or did not serve every deployment within `timeout` seconds; the
             message ends with the tail of runner.log.
     """
-    deadline = time.monotonic() + timeout
     pending = [spec.full_name for spec in DEPLOYMENTS]
-    while pending:
-        code = runner.popen.poll() if runner.popen is not None else None
-        if code is not None:
-            raise UserError(f"the runner (`shrinkflow serve`) exited with code {code}; {_log_hint(runner)}")
-        pending = [name for name in pending if not _polled_since(stack, name, since)]
-        if pending and time.monotonic() > deadline:
-            raise UserError(
-                f"the runner did not serve {', '.join(pending)} within {timeout:.0f} s; {_log_hint(runner)}"
-            )
-        if pending:
-            time.sleep(0.5)
+
+    def unserved() -> str | None:
+        pending[:] = [name for name in pending if not _polled_since(stack, name, since)]
+        return f"serve {', '.join(pending)}" if pending else None
+
+    wait_until_ready({runner: unserved}, timeout)
 
 
 def _polled_since(stack: RunningStack, deployment: str, since: datetime) -> bool:
     """Whether `deployment` exists and a runner or worker asked for its runs after `since`."""
-    found = _get_json(f"{stack.prefect_api_url}/deployments/name/{deployment}")
-    polled = (found or {}).get("last_polled")
+    polled = (_api(f"{stack.prefect_api_url}/deployments/name/{deployment}") or {}).get("last_polled")
     return polled is not None and datetime.fromisoformat(polled) > since
 
 
-def stop_runner(runner: ServerProcess, timeout: float = RUNNER_STOP_TIMEOUT) -> bool:
-    """SIGTERM the runner's process group (it pauses its schedules and exits), SIGKILL what is left.
+def stop_runner(runner: Spawned, timeout: float = RUNNER_STOP_TIMEOUT) -> bool:
+    """SIGTERM the runner and its runs (it pauses its schedules and exits), SIGKILL what is left.
 
     Returns whether it was still running. Forgets runner.json if it describes this runner.
     """
-    was_running = runner.is_running()
-    if was_running:
-        runner.signal_group(signal.SIGTERM)
-        if not _wait_gone(runner, timeout):
-            runner.signal_group(signal.SIGKILL)
-            if not _wait_gone(runner, KILL_GRACE):
-                raise UserError(f"could not stop the runner (process group {runner.pgid})")
-    path = runner_file(runner_workspace(runner))
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        if json.loads(path.read_text())["pid"] == runner.pid:
-            path.unlink()
+    was_running = runner.stop(timeout)
+    forget(runner_file(runner_workspace(runner)), runner.to_json())
     return was_running
 
 
-def recorded_runner(workspace: Workspace) -> ServerProcess | None:
+def recorded_runner(workspace: Workspace) -> Spawned | None:
     """The runner recorded in runner.json (left by an `up` that did not stop it), if any."""
     path = runner_file(workspace)
     try:
-        return ServerProcess.from_json(RUNNER, json.loads(path.read_text()))
+        return Spawned.from_json(RUNNER, json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path} is unreadable ({exc}); stop the runner it described yourself, then delete it") from exc
+        raise UserError(
+            f"{path} is unreadable ({exc!r}); stop the runner it described yourself, then delete it"
+        ) from exc
 
 
-def runner_workspace(runner: ServerProcess) -> Workspace:
+def runner_workspace(runner: Spawned) -> Workspace:
     return Workspace(runner.log.parent.parent)  # <workspace>/stack/runner.log
-
-
-def _wait_gone(runner: ServerProcess, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while runner.is_running():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def _log_hint(runner: ServerProcess) -> str:
-    return f"its log is {runner.log}, ending:\n{log_tail(runner.log)}"
 
 
 def wait_for_scheduled_runs(api_url: str, timeout: float = SCHEDULED_RUNS_TIMEOUT) -> dict[str, datetime | None]:
@@ -427,10 +388,10 @@ def wait_for_scheduled_runs(api_url: str, timeout: float = SCHEDULED_RUNS_TIMEOU
 
 def next_scheduled_run(api_url: str, deployment: str) -> datetime | None:
     """When the earliest scheduled flow run of `deployment` is due, if the server has one."""
-    found = _get_json(f"{api_url}/deployments/name/{deployment}")
+    found = _api(f"{api_url}/deployments/name/{deployment}")
     if not found:
         return None
-    runs = _post_json(
+    runs = _api(
         f"{api_url}/flow_runs/filter",
         {
             "deployments": {"id": {"any_": [found["id"]]}},
@@ -442,41 +403,15 @@ def next_scheduled_run(api_url: str, deployment: str) -> datetime | None:
     return datetime.fromisoformat(runs[0]["expected_start_time"]) if runs else None
 
 
-def _get_ok(url: str) -> bool:
-    """Whether a GET of `url` answers 200 (no proxies: the servers are on loopback)."""
-    return _get(url) is not None
+def _api(url: str, payload: dict[str, Any] | None = None) -> Any:
+    """The JSON a GET of `url` (with `payload`, a JSON POST) answers with 200; None on any failure.
 
-
-def _get_json(url: str) -> Any:
-    """The JSON a GET of `url` answers with 200, else None."""
-    body = _get(url)
+    No proxies: the servers are on loopback.
+    """
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
-        return None if body is None else json.loads(body)
-    except ValueError:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=5) as response:
+            return json.loads(response.read()) if response.status == 200 else None
+    except (OSError, ValueError):  # URLError and HTTPError are OSErrors
         return None
-
-
-def _post_json(url: str, payload: dict[str, Any]) -> Any:
-    """The JSON a POST of `payload` to `url` answers with 200, else None."""
-    body = _get(url, data=json.dumps(payload).encode())
-    try:
-        return None if body is None else json.loads(body)
-    except ValueError:
-        return None
-
-
-def _get(url: str, data: bytes | None = None) -> bytes | None:
-    """The body of a 200 answer to a GET (or, with `data`, a JSON POST) of `url`, else None."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with opener.open(request, timeout=5) as response:
-            return response.read() if response.status == 200 else None
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)

@@ -6,12 +6,12 @@ Both servers keep their state inside the workspace, under `<workspace>/stack/`:
     mlflow.db            the MLflow backend store (SQLite)
     mlartifacts/         where the MLflow server stores artifacts that clients upload through it
     prefect.log, mlflow.log
-    stack.json           what is running: pids, process groups, ports, URLs (written once both answer)
+    stack.json           what is running: pids with their create times, ports, URLs (written once both answer)
 
-Each server runs in its own session and process group, so `stop` can signal the server together with
-every process it spawned, and the servers outlive the command that started them until `shrinkflow
-down`. Nothing here imports Prefect, MLflow or TensorFlow: the servers are separate programs, found
-next to the running Python interpreter (the project's virtual environment).
+Each server runs in a session of its own (deployments.processes), so stopping it reaches every process
+it spawned, and the servers outlive the command that started them until `shrinkflow down`. Nothing here
+imports Prefect, MLflow or TensorFlow: the servers are separate programs, found next to the running
+Python interpreter (the project's virtual environment).
 """
 
 from __future__ import annotations
@@ -21,25 +21,21 @@ import errno
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
+from deployments.processes import Spawned, answers, forget, stop, wait_until_ready
 from shrinkflow.core.errors import UserError
-from deployments.processes import is_same_process, proc_state, start_ticks
+from shrinkflow.core.files import write_json_atomically
 from shrinkflow.core.workspace import Workspace
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: processes named by pid and create_time
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PREFECT_PORT = 4200
 DEFAULT_MLFLOW_PORT = 5000
@@ -47,9 +43,6 @@ DEFAULT_MLFLOW_PORT = 5000
 # several times that when the machine is busy (e.g. tests training models in parallel).
 DEFAULT_STARTUP_TIMEOUT = 180.0
 DEFAULT_STOP_TIMEOUT = 20.0
-KILL_GRACE = 5.0
-POLL_INTERVAL = 0.25
-LOG_TAIL_LINES = 20
 
 PREFECT, MLFLOW = "prefect", "mlflow"
 PORT_FLAGS = {PREFECT: "--prefect-port", MLFLOW: "--mlflow-port"}
@@ -81,10 +74,6 @@ class PortInUseError(StackError):
 
 class StackAlreadyRunningError(StackError):
     """The workspace already has a running stack (two servers must never share one database)."""
-
-
-class ServerStartError(StackError):
-    """A server exited, or did not answer its health check in time; the message ends with its log."""
 
 
 @dataclass(frozen=True)
@@ -184,118 +173,64 @@ def check_ports_free(config: StackConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Processes
-
-
-@dataclass(frozen=True, eq=False)
-class ServerProcess:
-    """One running server: its process group, its address, its log.
-
-    `popen` is set only in the process that started the server, so it can reap it; a server read back
-    from stack.json (by `shrinkflow down`, another process) is addressed by pid and process group alone.
-    """
-
-    name: str
-    pid: int
-    pgid: int
-    port: int
-    url: str
-    log: Path
-    start_ticks: int | None = None  # kernel start time of `pid`: tells our process from a reused pid
-    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def is_running(self) -> bool:
-        """Whether the server, or anything left in its process group, is still alive."""
-        leader = proc_state(self.pid)
-        if leader is not None and leader.state in "ZX?":
-            # Exited (or, without /proc, maybe). A zombie leader may still be tearing down its other
-            # threads: it counts as running until it can be collected, if it is our child.
-            if not self.reap():
-                return True
-            leader = proc_state(self.pid) if leader.state == "?" else None
-        if leader is not None:
-            # A live process with this pid: ours unless the pid was reused by a later process.
-            return is_same_process(leader, self.start_ticks)
-        # The leader is gone. While any member remains, the kernel cannot hand its pgid to a new group.
-        return _group_alive(self.pgid)
-
-    def reap(self) -> bool:
-        """Collect the exit status of our own child; False while it is our child and has not exited."""
-        if self.popen is not None:
-            return self.popen.poll() is not None
-        try:
-            pid, _ = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:  # not our child (or already collected): its own parent collects it
-            return True
-        return pid != 0
-
-    def signal_group(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, signum)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid, "pgid": self.pgid, "port": self.port, "url": self.url, "log": str(self.log),
-            "start_ticks": self.start_ticks,
-        }
-
-    @classmethod
-    def from_json(cls, name: str, data: dict[str, Any]) -> ServerProcess:
-        return cls(
-            name=name, pid=int(data["pid"]), pgid=int(data["pgid"]), port=int(data["port"]), url=str(data["url"]),
-            log=Path(data["log"]), start_ticks=data.get("start_ticks"),
-        )
+# The running stack
 
 
 @dataclass(frozen=True, eq=False)
 class RunningStack:
     """The two servers of a started stack; `stop()` (or leaving a `with` block) shuts both down."""
 
-    workspace: Workspace
-    host: str
-    prefect: ServerProcess
-    mlflow: ServerProcess
+    config: StackConfig
+    prefect: Spawned
+    mlflow: Spawned
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.config.workspace
 
     @property
     def prefect_api_url(self) -> str:
-        return f"{self.prefect.url}/api"
+        return self.config.prefect_api_url
 
     @property
     def prefect_ui_url(self) -> str:
-        return self.prefect.url
+        return self.config.prefect_url
 
     @property
     def mlflow_url(self) -> str:
-        return self.mlflow.url
+        return self.config.mlflow_url
 
     @property
-    def servers(self) -> tuple[ServerProcess, ServerProcess]:
+    def servers(self) -> tuple[Spawned, Spawned]:
         return (self.prefect, self.mlflow)
 
     def is_running(self) -> bool:
         return any(server.is_running() for server in self.servers)
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
-        """SIGTERM both process groups, SIGKILL whatever is left after `timeout` seconds, forget stack.json.
+        """SIGTERM both servers, SIGKILL whatever is left after `timeout` seconds, forget stack.json.
 
         Returns whether anything was still running. Safe to call more than once.
         """
-        was_running = _stop_servers(self.servers, timeout)
-        path = state_file(self.workspace)
-        if _describes(path, self):
-            path.unlink(missing_ok=True)
+        was_running = stop(self.servers, timeout)
+        forget(state_file(self.workspace), self.to_json())
         return was_running
 
     def to_json(self) -> dict[str, Any]:
+        urls = {PREFECT: self.prefect_ui_url, MLFLOW: self.mlflow_url}
         return {
             "version": STATE_VERSION,
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started_at": self.started_at,
             "workspace": str(self.workspace.root),
-            "host": self.host,
+            "host": self.config.host,
             "prefect_api_url": self.prefect_api_url,
             "prefect_ui_url": self.prefect_ui_url,
             "mlflow_url": self.mlflow_url,
-            "servers": {server.name: server.to_json() for server in self.servers},
+            "servers": {
+                name: {**server.to_json(), "port": self.config.ports[name], "url": urls[name]}
+                for name, server in zip((PREFECT, MLFLOW), self.servers)
+            },
         }
 
     def __enter__(self) -> RunningStack:
@@ -316,8 +251,8 @@ def running_stack(workspace: Workspace) -> RunningStack | None:
 def stop_stack(workspace: Workspace, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
     """`shrinkflow down`: stop the stack recorded in stack.json. Returns whether anything was running.
 
-    Only the recorded process groups are signalled, and only while their processes still exist; a
-    stale stack.json (servers already gone, e.g. after a reboot) is removed without signalling anything.
+    Only the recorded processes (and what they started) are signalled, and only while they are the very
+    processes recorded; a stale stack.json (servers already gone, e.g. after a reboot) is just removed.
     """
     stack = _read_state(workspace)
     if stack is None:
@@ -333,8 +268,8 @@ def start_stack(config: StackConfig, startup_timeout: float = DEFAULT_STARTUP_TI
     Raises:
         StackAlreadyRunningError: this workspace's stack is already up.
         PortInUseError: a port is taken; nothing is started.
-        ServerStartError: a server exited or stayed silent for `startup_timeout` seconds; whatever
-            started is stopped again, and the message ends with the tail of that server's log.
+        ProcessError: a server exited or stayed silent for `startup_timeout` seconds; whatever started is
+            stopped again, and the message ends with the tail of that server's log.
     """
     existing = running_stack(config.workspace)
     if existing is not None:
@@ -347,37 +282,57 @@ def start_stack(config: StackConfig, startup_timeout: float = DEFAULT_STARTUP_TI
     directory.mkdir(parents=True, exist_ok=True)
     state_file(config.workspace).unlink(missing_ok=True)  # stale: its servers are gone
 
-    launches = [_prefect_launch(config), _mlflow_launch(config)]
-    starts: list[tuple[ServerProcess, _Launch, int]] = []
+    servers: list[Spawned] = []
     try:
-        for launch in launches:
-            server, offset = _spawn(launch, config)
-            starts.append((server, launch, offset))
-        _wait_until_healthy(starts, startup_timeout)
-        stack = RunningStack(config.workspace, config.host, prefect=starts[0][0], mlflow=starts[1][0])
-        _write_json_atomic(state_file(config.workspace), stack.to_json())
+        checks: dict[Spawned, Callable[[], str | None]] = {}
+        for launch in (_prefect_launch(config), _mlflow_launch(config)):
+            server = Spawned.start(
+                TITLES[launch.name], launch.argv, directory / f"{launch.name}.log", launch.env, cwd=directory,
+                header="shrinkflow up",
+            )
+            servers.append(server)
+            checks[server] = launch.ready
+        wait_until_ready(checks, startup_timeout)
+        stack = RunningStack(config, prefect=servers[0], mlflow=servers[1])
+        write_json_atomically(state_file(config.workspace), stack.to_json())
     except BaseException:
-        with contextlib.suppress(StackError):  # the start failure is the error to report
-            _stop_servers([server for server, _, _ in starts], DEFAULT_STOP_TIMEOUT)
+        with contextlib.suppress(UserError):  # the start failure is the error to report
+            stop(servers, DEFAULT_STOP_TIMEOUT)
         raise
     return stack
 
 
+def _read_state(workspace: Workspace) -> RunningStack | None:
+    path = state_file(workspace)
+    try:
+        data = json.loads(path.read_text())
+        servers = data["servers"]
+        config = StackConfig(
+            workspace, str(data["host"]), int(servers[PREFECT]["port"]), int(servers[MLFLOW]["port"])
+        )
+        return RunningStack(
+            config,
+            prefect=Spawned.from_json(TITLES[PREFECT], servers[PREFECT]),
+            mlflow=Spawned.from_json(TITLES[MLFLOW], servers[MLFLOW]),
+            started_at=str(data["started_at"]),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StackError(
+            f"{path} is unreadable ({exc!r}); stop any servers it described yourself, then delete it"
+        ) from exc
+
+
 # ---------------------------------------------------------------------------------------------------------------------
-# Launching and health checks
+# The servers' command lines
 
 
-@dataclass(frozen=True)
-class _Launch:
+class _Launch(NamedTuple):
     name: str
-    title: str
     argv: list[str]
     env: dict[str, str]
-    log: Path
-    port: int
-    url: str
-    health_url: str
-    healthy: Callable[[bytes], bool]
+    ready: Callable[[], str | None]  # a check for wait_until_ready
 
 
 def _executable(name: str) -> str:
@@ -394,12 +349,11 @@ def _base_env() -> dict[str, str]:
 
 
 def _prefect_launch(config: StackConfig) -> _Launch:
-    directory = stack_dir(config.workspace)
     # The server gets none of the caller's PREFECT_* settings: a profile or variable pointing at another
     # API, database or home must not leak into the workspace's own server.
     env = {key: value for key, value in _base_env().items() if not key.startswith("PREFECT_")}
     env.update(
-        PREFECT_HOME=str(directory / "prefect-home"),  # its SQLite database: prefect-home/prefect.db
+        PREFECT_HOME=str(stack_dir(config.workspace) / "prefect-home"),  # its SQLite database: prefect-home/prefect.db
         PREFECT_API_URL=config.prefect_api_url,
         # What the UI's browser code calls. Left unset it follows PREFECT_API_URL, else the
         # PREFECT_SERVER_API_HOST/PORT *settings*, which `--port` does not change (it would say 4200).
@@ -409,17 +363,8 @@ def _prefect_launch(config: StackConfig) -> _Launch:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_CLI_PROMPT="false",
     )
-    return _Launch(
-        name=PREFECT,
-        title=TITLES[PREFECT],
-        argv=[_executable("prefect"), "server", "start", "--host", config.host, "--port", str(config.prefect_port)],
-        env=env,
-        log=directory / "prefect.log",
-        port=config.prefect_port,
-        url=config.prefect_url,
-        health_url=f"{config.prefect_api_url}/health",
-        healthy=lambda body: body.strip() == b"true",
-    )
+    argv = [_executable("prefect"), "server", "start", "--host", config.host, "--port", str(config.prefect_port)]
+    return _Launch(PREFECT, argv, env, answers(f"{config.prefect_api_url}/health", b"true"))
 
 
 def _mlflow_launch(config: StackConfig) -> _Launch:
@@ -442,88 +387,7 @@ def _mlflow_launch(config: StackConfig) -> _Launch:
         "--artifacts-destination", str(directory / "mlartifacts"),
         "--workers", "1",  # default 4 uvicorn workers, ~250 MB each
     ]
-    return _Launch(
-        name=MLFLOW,
-        title=TITLES[MLFLOW],
-        argv=argv,
-        env=env,
-        log=directory / "mlflow.log",
-        port=config.mlflow_port,
-        url=config.mlflow_url,
-        health_url=f"{config.mlflow_url}/health",
-        healthy=lambda body: body.strip() == b"OK",
-    )
-
-
-def _spawn(launch: _Launch, config: StackConfig) -> tuple[ServerProcess, int]:
-    """Start one server in a new session; returns it and where this start begins in its log."""
-    launch.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(launch.log, "ab") as log:
-        offset = log.tell()
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        log.write(f"=== shrinkflow up {stamp}: {' '.join(launch.argv)}\n".encode())
-        log.flush()
-        popen = subprocess.Popen(
-            launch.argv, env=launch.env, cwd=stack_dir(config.workspace), stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        pgid = os.getpgid(popen.pid)
-    except ProcessLookupError:  # already exited: start_new_session made it a group leader
-        pgid = popen.pid
-    server = ServerProcess(
-        name=launch.name, pid=popen.pid, pgid=pgid, port=launch.port, url=launch.url, log=launch.log,
-        start_ticks=start_ticks(popen.pid), popen=popen,
-    )
-    return server, offset
-
-
-def _wait_until_healthy(starts: list[tuple[ServerProcess, _Launch, int]], timeout: float) -> None:
-    """Poll each (server, launch, log offset) until its health check passes; fail on exit or timeout."""
-    pending = list(starts)
-    deadline = time.monotonic() + timeout
-    while pending:
-        for start in list(pending):
-            server, launch, offset = start
-            code = server.popen.poll() if server.popen is not None else None
-            if code is not None:
-                raise ServerStartError(_start_failure(launch, f"exited with code {code}", offset))
-            if _answers(launch):
-                pending.remove(start)
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            _, launch, offset = pending[0]
-            raise ServerStartError(
-                _start_failure(launch, f"did not answer {launch.health_url} within {timeout:.0f} s", offset)
-            )
-        time.sleep(POLL_INTERVAL)
-
-
-def _answers(launch: _Launch) -> bool:
-    """Whether the server's health endpoint answers 200 with the expected body (no proxies: loopback)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(launch.health_url, timeout=5) as response:
-            return response.status == 200 and launch.healthy(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _start_failure(launch: _Launch, reason: str, offset: int) -> str:
-    tail = log_tail(launch.log, offset=offset)
-    return f"the {launch.title} {reason}; its log is {launch.log}, ending:\n{tail}"
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES, offset: int = 0) -> str:
-    """The last `lines` lines of `path` written after byte `offset` (empty if there are none)."""
-    try:
-        with open(path, "rb") as file:
-            file.seek(offset)
-            text = file.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    return _Launch(MLFLOW, argv, env, answers(f"{config.mlflow_url}/health", b"OK"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -585,106 +449,3 @@ def _scheduler_error(record: list[str]) -> str | None:
         return None
     exception = next((line.strip() for line in reversed(record[1:]) if line.strip()), head["message"])
     return f"{task}: {exception}"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Stopping
-
-
-def _stop_servers(servers: list[ServerProcess] | tuple[ServerProcess, ...], timeout: float) -> bool:
-    """SIGTERM each live server's group, wait up to `timeout`, SIGKILL what is left. Whether any was live."""
-    live = [server for server in servers if server.is_running()]
-    for server in live:
-        server.signal_group(signal.SIGTERM)
-    left = _wait_gone(live, timeout)
-    for server in left:
-        server.signal_group(signal.SIGKILL)
-    left = _wait_gone(left, KILL_GRACE)
-    if left:
-        raise StackError(
-            "could not stop " + ", ".join(f"the {TITLES[s.name]} (process group {s.pgid})" for s in left)
-        )
-    return bool(live)
-
-
-def _wait_gone(servers: list[ServerProcess], timeout: float) -> list[ServerProcess]:
-    deadline = time.monotonic() + timeout
-    left = [server for server in servers if server.is_running()]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = [server for server in left if server.is_running()]
-    return left
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether process group `pgid` has a member that is not a zombie."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-    for entry in _pids(proc):
-        try:
-            fields = (proc / entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-                return True
-        except (OSError, IndexError, ValueError):
-            continue
-    return False
-
-
-def _pids(proc: Path) -> Iterator[str]:
-    with os.scandir(proc) as entries:
-        for entry in entries:
-            if entry.name.isdigit():
-                yield entry.name
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# stack.json
-
-
-def _read_state(workspace: Workspace) -> RunningStack | None:
-    path = state_file(workspace)
-    try:
-        data = json.loads(path.read_text())
-        stack = RunningStack(
-            workspace=workspace,
-            host=str(data["host"]),
-            prefect=ServerProcess.from_json(PREFECT, data["servers"][PREFECT]),
-            mlflow=ServerProcess.from_json(MLFLOW, data["servers"][MLFLOW]),
-        )
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StackError(
-            f"{path} is unreadable ({exc}); stop any servers it described yourself, then delete it"
-        ) from exc
-    return stack
-
-
-def _describes(path: Path, stack: RunningStack) -> bool:
-    """Whether stack.json at `path` records this very stack (and not one started after it)."""
-    try:
-        servers = json.loads(path.read_text())["servers"]
-        return all(int(servers[s.name]["pid"]) == s.pid for s in stack.servers)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write `path` so readers see the old file or the new one, never half of it."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as file:
-            json.dump(data, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -12,16 +12,11 @@ database (PREFECT_HOME's), so runs made with it are kept as before.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from shrinkflow.core.errors import UserError
-from deployments.stack import free_port, log_tail
+from deployments.processes import ProcessError, Spawned, answers, wait_until_ready
+from deployments.stack import free_port
 
 # Run in the server's process before it becomes the server: Linux sends it SIGTERM when the process that
 # started it dies, however it dies (SIGKILL included), so a killed `shrinkflow run` leaves no server behind.
@@ -46,7 +41,6 @@ class TemporaryPrefectServer:
     def __init__(self, log: Path) -> None:
         self.log = log
         self.port = free_port()
-        log.parent.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
             # What Prefect sets for its own temporary server: no UI, and mark it as temporary.
@@ -59,54 +53,23 @@ class TemporaryPrefectServer:
             "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on",
         ]
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *server],
-                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in the terminal is for `shrinkflow run`, which stops it last
-            )
+        # A session of its own: Ctrl-C in the terminal is for `shrinkflow run`, which stops it last.
+        self.process = Spawned.start(
+            "temporary Prefect server", [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *server], log, env
+        )
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
     def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Raises UserError (with the tail of its log) if it exits or does not answer within `timeout` s."""
-        deadline = time.monotonic() + timeout
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                raise UserError(
-                    f"the temporary Prefect server exited with code {code}; its log {self.log} ends:\n{log_tail(self.log)}"
-                )
-            try:
-                with opener.open(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise UserError(
-                    f"the temporary Prefect server did not answer within {timeout:.0f} s; its log {self.log} ends:\n"
-                    f"{log_tail(self.log)}"
-                )
-            time.sleep(0.1)
+        """Raises ProcessError (a UserError, with the tail of its log) if it exits or does not answer in time."""
+        try:
+            wait_until_ready({self.process: answers(f"{self.api_url}/health", b"true")}, timeout)
+        except ProcessError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        """SIGTERM its process group, SIGKILL whatever is left after STOP_TIMEOUT seconds."""
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
+        """SIGTERM it (and anything it started), SIGKILL whatever is left after STOP_TIMEOUT seconds."""
+        self.process.stop(STOP_TIMEOUT)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from shrinkflow.core.errors import UserError
+from deployments.processes import ProcessError, Spawned, wait_until_ready
 from deployments.stack import (
     PortInUseError,
     SchedulerWatch,
-    ServerStartError,
     StackAlreadyRunningError,
     StackConfig,
     StackError,
@@ -120,7 +124,10 @@ def test_up_serves_prefect_and_mlflow_then_down_stops_them(ws: Workspace, tmp_pa
         assert state["prefect_api_url"] == stack.prefect_api_url and state["mlflow_url"] == stack.mlflow_url
         pids = [state["servers"][name]["pid"] for name in ("prefect", "mlflow")]
         assert pids == [stack.prefect.pid, stack.mlflow.pid]
-        assert [state["servers"][name]["pgid"] for name in ("prefect", "mlflow")] == pids  # own process groups
+        assert [os.getpgid(pid) for pid in pids] == [os.getsid(pid) for pid in pids] == pids  # own sessions
+        assert [state["servers"][name]["create_time"] for name in ("prefect", "mlflow")] == [
+            stack.prefect.create_time, stack.mlflow.create_time
+        ]
         assert [state["servers"][name]["port"] for name in ("prefect", "mlflow")] == [
             config.prefect_port, config.mlflow_port
         ]
@@ -173,7 +180,7 @@ def test_a_server_that_fails_to_start_is_reported_with_its_log_and_the_other_is_
     prefect_port, mlflow_port = free_ports(2)
     config = StackConfig(ws, prefect_port=prefect_port, mlflow_port=mlflow_port)
 
-    with pytest.raises(ServerStartError) as failed:
+    with pytest.raises(ProcessError) as failed:
         start_stack(config)
 
     message = str(failed.value)
@@ -231,3 +238,94 @@ def test_scheduler_failures_are_picked_out_of_the_prefect_server_log(tmp_path: P
         f"schedule_recent_deployments: {bulk_dml}", f"schedule_deployments: {bulk_dml}", f"schedule_deployments: {bulk_dml}",
     ]
     assert watch.new_errors() == []  # each failure is reported once
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# deployments.processes, on small processes of its own
+
+
+def spawn(tmp_path: Path, script: str) -> Spawned:
+    return Spawned.start("test process", ["sh", "-c", script], tmp_path / "test.log", os.environ, header="test")
+
+
+def unique_sleep() -> str:
+    """A `sleep` duration no other process has on its command line."""
+    return f"{600 + time.time_ns() % 10**9 / 10**9:.9f}"
+
+
+def pids_alive(pids: list[int]) -> list[int]:
+    """Those of `pids` that are alive (zombies are not)."""
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+    return alive
+
+
+def test_a_recorded_process_is_stopped_with_what_it_started_from_another_record(tmp_path: Path) -> None:
+    duration = unique_sleep()
+    started = spawn(tmp_path, f"sleep {duration} & sleep {duration} & wait")
+    try:
+        recorded = Spawned.from_json("test process", json.loads(json.dumps(started.to_json())))  # as `down` reads it
+        time.sleep(0.3)
+        family = [started.pid, *processes_with_argument(duration)]
+        assert recorded.is_running() and len(pids_alive(family)) == 3
+        assert recorded.stop(timeout=10) is True
+        assert pids_alive(family) == [] and not recorded.is_running()
+        assert started.poll() is not None  # collected
+        assert recorded.stop(timeout=10) is False
+    finally:
+        started.stop(timeout=1)
+
+
+def test_a_later_process_with_the_same_pid_is_not_taken_for_it(tmp_path: Path) -> None:
+    started = spawn(tmp_path, f"sleep {unique_sleep()}")
+    try:
+        earlier = Spawned.from_json("test process", {**started.to_json(), "create_time": started.create_time - 100})
+        assert not earlier.is_running() and earlier.stop(timeout=1) is False
+        assert started.is_running() and started.poll() is None
+    finally:
+        started.stop(timeout=1)
+
+
+def test_what_ignores_sigterm_is_killed_and_leftovers_of_a_gone_leader_are_stopped(tmp_path: Path) -> None:
+    stubborn = Spawned.start(
+        "stubborn process",
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"],
+        tmp_path / "stubborn.log", os.environ,
+    )
+    time.sleep(0.5)  # past Python's start-up, where SIGTERM still ends it
+    assert stubborn.stop(timeout=0.5) is True and stubborn.poll() == -signal.SIGKILL
+
+    duration = unique_sleep()
+    leader = spawn(tmp_path, f"sleep {duration} & exit 0")
+    recorded = Spawned.from_json("test process", leader.to_json())
+    try:
+        deadline = time.monotonic() + 10
+        while leader.poll() is None or not processes_with_argument(duration):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [orphan] = processes_with_argument(duration)
+        assert recorded.is_running()  # what is left in its process group
+        assert recorded.stop(timeout=10) is True and pids_alive([orphan]) == []
+    finally:
+        recorded.stop(timeout=1)
+
+
+def test_waiting_for_a_process_fails_with_its_log_when_it_exits_or_takes_too_long(tmp_path: Path) -> None:
+    exiting = spawn(tmp_path, "echo about to fail; exit 3")
+    exited = r"the test process exited with code 3; its log is .*test.log, ending:"
+    with pytest.raises(ProcessError, match=exited) as failed:
+        wait_until_ready({exiting: lambda: "answer"}, timeout=30)
+    assert str(failed.value).endswith("about to fail")
+
+    slow = spawn(tmp_path, f"echo still starting; sleep {unique_sleep()}")
+    try:
+        with pytest.raises(ProcessError, match="the test process did not answer within 1 s") as failed:
+            wait_until_ready({slow: lambda: "answer"}, timeout=1)
+        assert str(failed.value).endswith("still starting") and "about to fail" not in str(failed.value)
+        ready = iter([None])
+        wait_until_ready({slow: lambda: next(ready)}, timeout=1)
+    finally:
+        slow.stop(timeout=1)
