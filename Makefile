@@ -19,6 +19,7 @@ run: setup
 	$(BIN)/shrinkflow run $(CONFIG)
 
 test: setup
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 clean:

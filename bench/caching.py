@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import Context, goal, md_table, median, spread, yes_no
+from shrinkflow.core.tables import markdown_table
+from bench.common import Context, goal, median, spread, yes_no
 from bench.overhead import _median_phases, mnist_reps, mnist_setup
 
 NAME = "caching"
@@ -40,7 +41,7 @@ def render(result: dict[str, Any]) -> str:
     phases = ", ".join(f"{k} {v}" for k, v in result["cached_rerun_phases_s"].items())
     return "\n".join([
         f"Data: {result['data']}; {result['repetitions']} repetitions, each re-run straight after its first run.", "",
-        md_table(["run", "median s", "min s", "max s"], [
+        markdown_table(["run", "median s", "min s", "max s"], [
             ["first run (`--no-cache`, fresh workspace)", *_cells(result["first_run_s"])],
             ["unchanged re-run (cache)", *_cells(result["cached_rerun_s"])],
         ]),

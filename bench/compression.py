@@ -105,11 +105,12 @@ def interleaved_latency(models: dict[str, Path], sample: Any, rounds: int = ROUN
 def render(result: dict[str, Any]) -> str:
     if "skipped" in result:
         return f"Skipped: {result['skipped']}.\n"
-    from shrinkflow.core.report import markdown_table
+    from shrinkflow.core.tables import markdown_table
 
+    headers = list(result["variants"][0]) if result["variants"] else []
     lines = [
         f"Data: {result['data']}. The variant table of the flow run:", "",
-        markdown_table(result["variants"]),
+        markdown_table(headers, [[row.get(header, "") for header in headers] for row in result["variants"]]),
         f"Single-sample latency, median of round medians ({result['latency_rounds']}, one process):", "",
     ]
     lines += [f"- {name}: {value} ms" for name, value in result["latency_ms_median_of_round_medians"].items()]

@@ -16,7 +16,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.common import MNIST_CNN, MNIST_SOURCE, Context, goal, md_table, median, spread, yes_no
+from shrinkflow.core.tables import markdown_table
+from bench.common import MNIST_CNN, MNIST_SOURCE, Context, goal, median, spread, yes_no
 from bench.overhead import SMOKE_SETS, mnist_setup
 
 NAME = "input_pipeline"
@@ -107,7 +108,7 @@ def render(result: dict[str, Any]) -> str:
     text = [
         f"Data: {result['data']}; {result['training']}; {result['repetitions']} repetitions, A and B interleaved in "
         "one process.", "",
-        md_table(["training", "median samples/s", "min", "max"], rows),
+        markdown_table(["training", "median samples/s", "min", "max"], rows),
         f"A / B = **{result['train_baseline_over_bare']}** (per repetition: {result['per_rep_share']}).",
     ]
     if "flow_runs_over_bare" in result:

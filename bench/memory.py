@@ -12,7 +12,8 @@ import json
 import sys
 from typing import Any
 
-from bench.common import Context, child_env, goal, md_table, median, run_child, yes_no
+from shrinkflow.core.tables import markdown_table
+from bench.common import Context, child_env, goal, median, run_child, yes_no
 from bench.overhead import mnist_reps, mnist_setup
 
 NAME = "memory"
@@ -81,14 +82,14 @@ def render(result: dict[str, Any]) -> str:
     rows = [[name, value, value - (steps[i - 1][1] if i else 0)] for i, (name, value) in enumerate(steps)]
     return "\n".join([
         f"Data: {result['data']}; medians of {result['repetitions']} full runs.", "",
-        md_table(["process", "peak resident MiB"], [
+        markdown_table(["process", "peak resident MiB"], [
             ["`shrinkflow run`, the flow's process", result["flow_peak_rss_mib"]],
             ["`shrinkflow run`, whole process tree (with the temporary Prefect server)", result["flow_tree_peak_rss_mib"]],
             ["unchanged cached re-run, process tree", result["cached_rerun_tree_peak_rss_mib"]],
             ["plain script", result["plain_peak_rss_mib"]],
         ]),
         *(["What it is made of (a probe process, resident MiB after each step, and what the step added):", "",
-            md_table(["step", "resident MiB", "added MiB"], rows)] if rows else []),
+            markdown_table(["step", "resident MiB", "added MiB"], rows)] if rows else []),
     ])
 
 

@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shrinkflow.core.tables import markdown_table
 from bench.common import (
-    DIGITS_CNN, MNIST_CNN, MNIST_SOURCE, ONE_EPOCH, ChildRun, Context, child_env, flow_argv, goal, md_table, median,
+    DIGITS_CNN, MNIST_CNN, MNIST_SOURCE, ONE_EPOCH, ChildRun, Context, child_env, flow_argv, goal, median,
     plain_argv, prefect_home, run_child, spread, tree_cpu_s, warm_prefect_server, yes_no,
 )
 from bench.plain import STAGE_MARKER
@@ -194,7 +195,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"Data: {result['data']}. {result['repetitions']} repetitions, interleaved (A B A B ...), each a fresh "
         "process in a fresh workspace.", "",
-        md_table(
+        markdown_table(
             ["side", "median s", "min s", "max s"],
             [["(a) plain script, no Prefect, no MLflow", *_cells(result["plain_s"])],
              ["(b) `shrinkflow run --no-cache`, temporary Prefect server, MLflow", *_cells(result["flow_s"])]],
@@ -209,7 +210,7 @@ def render(result: dict[str, Any]) -> str:
         lines += [
             f"Fixed cost on tiny data ({fixed['data']}), {len(fixed['plain_s']['values'])} repetitions interleaved "
             f"plain / warm / cold (the warm server took {fixed['warm_server_start_s']} s to start, once):", "",
-            md_table(
+            markdown_table(
                 ["run", "median s", "min s", "max s"],
                 [["plain script", *_cells(fixed["plain_s"])],
                  ["`shrinkflow run`, warm Prefect server", *_cells(fixed["warm_s"])],

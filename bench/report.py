@@ -7,7 +7,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench.common import REPO, md_table
+from shrinkflow.core.tables import markdown_table
+from bench.common import REPO
 
 TITLES = {
     "overhead": "1. Orchestration overhead",
@@ -30,7 +31,7 @@ def headline(out_dir: Path, benchmarks: dict[str, ModuleType]) -> str:
     """One row per goal of issue 5: what, goal, measured, met."""
     results = load(out_dir, benchmarks)
     rows = [row for name in sorted(results, key=list(TITLES).index) for row in benchmarks[name].goal_rows(results[name])]
-    return md_table(["what", "goal", "measured", "met"], rows)
+    return markdown_table(["what", "goal", "measured", "met"], rows)
 
 
 def write(out_dir: Path, doc: Path, benchmarks: dict[str, ModuleType]) -> None:
@@ -90,7 +91,7 @@ def before_after(out_dir: Path, results: dict[str, dict[str, Any]], benchmarks: 
             if new_goal:
                 rows.append([f"{name}: `{key}`", old_goal["goal"], f"{old_goal['measured']} ({old['date'][:10]})",
                              f"{new_goal['measured']} ({results[name]['date'][:10]})"])
-    return md_table(["goal", "target", "before", "after"], rows) if rows else ""
+    return markdown_table(["goal", "target", "before", "after"], rows) if rows else ""
 
 
 def fix_ab(ab: dict[str, Any]) -> str:
@@ -98,5 +99,5 @@ def fix_ab(ab: dict[str, Any]) -> str:
     rows = [[part, ab[f"before_{key}"]["median"], ab[f"after_{key}"]["median"]]
             for part, key in (("wall time", "wall_s"), ("startup (to the flow's first line)", "startup_s"),
                               ("flow body", "flow_body_s"))]
-    return f"Interleaved A/B of fix 1: {ab['what']}; how: {ab['command']}.\n\n" + md_table(
+    return f"Interleaved A/B of fix 1: {ab['what']}; how: {ab['command']}.\n\n" + markdown_table(
         ["median s", "before", "after"], rows)

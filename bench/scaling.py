@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import MNIST_CNN, MNIST_SOURCE, ChildRun, Context, child_env, flow_argv, md_table, median, run_child
+from shrinkflow.core.tables import markdown_table
+from bench.common import MNIST_CNN, MNIST_SOURCE, ChildRun, Context, child_env, flow_argv, median, run_child
 from bench.overhead import cold_home, flow_phases, mnist_reps
 
 NAME = "scaling"
@@ -81,14 +82,14 @@ def render(result: dict[str, Any]) -> str:
     data_fit, body_fit, mode_fit = result["by_data_size_fit"], result["by_data_size_flow_body_fit"], result["by_variants_fit"]
     return "\n".join([
         f"Data: {result['data']}; {result['repetitions']}.", "",
-        md_table(["train+validation samples", "variants", "wall s", "flow body s", "peak MiB (flow)", "peak MiB (tree)"],
+        markdown_table(["train+validation samples", "variants", "wall s", "flow body s", "peak MiB (flow)", "peak MiB (tree)"],
                  [[f"{p['train_validation_samples']:,}", p["variants"], p["wall_s"], p["flow_body_s"], round(p["peak_rss_mib"]),
                    round(p["tree_peak_rss_mib"])] for p in result["by_data_size"]]),
         f"Time against samples: {data_fit['intercept']} s + {round(data_fit['slope'] * 1000, 1)} s per 1,000 samples, "
         f"every point within {round(data_fit['max_relative_deviation'] * 100, 1)}% of the line: "
         f"{'linear' if data_fit['linear'] else 'not linear'} (the flow body alone: {body_fit['intercept']} s + "
         f"{round(body_fit['slope'] * 1000, 1)} s per 1,000, within {round(body_fit['max_relative_deviation'] * 100, 1)}%).", "",
-        md_table(["quantize modes", "variants", "wall s", "flow body s", "peak MiB (flow)", "peak MiB (tree)"],
+        markdown_table(["quantize modes", "variants", "wall s", "flow body s", "peak MiB (flow)", "peak MiB (tree)"],
                  [[", ".join(p["quantize_modes"]), p["variants"], p["wall_s"], p["flow_body_s"], round(p["peak_rss_mib"]),
                    round(p["tree_peak_rss_mib"])] for p in result["by_variants"]]),
         f"Time against variants: {mode_fit['intercept']} s + {round(mode_fit['slope'], 1)} s per variant, every point within "

@@ -74,6 +74,7 @@ class Spawned:
     def from_json(cls, title: str, data: Mapping[str, Any]) -> Spawned:
         """The process of a record made by `to_json`; raises KeyError, TypeError or ValueError on a bad one."""
         pid, create_time = int(data["pid"]), float(data["create_time"])
+        handle: psutil.Process | None
         try:
             handle = psutil.Process(pid)
             if abs(handle.create_time() - create_time) > SAME_START:

@@ -30,7 +30,7 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
@@ -205,14 +205,15 @@ def runner_deployments(workspace: Workspace) -> list[RunnerDeployment]:
 
     from flows.pipeline import pipeline
 
+    # Called outside an event loop, to_deployment returns the deployment itself (its hint also allows a coroutine).
     return [
-        pipeline.to_deployment(
+        cast(RunnerDeployment, pipeline.to_deployment(
             name=spec.name,
             description=spec.description,
             tags=list(TAGS),
             parameters={**spec.parameters(), "workspace": str(workspace.root)},
             schedules=[Cron(spec.cron, timezone=spec.timezone)],
-        )
+        ))
         for spec in DEPLOYMENTS
     ]
 

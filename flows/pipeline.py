@@ -23,7 +23,7 @@ from tasks.caching import keep_results_in
 from tasks.report import report_variants
 from tasks.shipping import export_models, gate_champion, register_variant
 from tasks.stages import attempt, load_data, prune, quantize, train
-from tasks.tracking import finish_tracking, record_dataset, record_variant, start_tracking
+from tasks.tracking import finish_tracking, record, record_dataset, record_variant, start_tracking
 
 # The summary table in the flow run's log: the decisive columns, narrow enough for the Prefect UI's log view.
 SUMMARY_LOG_COLUMNS = (
@@ -57,10 +57,10 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
         baseline = record_variant(run, train(dataset, config.model, config.train, ws))
         sources = [baseline]
         if config.prune.enabled:
-            pruned = record_variant(run, attempt(PRUNED, prune, baseline, dataset, config.prune, config.train, ws))
+            pruned = record(run, attempt(PRUNED, prune, baseline, dataset, config.prune, config.train, ws))
             sources += [pruned] if isinstance(pruned, Variant) else []
         built = [*sources] + [
-            record_variant(run, attempt(
+            record(run, attempt(
                 f"{source.name}-{mode}", quantize, source, config.quantize.for_mode(mode), dataset, config.train, ws
             ))
             for source in sources

@@ -100,7 +100,7 @@ def stage_dir(workspace: Workspace) -> Path:
 
 def _record_path(store: ResultStore, key: str) -> Path | None:
     storage = store.result_storage
-    return Path(storage.basepath) / key if isinstance(storage, LocalFileSystem) else None
+    return Path(str(storage.basepath)) / key if isinstance(storage, LocalFileSystem) else None
 
 
 def _outputs_gone(store: ResultStore, key: str) -> bool:

@@ -35,17 +35,28 @@ def record_dataset(tracking_ref: TrackingRef, dataset: DatasetRef) -> None:
 
 
 @task(name="record", task_run_name="record-{variant.name}", **IO_TASK)
-def record_variant(tracking_ref: TrackingRef, variant: Variant | Failure) -> Variant | Failure:
-    """The variant's child run in this pipeline run: its lineage as params, its metrics and history, its plot
-    (or, for a variant that failed, a FAILED run saying why). Returns it with its child run's id."""
-    if isinstance(variant, Failure):
-        return dataclasses.replace(variant, run_id=runs.record_failure(tracking_ref, variant))
+def record_variant(tracking_ref: TrackingRef, variant: Variant) -> Variant:
+    """The variant's child run in this pipeline run: its lineage as params, its metrics and history, its
+    plot. Returns it with its child run's id."""
     reused = variant.built_by != str(runtime.flow_run.id)
     run_id = runs.record_variant(tracking_ref, variant, reused=reused)
     get_run_logger().info(
         "%s: %s%s", variant.name, describe_metrics(variant.metrics), " (reused from an earlier run)" if reused else ""
     )
     return dataclasses.replace(variant, run_id=run_id)
+
+
+@task(name="record-failure", task_run_name="record-{failure.name}", **IO_TASK)
+def record_failure(tracking_ref: TrackingRef, failure: Failure) -> Failure:
+    """A FAILED child run for a variant that could not be built, saying why."""
+    return dataclasses.replace(failure, run_id=runs.record_failure(tracking_ref, failure))
+
+
+def record(tracking_ref: TrackingRef, built: Variant | Failure) -> Variant | Failure:
+    """Record what a stage gave: a variant, or why there is none."""
+    if isinstance(built, Failure):
+        return record_failure(tracking_ref, built)
+    return record_variant(tracking_ref, built)
 
 
 @task(name="finish-tracking", **SHIPPING_TASK)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import ChildRun, md_table, spread
+from bench.common import ChildRun, spread
+from shrinkflow.core.tables import markdown_table
 from bench.overhead import flow_phases
 from bench.scaling import linear_fit
 from tests.conftest import REPO, subprocess_env
@@ -63,4 +64,4 @@ def test_linear_fit_tells_a_line_from_a_curve() -> None:
 
 def test_spread_and_table() -> None:
     assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "values": [3.0, 1.0, 2.0]}
-    assert md_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |\n"
+    assert markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |\n"

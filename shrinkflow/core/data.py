@@ -431,7 +431,7 @@ def _fingerprint(features: np.ndarray, labels: np.ndarray) -> str:
     digest = hashlib.sha256()
     for array in (features, labels):
         digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array))
+        digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
 
@@ -543,8 +543,8 @@ def _scale(splits: Splits, scaling: str) -> tuple[Splits, tuple[tuple[str, Any],
     else:
         preprocessing = (("kind", "none"),)
     with np.errstate(over="ignore"):  # what overflows becomes inf, which the caller reports
-        x_train, x_val, x_test = (x.astype(np.float32) for x in (x_train, x_val, x_test))
-    return Splits(x_train, splits.y_train, x_val, splits.y_val, x_test, splits.y_test), preprocessing
+        train32, val32, test32 = (x.astype(np.float32) for x in (x_train, x_val, x_test))
+    return Splits(train32, splits.y_train, val32, splits.y_val, test32, splits.y_test), preprocessing
 
 
 def _require_finite_after_scaling(splits: Splits, cfg: DataConfig, columns: tuple[str, ...] | None) -> None:

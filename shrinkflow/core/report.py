@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from shrinkflow.core.selection import pareto_front
+from shrinkflow.core.tables import markdown_table
 from shrinkflow.core.variants import SummaryRow
 
 
@@ -19,18 +20,10 @@ def write_comparison(rows: Sequence[SummaryRow], out_dir: str | Path) -> list[Pa
     cells = [row.display() for row in rows]  # failed rows leave their metric cells empty
     csv_path, md_path, png_path = out_dir / "comparison.csv", out_dir / "comparison.md", out_dir / "pareto.png"
     pd.DataFrame(cells).to_csv(csv_path, index=False)
-    md_path.write_text(markdown_table(cells))
+    headers = list(cells[0]) if cells else []
+    md_path.write_text(markdown_table(headers, [[row[header] for header in headers] for row in cells]))
     plot_pareto(rows, png_path)
     return [csv_path, md_path, png_path]
-
-
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    if not rows:
-        return "(no variants)\n"
-    headers = list(max(rows, key=len))
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(row.get(h, "")) for h in headers) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def plot_pareto(rows: Sequence[SummaryRow], png_path: str | Path) -> None:

@@ -7,6 +7,7 @@ here addresses runs by id through an `MlflowClient` instead of relying on `mlflo
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -142,8 +143,8 @@ def fluent_mlflow(tracking_uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None resets it (MLflow's hint says str)
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -355,10 +356,10 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
     """
     client = tracking.client()
     run_id = tracking.parent_run_id
-    client.log_dict(run_id, [row.display() for row in rows], "summary.json")
+    client.log_text(run_id, json.dumps([row.display() for row in rows], indent=2), "summary.json")
     baseline = next((row for row in rows if row.variant == "baseline" and row.ok), None)
     shipped = next((row for row in rows if row.selected), None)
-    metrics = {"variants_evaluated": float(sum(row.ok for row in rows))}
+    metrics: dict[str, float | None] = {"variants_evaluated": float(sum(row.ok for row in rows))}
     if baseline is not None:
         metrics |= {"baseline_accuracy": baseline.accuracy, "baseline_gzip_size_bytes": baseline.gzip_size_bytes}
     if shipped is not None:

@@ -56,7 +56,7 @@ class TFLiteModel(PythonModel):
             outputs = [self._run(x[start : start + step]) for start in range(0, len(x), step)]
         return np.concatenate(outputs, axis=0)
 
-    def _features(self, model_input) -> np.ndarray:
+    def _features(self, model_input: Any) -> np.ndarray:
         if isinstance(model_input, pd.DataFrame):
             model_input = model_input.to_numpy()
         x = np.asarray(model_input, dtype=np.float32)
