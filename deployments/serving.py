@@ -207,7 +207,7 @@ def runner_deployments(workspace: Workspace) -> list[RunnerDeployment]:
 
     # Called outside an event loop, to_deployment returns the deployment itself (its hint also allows a coroutine).
     return [
-        cast(RunnerDeployment, pipeline.to_deployment(
+        cast("RunnerDeployment", pipeline.to_deployment(
             name=spec.name,
             description=spec.description,
             tags=list(TAGS),
