@@ -29,22 +29,19 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     workspace = Workspace.resolve(args.workspace)
-    # Reject a bad environment and bad data before starting Prefect or TensorFlow. The data preparation
-    # is the same content-addressed one the flow's first task does, so the flow finds it ready.
+    # Reject a bad environment and bad data before the run starts. The data preparation is the same
+    # content-addressed one the flow's first task does, so the flow finds it ready.
     check_workspace(workspace, args.workspace)
     check_tracking_uri(workspace.tracking_uri())
     api_url = _configured_prefect_api()
     check_prefect_api(api_url)
-    dataset = prepare_dataset(config.data, workspace.datasets)
-    check_model_fits_data(config.model, dataset.input_shape)
-
     with signals_interrupt("the run stopped; its MLflow runs are marked KILLED and nothing from it was shipped"):
+        # The temporary server takes seconds to start: it does while the data is checked and Prefect and MLflow
+        # are imported. TensorFlow is imported by the first stage that needs it (none, on an unchanged re-run).
         server = None if api_url else _start_temporary_server(workspace)
+        dataset = prepare_dataset(config.data, workspace.datasets)
+        check_model_fits_data(config.model, dataset.input_shape)
         from flows.pipeline import pipeline
-
-        # The first stage needs TensorFlow, which takes seconds to import: import it while the server starts.
-        import tensorflow  # noqa: F401
-        import tf_keras  # noqa: F401
 
         if server is not None:
             server.wait_until_ready()

@@ -1,4 +1,5 @@
-"""MLflow runs left RUNNING by a flow process that is gone are closed by the next run; live ones are not."""
+"""The parent run's bookkeeping: runs left RUNNING by a process that is gone are closed by the next run
+(live ones are not), and a new SQLite store starts as a copy of an empty one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
@@ -15,6 +17,8 @@ from shrinkflow.tracking.runs import ABANDONED_TAG, MLFLOW_PARENT_RUN_TAG, finis
 START_AND_HANG = """
 import sys, time
 from pathlib import Path
+
+import pytest
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.tracking.runs import start_parent_run
 ref = start_parent_run(sys.argv[1], PipelineConfig(name="x"), Path(sys.argv[3]), Path(sys.argv[2]), "killed", None)
@@ -60,3 +64,24 @@ def test_runs_of_a_dead_process_are_killed_and_runs_of_live_ones_are_left_alone(
     # A run that finished normally is never taken for abandoned.
     start_parent_run(uri, config, artifacts, runs_root, "later", None)
     assert client.get_run(live.parent_run_id).info.status == "FINISHED"
+
+
+def test_a_new_store_is_a_copy_of_an_empty_one_that_works_like_a_migrated_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's migrations take over a second and a half; a copy of an empty store they made, milliseconds."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    refs = []
+    for name in ("first", "second"):
+        root = tmp_path / name
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        refs.append(start_parent_run(uri, PipelineConfig(name="x"), root / "mlartifacts", root / "runs", name, None))
+    [template] = (tmp_path / "cache" / "shrinkflow").glob("mlflow-*-empty.db")
+    for ref, name in zip(refs, ("first", "second")):
+        client = MlflowClient(tracking_uri=ref.tracking_uri)
+        client.log_metric(ref.parent_run_id, "m", 1.0)
+        finish_pipeline(ref, RunStatus.FINISHED)
+        assert client.get_run(ref.parent_run_id).data.metrics == {"m": 1.0}
+        default = client.get_experiment("0")
+        assert default.artifact_location == (tmp_path / name / "mlartifacts" / "0").as_uri()
+    assert template.stat().st_size > 0

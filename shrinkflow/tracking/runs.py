@@ -6,9 +6,12 @@ here addresses runs by id through an `MlflowClient` instead of relying on `mlflo
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import shutil
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.data import DatasetRef
+from shrinkflow.core.files import atomic_path
 from shrinkflow.core.variants import Failure, SummaryRow, Variant
 
 MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -154,21 +158,48 @@ def fluent_mlflow(tracking_uri: str) -> Iterator[None]:
 
 @contextmanager
 def _store_creation_lock(tracking_uri: str) -> Iterator[None]:
-    """Serialise first use of a SQLite store across processes: two runs starting at once on a new
-    workspace would otherwise both create MLflow's tables, and one would fail."""
+    """Serialise first use of a SQLite store across processes (two runs starting at once on a new workspace
+    would otherwise both create MLflow's tables, and one would fail), and create a new store as a copy of an
+    empty one: MLflow's migrations take over a second and a half, copying the result a few milliseconds."""
     if not tracking_uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
-
     database = Path(tracking_uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "w") as lock:
+    with _file_lock(database.with_name(database.name + ".lock")):
+        if not database.exists():
+            _copy_empty_store(database)
+        yield
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _copy_empty_store(database: Path) -> None:
+    """A new SQLite store: a copy of an empty store this version of MLflow made (and keeps in the user's cache)."""
+    import mlflow
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shrinkflow"
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    with _file_lock(template.with_name(template.name + ".lock")):
+        if not template.exists():
+            with atomic_path(template) as partial:
+                client_for(f"sqlite:///{partial}").search_experiments()  # creating the client migrates the store
+    with atomic_path(database) as partial:
+        shutil.copyfile(template, partial)
+        # The Default experiment, which MLflow creates with the store, keeps its artifacts beside the store.
+        with contextlib.closing(sqlite3.connect(partial)) as connection, connection:
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                ((database.parent / "mlartifacts" / "0").as_uri(),),
+            )
 
 
 def variant_params(variant: Variant) -> dict[str, str]:
