@@ -26,10 +26,10 @@ from pathlib import Path
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.config import PipelineConfig, load_config
 from shrinkflow.core.data import prepare_dataset
-from shrinkflow.core.export import build_manifest, export_file_name, export_version
+from shrinkflow.core.export import build_manifest, export_variants
 from shrinkflow.core.selection import select_variant
 from shrinkflow.core.stages import prune_stage, quantize_stage, train_stage
-from shrinkflow.core.variants import SummaryRow, Variant, format_table, summary_rows
+from shrinkflow.core.variants import BASELINE, PRUNED, SummaryRow, Variant, format_table, summary_rows
 
 STAGE_MARKER = "PLAIN_STAGE_SECONDS"
 
@@ -48,11 +48,11 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow]
     with stage("load"):
         dataset = prepare_dataset(config.data, workspace / "datasets")
     with stage("train"):
-        baseline = train_stage(dataset, config.model, config.train, models / "baseline")
+        baseline = train_stage(dataset, config.model, config.train, models / BASELINE)
     sources = [baseline]
     if config.prune.enabled:
         with stage("prune"):
-            sources.append(prune_stage(baseline, dataset, config.prune, config.train, models / "pruned"))
+            sources.append(prune_stage(baseline, dataset, config.prune, config.train, models / PRUNED))
     variants: list[Variant] = list(sources)
     for source in sources:
         for mode in config.quantize.modes:
@@ -73,13 +73,8 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow]
 
 def export_selected(config: PipelineConfig, selected: Variant, variants: list[Variant], dataset, workspace: Path) -> Path:
     """The same export folder as the flow's export task: baseline SavedModel, every variant beside it."""
-    baseline, pruned = variants[0], next((v for v in variants if v.name == "pruned"), None)
     manifest = build_manifest(config.name, "1", selected, variants, dataset, config.config_hash(), {})
-    return export_version(
-        workspace / "exports" / config.name / "1", baseline.model_path, config.export, manifest,
-        {export_file_name(variant): variant.model_path for variant in variants[1:]},
-        extra_saved_models={"variants/pruned": pruned.model_path} if pruned and config.export.saved_model else None,
-    )
+    return export_variants(workspace / "exports" / config.name / "1", variants, config.export, manifest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,8 +42,10 @@ def run(args: argparse.Namespace) -> int:
         dataset = prepare_dataset(config.data, workspace.datasets)
         check_model_fits_data(config.model, dataset.input_shape)
         from flows.pipeline import pipeline
+        from shrinkflow.tracking.runs import prepare_tracking_store
 
         if server is not None:
+            prepare_tracking_store(workspace.tracking_uri())  # a second of imports, while the server starts
             server.wait_until_ready()
         watched = server.api_url if server is not None else str(api_url)
         with _prefect_api(watched, temporary=server is not None), _stopped_if_lost(watched, server):

@@ -64,19 +64,17 @@ def up(args: argparse.Namespace) -> int:
                 deploy.wait_for_deployments(stack, runner, since=runner_started)
                 upcoming = deploy.wait_for_scheduled_runs(stack.prefect_api_url)
                 names = ", ".join(spec.full_name for spec in deploy.DEPLOYMENTS)
-                print(
+                banner = (
                     f"\nshrinkflow: the local stack is up (workspace {workspace.root})\n"
                     f"  Prefect UI   {stack.prefect_ui_url}   deployments {names}\n"
                     f"  MLflow UI    {mlflow_ui_url(stack.mlflow_url)}\n"
                     f"  runner log   {runner.log}\n"
                     f"  next runs    {_describe_upcoming(upcoming)}\n"
                     "Scheduled and UI-triggered runs execute here, one at a time. "
-                    "Press Ctrl-C to stop the runner and both servers.",
-                    flush=True,
+                    "Press Ctrl-C to stop the runner and both servers."
                 )
                 unscheduled = [name for name, when in upcoming.items() if when is None]
-                _warn_scheduler(scheduler, prefect_log, unscheduled)
-                code = _until_stopped(stack, runner, scheduler, prefect_log)
+                code = _until_stopped(stack, runner, scheduler, prefect_log, banner, unscheduled)
             finally:
                 ignore_stop_signals()  # a second Ctrl-C must not leave the servers running
                 print("shrinkflow: stopping the runner and the servers ...", flush=True)
@@ -108,12 +106,18 @@ def _warn_scheduler(scheduler: SchedulerWatch, prefect_log: Path, unscheduled: S
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def _until_stopped(stack: RunningStack, runner: Spawned, scheduler: SchedulerWatch, prefect_log: Path) -> int:
-    """Block until Ctrl-C / SIGTERM (exit 0), or until the runner or a server dies (exit 1).
+def _until_stopped(
+    stack: RunningStack, runner: Spawned, scheduler: SchedulerWatch, prefect_log: Path, banner: str,
+    unscheduled: Sequence[str],
+) -> int:
+    """Say the stack is up, then block until Ctrl-C / SIGTERM (exit 0), or until the runner or a server dies
+    (exit 1). Meanwhile, report every failure of the Prefect server's scheduler as it is logged.
 
-    Meanwhile, report every failure of the Prefect server's scheduler as it is logged.
+    The banner is printed inside the try: a stop sent as soon as it appears is a stop on purpose too.
     """
     try:
+        print(banner, flush=True)
+        _warn_scheduler(scheduler, prefect_log, unscheduled)
         while True:
             _warn_scheduler(scheduler, prefect_log)
             code = runner.poll()

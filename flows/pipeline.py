@@ -15,8 +15,7 @@ from prefect.transactions import transaction
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.environment import check_workspace
 from shrinkflow.core.selection import select_variant
-from shrinkflow.core.stages import PRUNED
-from shrinkflow.core.variants import SummaryRow, Variant, format_table, summary_rows
+from shrinkflow.core.variants import PRUNED, SummaryRow, Variant, format_table, summary_rows
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.tracking import runs
 from tasks.caching import keep_results_in

@@ -20,7 +20,7 @@ from prefect.transactions import Transaction, get_transaction
 from shrinkflow.core.config import ExportConfig, SelectConfig
 from shrinkflow.core.data import DatasetRef, load_splits
 from shrinkflow.core.evaluation import classification_metrics
-from shrinkflow.core.export import build_manifest, export_file_name, export_version, restore_moved, set_aside_versions
+from shrinkflow.core.export import build_manifest, export_variants, restore_moved, set_aside_versions
 from shrinkflow.core.files import sha256_file
 from shrinkflow.core.selection import Promotion, decide_promotion
 from shrinkflow.core.variants import Variant
@@ -96,7 +96,6 @@ def export_models(
     tracking_ref: TrackingRef,
 ) -> str:
     """exports/<name>/<version>/: the baseline SavedModel at the root, every variant beside it."""
-    baseline, pruned = variants[0], next((variant for variant in variants if variant.name == "pruned"), None)
     provenance = {"mlflow_run_id": tracking_ref.parent_run_id, "mlflow_tracking_uri": tracking_ref.tracking_uri}
     manifest = build_manifest(name, version, selected, variants, dataset, config_hash, provenance)
     client = tracking_ref.client()
@@ -106,11 +105,7 @@ def export_models(
     _remember(set_aside=[(str(a), str(b)) for a, b in moved])
     for original, aside in moved:
         get_run_logger().warning("moved %s aside to %s: the MLflow registry has no such version", original, aside)
-    path = export_version(
-        workspace.exports / name / version, baseline.model_path, export_cfg, manifest,
-        {export_file_name(variant): variant.model_path for variant in variants[1:]},
-        extra_saved_models={"variants/pruned": pruned.model_path} if pruned and export_cfg.saved_model else None,
-    )
+    path = export_variants(workspace.exports / name / version, variants, export_cfg, manifest)
     _remember(export_path=str(path))
     client.set_tag(tracking_ref.parent_run_id, "export_path", str(path))
     get_run_logger().info("exported version %s (%s) to %s", version, selected.name, path)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -58,9 +60,15 @@ def subprocess_env() -> dict[str, str]:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, read from /proc."""
-    found: list[int] = []
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in map(int, children.read_text().split()):
-            found += [child, *descendants(child)]
-    return found
+    """Every process below `pid` (psutil: a thread that exits while /proc is read is not an error)."""
+    return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+
+
+def pids_alive(pids: list[int]) -> list[int]:
+    """Those of `pids` that are alive (zombies are not)."""
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                alive.append(pid)
+    return alive

@@ -11,11 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow import MlflowClient
 
 from shrinkflow.core.workspace import Workspace
-from tests.conftest import REPO, descendants, subprocess_env
+from tests.conftest import REPO, descendants, pids_alive, subprocess_env
 
 pytestmark = pytest.mark.e2e
 
@@ -58,14 +59,6 @@ def read_until(process: subprocess.Popen[str], needle: str, lines: list[str]) ->
     raise AssertionError(f"the run ended before {needle!r}:\n{''.join(lines[-40:])}")
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def finish(process: subprocess.Popen[str], lines: list[str]) -> str:
     assert process.stdout is not None
     lines += process.stdout.readlines()
@@ -103,7 +96,7 @@ def test_a_stopped_run_exits_with_the_signal_in_one_line_and_leaves_nothing(
     assert run.returncode == code, output[-3000:]
     assert output.rstrip().splitlines()[-1].startswith(f"shrinkflow: {said}: the run stopped")
     assert "Traceback" not in output
-    assert [pid for pid in started if alive(pid)] == []  # no orphaned server
+    assert pids_alive(started) == []  # no orphaned server
     assert_nothing_shipped(workspace)
 
 
@@ -113,7 +106,7 @@ def test_losing_the_temporary_prefect_server_stops_the_run_and_ships_nothing(tmp
     run, lines = start_run(workspace, *LONG_RUN), []
     try:
         read_until(run, "Task run 'load-data", lines)
-        [server] = [pid for pid in descendants(run.pid) if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        [server] = [pid for pid in descendants(run.pid) if "uvicorn" in " ".join(psutil.Process(pid).cmdline())]
         os.kill(server, signal.SIGKILL)
         output = finish(run, lines)
     finally:
@@ -136,13 +129,12 @@ def test_a_killed_run_leaves_no_temporary_server_behind(tmp_path: Path) -> None:
         os.kill(run.pid, signal.SIGKILL)
         run.wait(timeout=RUN_TIMEOUT)
         deadline = time.monotonic() + 60
-        while [pid for pid in started if alive(pid)] and time.monotonic() < deadline:
+        while pids_alive(started) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert [pid for pid in started if alive(pid)] == []
+        assert pids_alive(started) == []
     finally:
-        for pid in started:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        for pid in pids_alive(started):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm", "down"])
@@ -176,10 +168,9 @@ def test_up_stops_everything_it_started_with_both_cores_busy(tmp_path: Path, bus
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
-        for pid in started:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        for pid in pids_alive(started):
+            os.kill(pid, signal.SIGKILL)
     assert up.returncode == 0, output[-3000:]
     assert "Traceback" not in output
-    assert [pid for pid in started if alive(pid)] == []
+    assert pids_alive(started) == []
     assert [port for port in ports if port_problem("127.0.0.1", port)] == []

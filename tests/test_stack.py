@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import psutil
 import pytest
 
 from shrinkflow.core.errors import UserError
+from tests.conftest import pids_alive
 from deployments.processes import ProcessError, Spawned, wait_until_ready
 from deployments.stack import (
     PortInUseError,
@@ -251,16 +251,6 @@ def spawn(tmp_path: Path, script: str) -> Spawned:
 def unique_sleep() -> str:
     """A `sleep` duration no other process has on its command line."""
     return f"{600 + time.time_ns() % 10**9 / 10**9:.9f}"
-
-
-def pids_alive(pids: list[int]) -> list[int]:
-    """Those of `pids` that are alive (zombies are not)."""
-    alive = []
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-    return alive
 
 
 def test_a_recorded_process_is_stopped_with_what_it_started_from_another_record(tmp_path: Path) -> None:

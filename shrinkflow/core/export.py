@@ -20,7 +20,7 @@ import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loa
 from shrinkflow.core.config import ExportConfig
 from shrinkflow.core.files import atomic_path, sha256_file
 from shrinkflow.core.data import DatasetRef
-from shrinkflow.core.variants import Variant
+from shrinkflow.core.variants import PRUNED, Variant
 
 MANIFEST_NAME = "manifest.json"
 KERAS_FILE_NAME = "model.keras"
@@ -66,6 +66,20 @@ def export_version(
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(full_manifest, indent=2, sort_keys=True))
     return target
+
+
+def export_variants(
+    target: str | Path, variants: Sequence[Variant], export_cfg: ExportConfig, manifest: Mapping[str, Any]
+) -> Path:
+    """A run's version folder: the baseline (the first variant) as a SavedModel and Keras file at the root,
+    every other variant's file under variants/, the pruned model also as a SavedModel."""
+    baseline, others = variants[0], variants[1:]
+    pruned = next((variant for variant in others if variant.name == PRUNED), None)
+    return export_version(
+        target, baseline.model_path, export_cfg, manifest,
+        {export_file_name(variant): variant.model_path for variant in others},
+        extra_saved_models={f"variants/{PRUNED}": pruned.model_path} if pruned and export_cfg.saved_model else None,
+    )
 
 
 def build_manifest(

@@ -14,9 +14,7 @@ from shrinkflow.core.config import ModelConfig, PruneConfig, QuantizeConfig, Tra
 from shrinkflow.core.data import DatasetRef
 from shrinkflow.core.evaluation import evaluate_model_file
 from shrinkflow.core.training import EpochCallback
-from shrinkflow.core.variants import BASELINE, Variant
-
-PRUNED = "pruned"
+from shrinkflow.core.variants import BASELINE, PRUNED, Variant
 
 
 def train_stage(

@@ -10,6 +10,7 @@ from typing import Any
 from shrinkflow.core.tables import text_table
 
 BASELINE = "baseline"
+PRUNED = "pruned"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from mlflow.entities.model_registry import ModelVersion
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.data import DatasetRef
 from shrinkflow.core.files import atomic_path
-from shrinkflow.core.variants import Failure, SummaryRow, Variant
+from shrinkflow.core.variants import BASELINE, Failure, SummaryRow, Variant
 
 MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
 # What the MLflow UI shows as a run's, an experiment's or a model version's description (markdown).
@@ -72,6 +72,13 @@ def mlflow_ui_url(server: str, page: str = "experiments") -> str:
 def client_for(tracking_uri: str) -> MlflowClient:
     """A client of the tracking store at `tracking_uri`, which is also the model registry."""
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def prepare_tracking_store(tracking_uri: str) -> None:
+    """Import what MLflow needs for a database store (SQLAlchemy's models: over a second) ahead of time, so
+    a caller can do it while it waits anyway. MLflow imports it on first use otherwise."""
+    if not tracking_uri.startswith(("http://", "https://", "databricks")):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
@@ -388,7 +395,7 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
     client = tracking.client()
     run_id = tracking.parent_run_id
     client.log_text(run_id, json.dumps([row.display() for row in rows], indent=2), "summary.json")
-    baseline = next((row for row in rows if row.variant == "baseline" and row.ok), None)
+    baseline = next((row for row in rows if row.variant == BASELINE and row.ok), None)
     shipped = next((row for row in rows if row.selected), None)
     metrics: dict[str, float | None] = {"variants_evaluated": float(sum(row.ok for row in rows))}
     if baseline is not None:
