@@ -34,7 +34,7 @@ MNIST_CNN = REPO / "configs" / "mnist_cnn.yaml"
 DIGITS_CNN = REPO / "configs" / "digits_cnn.yaml"
 MNIST_SOURCE = f"data.source=idx:{MNIST}"
 # Every training step of the digits preset cut to one epoch: the fixed costs stand out.
-ONE_EPOCH = ("train.epochs=1", "prune.epochs=1", "quantize.qat_epochs=1")
+ONE_EPOCH = ("train.epochs=1", "distill.epochs=1", "prune.epochs=1", "cluster.epochs=1", "quantize.qat_epochs=1")
 VERSIONED_PACKAGES = (
     "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "prefect", "mlflow", "numpy",
 )

@@ -2,9 +2,9 @@
 
     .venv/bin/python -m bench.plain CONFIG [--set key=value ...] --workspace DIR
 
-Load and split the data, train the baseline, evaluate it, prune, quantize every source in every
-mode (QAT included), evaluate every variant by running its file, select the variant to ship and
-write the export folder. It calls shrinkflow.core.stages, exactly what the flow's tasks call;
+Load and split the data, train the baseline, evaluate it, distill the students, prune and cluster
+each model, quantize every source in every mode (QAT included), convert to ONNX, evaluate every
+variant by running its file, select the variant to ship and write the export folder. It calls shrinkflow.core.stages, exactly what the flow's tasks call;
 what it leaves out is the orchestration and tracking: the Prefect server and task states, the
 cache keys, the MLflow runs, model registration, the champion gate and the comparison report. It is
 side (a) of the orchestration-overhead benchmark (bench/overhead.py); side (b) is `shrinkflow run`.
@@ -28,8 +28,10 @@ from shrinkflow.core.config import PipelineConfig, load_config
 from shrinkflow.core.data import prepare_dataset
 from shrinkflow.core.export import build_manifest, export_variants
 from shrinkflow.core.selection import select_variant
-from shrinkflow.core.stages import prune_stage, quantize_stage, train_stage
-from shrinkflow.core.variants import BASELINE, PRUNED, SummaryRow, Variant, format_table, summary_rows
+from shrinkflow.core.stages import cluster_stage, distill_stage, onnx_stage, prune_stage, quantize_stage, train_stage
+from shrinkflow.core.variants import (
+    BASELINE, CLUSTERED, PRUNED, SummaryRow, Variant, derived_name, format_table, student_name, summary_rows,
+)
 
 STAGE_MARKER = "PLAIN_STAGE_SECONDS"
 
@@ -49,17 +51,43 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow]
         dataset = prepare_dataset(config.data, workspace / "datasets")
     with stage("train"):
         baseline = train_stage(dataset, config.model, config.train, models / BASELINE)
-    sources = [baseline]
-    if config.prune.enabled:
-        with stage("prune"):
-            sources.append(prune_stage(baseline, dataset, config.prune, config.train, models / PRUNED))
-    variants: list[Variant] = list(sources)
+    students = []
+    for number, student in enumerate(config.distill.students, start=1):
+        for scratch in (False, True) if config.distill.from_scratch else (False,):
+            with stage("distill"):
+                students.append(distill_stage(
+                    baseline, number, dataset, student.model(config.model), config.distill.for_student(scratch),
+                    config.train, models / student_name(number, scratch), from_scratch=scratch,
+                ))
+    chain_starts = [baseline, *(s for s in students if s.parent == BASELINE)]
+    compressed: list[Variant] = []
+    for model in chain_starts:
+        pruned = None
+        if config.prune.enabled:
+            with stage("prune"):
+                pruned = prune_stage(model, dataset, config.prune, config.train, models / derived_name(model.name, PRUNED))
+            compressed.append(pruned)
+        to_cluster = [model] if "unpruned" in config.cluster.apply_to else []
+        to_cluster += [pruned] if "pruned" in config.cluster.apply_to and pruned is not None else []
+        for source in to_cluster if config.cluster.enabled else []:
+            with stage("cluster"):
+                compressed.append(cluster_stage(
+                    source, dataset, config.cluster, config.train, models / derived_name(source.name, CLUSTERED)
+                ))
+    sources = [*chain_starts, *compressed]
+    quantized = []
     for source in sources:
         for mode in config.quantize.modes:
             with stage(f"quantize-{mode}"):
-                variants.append(quantize_stage(
+                quantized.append(quantize_stage(
                     source, config.quantize.for_mode(mode), dataset, config.train, models / f"{source.name}-{mode}"
                 ))
+    converted = []
+    for source in [*sources, *quantized]:
+        if config.onnx.enabled and (source.quantization if source.is_tflite else "float") in config.onnx.convert:
+            with stage("onnx"):
+                converted.append(onnx_stage(source, config.onnx, dataset, models / f"{source.name}-onnx"))
+    variants: list[Variant] = [baseline, *students, *compressed, *quantized, *converted]
 
     selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics["accuracy"], config.select)
     rows = summary_rows(variants)

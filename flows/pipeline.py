@@ -1,5 +1,5 @@
-"""The shrinkflow pipeline: load -> train -> prune -> quantize (each variant evaluated and recorded) ->
-select -> register -> export -> gate."""
+"""The shrinkflow pipeline: load -> train -> distill -> prune -> cluster -> quantize -> ONNX (each variant
+evaluated and recorded) -> select -> register -> export -> gate."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ from prefect.transactions import transaction
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.environment import check_workspace
 from shrinkflow.core.selection import select_variant
-from shrinkflow.core.variants import PRUNED, SummaryRow, Variant, format_table, summary_rows
+from shrinkflow.core.variants import (
+    BASELINE, CLUSTERED, PRUNED, Failure, SummaryRow, Variant, derived_name, format_table, student_name, summary_rows,
+)
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.tracking import runs
 from tasks.caching import keep_results_in
 from tasks.report import report_variants
 from tasks.shipping import export_models, gate_champion, register_variant
-from tasks.stages import attempt, load_data, prune, quantize, train
+from tasks.stages import attempt, cluster, distill, load_data, prune, quantize, to_onnx, train
 from tasks.tracking import finish_tracking, record, record_dataset, record_variant, start_tracking
 
 # The summary table in the flow run's log: the decisive columns, narrow enough for the Prefect UI's log view.
@@ -54,17 +56,43 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
         dataset = load_data(config.data, ws)
         record_dataset(run, dataset)
         baseline = record_variant(run, train(dataset, config.model, config.train, ws))
-        sources = [baseline]
-        if config.prune.enabled:
-            pruned = record(run, attempt(PRUNED, prune, baseline, dataset, config.prune, config.train, ws))
-            sources += [pruned] if isinstance(pruned, Variant) else []
-        built = [*sources] + [
+        students: list[Variant | Failure] = [
+            record(run, attempt(
+                student_name(number, scratch), distill, number, baseline, dataset, student.model(config.model),
+                config.distill.for_student(scratch), config.train, scratch, ws,
+            ))
+            for number, student in enumerate(config.distill.students, start=1)
+            for scratch in ((False, True) if config.distill.from_scratch else (False,))
+        ]
+        # Each compression chain starts from the baseline or a distilled student (not a scratch one).
+        models = [baseline, *(s for s in students if isinstance(s, Variant) and s.parent == BASELINE)]
+        compressed: list[Variant | Failure] = []
+        for model in models:
+            pruned = None
+            if config.prune.enabled:
+                pruned = record(run, attempt(derived_name(model.name, PRUNED), prune, model, dataset, config.prune, config.train, ws))
+                compressed.append(pruned)
+            to_cluster = [model] if "unpruned" in config.cluster.apply_to else []
+            to_cluster += [pruned] if "pruned" in config.cluster.apply_to and isinstance(pruned, Variant) else []
+            compressed += [
+                record(run, attempt(derived_name(source.name, CLUSTERED), cluster, source, dataset, config.cluster, config.train, ws))
+                for source in (to_cluster if config.cluster.enabled else [])
+            ]
+        quantized = [
             record(run, attempt(
                 f"{source.name}-{mode}", quantize, source, config.quantize.for_mode(mode), dataset, config.train, ws
             ))
-            for source in sources
+            for source in [*models, *compressed]
+            if isinstance(source, Variant)
             for mode in config.quantize.modes
         ]
+        converted = [
+            record(run, attempt(f"{source.name}-onnx", to_onnx, source, config.onnx, dataset, ws))
+            for source in [*models, *compressed, *quantized]
+            if config.onnx.enabled and isinstance(source, Variant)
+            and (source.quantization if source.is_tflite else "float") in config.onnx.convert
+        ]
+        built = [baseline, *students, *compressed, *quantized, *converted]
         variants = [variant for variant in built if isinstance(variant, Variant)]
 
         selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics["accuracy"], config.select)

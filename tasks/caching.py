@@ -54,7 +54,7 @@ def fingerprint(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, Variant):
-        return [value.name, value.target_sparsity, file_fingerprint(value.model_path)]
+        return [value.name, value.target_sparsity, value.clusters, file_fingerprint(value.model_path)]
     if isinstance(value, DatasetRef):
         return [value.fingerprint, Path(value.path).name]
     if isinstance(value, Workspace):

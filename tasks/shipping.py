@@ -55,13 +55,16 @@ def register_variant(name: str, config_hash: str, variant: Variant, tracking_ref
         "variant": variant.name,
         "sparsity": f"{variant.sparsity:.4f}",
         "quantization": variant.quantization,
+        "runtime": variant.runtime,
         "accuracy": f"{metrics['accuracy']:.4f}",
         "size_bytes": str(int(metrics["size_bytes"])),
         "gzip_size_bytes": str(int(metrics["gzip_size_bytes"])),
         "config_hash": config_hash,
         registry.FILE_SHA256_TAG: sha256,
     }
-    register = registry.log_and_register_tflite_model if variant.is_tflite else runs.log_and_register_keras_model
+    register = {
+        "tflite": registry.log_and_register_tflite_model, "onnxruntime": registry.log_and_register_onnx_model,
+    }.get(variant.runtime, runs.log_and_register_keras_model)
     version = str(register(tracking_ref, variant.run_id, variant.model_path, name, tags).version)
     _remember(registered_name=name, registered_version=version, tracking_uri=tracking_ref.tracking_uri)
     try:

@@ -9,10 +9,12 @@ from typing import Any
 from prefect import get_run_logger, runtime, task
 
 from shrinkflow.core import stages
-from shrinkflow.core.config import DataConfig, ModelConfig, PruneConfig, QuantizeConfig, TrainConfig
+from shrinkflow.core.config import (
+    ClusterConfig, DataConfig, DistillConfig, ModelConfig, OnnxConfig, PruneConfig, QuantizeConfig, TrainConfig,
+)
 from shrinkflow.core.data import DatasetRef, prepare_dataset
 from shrinkflow.core.training import describe_epoch
-from shrinkflow.core.variants import Failure, Variant
+from shrinkflow.core.variants import Failure, Variant, student_name
 from shrinkflow.core.workspace import Workspace
 from tasks.caching import stage_dir
 from tasks.options import CACHED_TASK, retry_unless_user_error
@@ -42,17 +44,53 @@ def train(dataset: DatasetRef, model_cfg: ModelConfig, train_cfg: TrainConfig, w
     return baseline
 
 
-@task(name="prune", **CACHED_TASK)
-def prune(
-    baseline: Variant, dataset: DatasetRef, prune_cfg: PruneConfig, train_cfg: TrainConfig, workspace: Workspace
+def _student_run_name() -> str:
+    parameters = runtime.task_run.parameters
+    return f"distill-{student_name(parameters['number'], parameters['from_scratch'])}"
+
+
+@task(name="distill", task_run_name=_student_run_name, **CACHED_TASK)
+def distill(
+    number: int, teacher: Variant, dataset: DatasetRef, student_model: ModelConfig, distill_cfg: DistillConfig,
+    train_cfg: TrainConfig, from_scratch: bool, workspace: Workspace,
 ) -> Variant:
-    """Prune a copy of the baseline; the baseline's file is only read."""
-    pruned = stages.prune_stage(baseline, dataset, prune_cfg, train_cfg, stage_dir(workspace), str(runtime.flow_run.id))
+    """Train student `number` from the teacher's soft targets (or from the labels alone); the teacher is only read."""
+    student = stages.distill_stage(
+        teacher, number, dataset, student_model, distill_cfg, train_cfg, stage_dir(workspace), from_scratch,
+        str(runtime.flow_run.id),
+    )
     get_run_logger().info(
-        "pruned a copy of %s: %.1f%% of its weights are zero (target %.1f%%)", baseline.name,
+        "trained %s (%s parameters) %s", student.name, f"{dict(student.settings)['params']:,}",
+        "from the labels alone" if from_scratch else f"from {teacher.name}'s soft targets",
+    )
+    return student
+
+
+@task(name="prune", task_run_name="prune-{source.name}", **CACHED_TASK)
+def prune(
+    source: Variant, dataset: DatasetRef, prune_cfg: PruneConfig, train_cfg: TrainConfig, workspace: Workspace
+) -> Variant:
+    """Prune a copy of the baseline or a student; its file is only read."""
+    pruned = stages.prune_stage(source, dataset, prune_cfg, train_cfg, stage_dir(workspace), str(runtime.flow_run.id))
+    get_run_logger().info(
+        "pruned a copy of %s: %.1f%% of its weights are zero (target %.1f%%)", source.name,
         100 * pruned.sparsity, 100 * prune_cfg.target_sparsity,
     )
     return pruned
+
+
+@task(name="cluster", task_run_name="cluster-{source.name}", **CACHED_TASK)
+def cluster(
+    source: Variant, dataset: DatasetRef, cluster_cfg: ClusterConfig, train_cfg: TrainConfig, workspace: Workspace
+) -> Variant:
+    """Cluster the weights of a copy of `source`; its file is only read."""
+    clustered = stages.cluster_stage(source, dataset, cluster_cfg, train_cfg, stage_dir(workspace), str(runtime.flow_run.id))
+    get_run_logger().info(
+        "clustered a copy of %s into %d values per kernel%s: at most %d distinct values in one kernel, "
+        "%.1f%% zeros", source.name, cluster_cfg.clusters, " channel" if cluster_cfg.per_channel else "",
+        clustered.metrics["max_unique_weights"], 100 * clustered.sparsity,
+    )
+    return clustered
 
 
 @task(name="quantize", task_run_name="quantize-{source.name}-{quantize_cfg.modes[0]}", **CACHED_TASK)
@@ -70,6 +108,19 @@ def quantize(
     return variant
 
 
+@task(name="onnx", task_run_name="onnx-{source.name}", **CACHED_TASK)
+def to_onnx(source: Variant, onnx_cfg: OnnxConfig, dataset: DatasetRef, workspace: Workspace) -> Variant | Failure:
+    """Convert `source` to ONNX and evaluate it in onnxruntime; its file is only read."""
+    variant = stages.onnx_stage(source, onnx_cfg, dataset, stage_dir(workspace), str(runtime.flow_run.id))
+    if isinstance(variant, Failure):
+        get_run_logger().info("%s: not applicable: %s", variant.name, variant.reason)
+        return variant
+    get_run_logger().info(
+        "converted %s to ONNX (opset %d): %s bytes", source.name, onnx_cfg.opset, f"{int(variant.metrics['size_bytes']):,}"
+    )
+    return variant
+
+
 def attempt(name: str, stage: Callable[..., Any], *args: Any) -> Variant | Failure:
     """Run a stage that builds variant `name`; if it fails, the run goes on without that variant.
 
@@ -77,7 +128,7 @@ def attempt(name: str, stage: Callable[..., Any], *args: Any) -> Variant | Failu
     """
     state = stage(*args, return_state=True)
     if state.is_completed():
-        result: Variant = state.result()
+        result: Variant | Failure = state.result()  # a Failure here: the stage does not apply
         return result
     error = state.result(raise_on_failure=False)
     reason = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else (state.message or "failed")

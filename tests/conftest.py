@@ -41,12 +41,18 @@ def workspace(tmp_path: Path) -> Path:
     return tmp_path / "workspace"
 
 
+# Turn off the stages the digits preset adds to pruning and quantization, for tests about something else.
+ONLY_PRUNE_AND_QUANTIZE = {"distill.students": "[]", "cluster.enabled": "false", "onnx.enabled": "false"}
+
+
 def tiny_digits_config(**overrides: object) -> PipelineConfig:
-    """The default preset shrunk to seconds: a small CNN, two epochs."""
+    """The default preset shrunk to seconds: a small CNN, two epochs, no students, clusters or ONNX variants
+    unless asked for (tests/test_smaller_still.py runs those stages)."""
     sets = {
         "model.conv_filters": "[8]",
         "model.hidden_units": "[16]",
         "train.epochs": "2",
+        **ONLY_PRUNE_AND_QUANTIZE,
         **{k: str(v) for k, v in overrides.items()},
     }
     return load_config(REPO / "configs" / "digits_cnn.yaml", [f"{k}={v}" for k, v in sets.items()])

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from shrinkflow.core.export import MANIFEST_NAME
 from shrinkflow.core.workspace import Workspace
-from tests.conftest import REPO, descendants, subprocess_env, tiny_digits_config
+from tests.conftest import ONLY_PRUNE_AND_QUANTIZE, REPO, descendants, subprocess_env, tiny_digits_config
 
 QUICK = {"prune.epochs": 1, "quantize.modes": "[dynamic, int8]"}
 
@@ -169,7 +169,7 @@ def test_a_deleted_cached_file_is_rebuilt(first_run) -> None:
 def cli(workspace: Path, *overrides: str) -> subprocess.Popen[str]:
     args = [sys.executable, "-m", "cli.main", "run", str(REPO / "configs" / "digits_cnn.yaml"), "--workspace", str(workspace)]
     for key, value in {**{k: str(v) for k, v in QUICK.items()}, "model.conv_filters": "[8]", "model.hidden_units": "[16]",
-                       "train.epochs": "2", **dict(o.split("=", 1) for o in overrides)}.items():
+                       "train.epochs": "2", **ONLY_PRUNE_AND_QUANTIZE, **dict(o.split("=", 1) for o in overrides)}.items():
         args += ["--set", f"{key}={value}"]
     return subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(),

@@ -150,7 +150,8 @@ def test_run_succeeds_and_prints_the_summary(tmp_path: Path) -> None:
     env["SHRINKFLOW_WORKSPACE"] = str(tmp_path / "from-env")
     result = shrinkflow(
         "run", DIGITS, "--set", "train.epochs=1", "--set", "model.conv_filters=[4]", "--set", "model.hidden_units=[8]",
-        "--set", "prune.enabled=false", "--set", "quantize.modes=[dynamic]", cwd=tmp_path, env=env,
+        "--set", "prune.enabled=false", "--set", "quantize.modes=[dynamic]", "--set", "distill.students=[]",
+        "--set", "cluster.enabled=false", "--set", "onnx.enabled=false", cwd=tmp_path, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "variant" in result.stdout and "compression_ratio" in result.stdout

@@ -47,6 +47,9 @@ QUICK_RUN = {
     ("train", "epochs"): 2,
     ("prune", "enabled"): False,
     ("quantize", "modes"): ["dynamic"],
+    ("distill", "students"): [],
+    ("cluster", "enabled"): False,
+    ("onnx", "enabled"): False,
 }
 
 
@@ -346,7 +349,7 @@ def assert_cron_runs_scheduled(api_url: str) -> None:
             assert len(cron_runs) >= 3  # the scheduler plans several ahead
 
 
-def add_interval_schedule(client: Any, deployment: Any, parameters: dict[str, Any], first_in: float = 20.0) -> None:
+def add_interval_schedule(client: Any, deployment: Any, parameters: dict[str, Any], first_in: float = 10.0) -> None:
     """A one-minute schedule on `deployment`, first due in `first_in` seconds, that runs with `parameters`
     (as a schedule made in the UI or with `prefect deployment schedule create` can)."""
     from prefect.client.schemas.actions import DeploymentScheduleCreate

@@ -59,5 +59,5 @@ def test_evaluating_a_keras_file_gives_every_metric_and_a_plot(tmp_path: Path) -
 
 def test_unknown_model_file_type_is_refused(tmp_path: Path) -> None:
     dataset = prepare_dataset(DataConfig(max_samples=100), tmp_path / "datasets")
-    with pytest.raises(ValueError, match=r"expected a .keras or .tflite file"):
-        evaluate_model_file(tmp_path / "model.onnx", dataset, tmp_path)
+    with pytest.raises(ValueError, match=r"expected a .keras, .tflite or .onnx file"):
+        evaluate_model_file(tmp_path / "model.pt", dataset, tmp_path)

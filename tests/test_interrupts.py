@@ -16,13 +16,16 @@ import pytest
 from mlflow import MlflowClient
 
 from shrinkflow.core.workspace import Workspace
-from tests.conftest import REPO, descendants, pids_alive, subprocess_env
+from tests.conftest import ONLY_PRUNE_AND_QUANTIZE, REPO, descendants, pids_alive, subprocess_env
 
 pytestmark = pytest.mark.e2e
 
 RUN_TIMEOUT = 300  # a generous deadline for a stop, not a timing assertion
 # Long enough to be caught training: 30 epochs of the small CNN without early stopping.
-LONG_RUN = ["--set", "train.epochs=30", "--set", "train.early_stopping_patience=null", "--set", "quantize.modes=[dynamic]"]
+LONG_RUN = [
+    "--set", "train.epochs=30", "--set", "train.early_stopping_patience=null", "--set", "quantize.modes=[dynamic]",
+    *(arg for key, value in ONLY_PRUNE_AND_QUANTIZE.items() for arg in ("--set", f"{key}={value}")),
+]
 
 
 def background_job() -> None:

@@ -15,7 +15,8 @@ def test_mnist_cnn_preset_reaches_98_percent(prefect_harness, workspace) -> None
     # The baseline alone: the compression stages on MNIST are measured by `make bench-compression`.
     config = load_config(
         REPO / "configs" / "mnist_cnn.yaml",
-        [f"data.source=idx:{MNIST_T10K}", "prune.enabled=false", "quantize.modes=[]"],
+        [f"data.source=idx:{MNIST_T10K}", "prune.enabled=false", "quantize.modes=[]", "distill.students=[]",
+         "cluster.enabled=false", "onnx.enabled=false"],
     )
     [baseline] = pipeline(config, workspace=str(workspace))
     assert baseline.variant == "baseline" and baseline.selected

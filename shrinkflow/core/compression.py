@@ -9,14 +9,14 @@ use them, so importing this module stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.core.config import PruneConfig, QuantizeConfig, TrainConfig
+from shrinkflow.core.config import ClusterConfig, DistillConfig, ModelConfig, PruneConfig, QuantizeConfig, TrainConfig
 from shrinkflow.core.data import DatasetRef, load_splits
 from shrinkflow.core.files import write_bytes_atomically
 from shrinkflow.core.training import compile_for_training, load_keras_model, make_dataset, save_for_inference
@@ -90,14 +90,7 @@ def prune(
     steps_per_epoch = int(np.ceil(len(splits.x_train) / train_cfg.batch_size))
     schedule = pruning_schedule(prune_cfg, total_steps=steps_per_epoch * prune_cfg.epochs)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
-    compile_for_training(pruned, tf_keras.optimizers.Adam(prune_cfg.learning_rate))
-    pruned.fit(
-        make_dataset(splits.x_train, splits.y_train, train_cfg.batch_size, shuffle_seed=train_cfg.seed),
-        validation_data=make_dataset(splits.x_val, splits.y_val, train_cfg.batch_size),
-        epochs=prune_cfg.epochs,
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-        verbose=0,
-    )
+    fine_tune(pruned, splits, train_cfg, prune_cfg.learning_rate, prune_cfg.epochs, [tfmot.sparsity.keras.UpdatePruningStep()])
     save_for_inference(tfmot.sparsity.keras.strip_pruning(pruned), out_path)
     return keras_sparsity(load_keras_model(out_path))
 
@@ -134,13 +127,14 @@ def keras_sparsity(model: Any) -> float:
     Layers of nested models count too. A model without such layers has sparsity 0.
     """
     zeros = total = 0
-    for kernel in _keras_kernels(model):
+    for _, kernel in keras_kernels(model):
         zeros += int(np.count_nonzero(kernel == 0))
         total += kernel.size
     return zeros / total if total else 0.0
 
 
-def _keras_kernels(model: Any) -> Iterator[np.ndarray]:
+def keras_kernels(model: Any) -> Iterator[tuple[str, np.ndarray]]:
+    """Each kernel of the model's Dense and convolution layers (nested models too), with its weight's name."""
     from tf_keras import layers
 
     kernel_layers = (  # transposed convolutions subclass the ConvND layers
@@ -151,7 +145,162 @@ def _keras_kernels(model: Any) -> Iterator[np.ndarray]:
         if isinstance(layer, kernel_layers):
             for name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
                 if getattr(layer, name, None) is not None:
-                    yield getattr(layer, name).numpy()
+                    weight = getattr(layer, name)
+                    yield weight.name, weight.numpy()
+
+
+# --- distillation --------------------------------------------------------------------------------
+
+
+def distill(
+    teacher_path: str | Path,
+    dataset: DatasetRef,
+    student_cfg: ModelConfig,
+    distill_cfg: DistillConfig,
+    train_cfg: TrainConfig,
+    out_path: str | Path,
+    from_scratch: bool = False,
+) -> int:
+    """Train a student (`student_cfg`) from the teacher's soft targets and the hard labels, and save it.
+
+    The loss is alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels, student),
+    where x_T is the softmax of log-probabilities divided by the temperature T (Hinton et al., 2015). The
+    teacher's soft targets are computed once, before training. With `from_scratch` the student learns from
+    the hard labels alone, with the same settings: the comparison that measures what distillation adds.
+    Epochs, learning rate (Adam) and early stopping on the validation loss as in `distill_cfg`; batch
+    size and seed as in `train_cfg`.
+
+    Returns:
+        The student's number of parameters.
+    """
+    import tensorflow as tf
+    import tf_keras
+    from tf_keras.callbacks import EarlyStopping
+
+    from shrinkflow.core.training import build_model
+
+    tf_keras.utils.set_random_seed(train_cfg.seed)
+    splits = load_splits(dataset)
+    alpha = 0.0 if from_scratch else distill_cfg.alpha
+    temperature = distill_cfg.temperature
+
+    teacher = None if alpha == 0 else _load_model(teacher_path)
+
+    def targets(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Each sample's label, then the teacher's softened probabilities: what the loss reads."""
+        if teacher is None:
+            soft = np.zeros((len(x), dataset.num_classes), dtype=np.float32)
+        else:
+            log_probabilities = np.log(np.clip(teacher.predict(x, batch_size=512, verbose=0), 1e-7, 1.0))
+            soft = tf.nn.softmax(log_probabilities / temperature).numpy()
+        return np.concatenate([y.reshape(-1, 1).astype(np.float32), soft], axis=1)
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        labels = tf.cast(y_true[:, 0], tf.int32)
+        hard = tf_keras.losses.sparse_categorical_crossentropy(labels, y_pred)
+        if alpha == 0:
+            return hard
+        soft_student = tf.nn.softmax(tf.math.log(tf.clip_by_value(y_pred, 1e-7, 1.0)) / temperature)
+        soft = tf_keras.losses.kl_divergence(y_true[:, 1:], soft_student)
+        return alpha * temperature**2 * soft + (1 - alpha) * hard
+
+    def accuracy(y_true: Any, y_pred: Any) -> Any:
+        return tf_keras.metrics.sparse_categorical_accuracy(tf.cast(y_true[:, 0], tf.int32), y_pred)
+
+    train_targets, val_targets = targets(splits.x_train, splits.y_train), targets(splits.x_val, splits.y_val)
+    student = build_model(student_cfg, dataset.input_shape, dataset.num_classes)
+    student.compile(optimizer=tf_keras.optimizers.Adam(distill_cfg.learning_rate), loss=loss, metrics=[accuracy])
+    callbacks: list[Any] = []
+    if distill_cfg.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=distill_cfg.early_stopping_patience, restore_best_weights=True))
+    student.fit(
+        make_dataset(splits.x_train, train_targets, train_cfg.batch_size, shuffle_seed=train_cfg.seed),
+        validation_data=make_dataset(splits.x_val, val_targets, train_cfg.batch_size),
+        epochs=distill_cfg.epochs,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    save_for_inference(student, out_path)
+    return int(student.count_params())
+
+
+# --- weight clustering ---------------------------------------------------------------------------
+
+
+def cluster(
+    source_path: str | Path,
+    dataset: DatasetRef,
+    cluster_cfg: ClusterConfig,
+    train_cfg: TrainConfig,
+    out_path: str | Path,
+    preserve_sparsity: bool,
+) -> int:
+    """Cluster a copy of the model's weights (k-means++ centroids) while fine-tuning it, and save it plain.
+
+    Every Dense and Conv2D kernel ends with at most `cluster_cfg.clusters` distinct values (per output
+    channel for conv kernels when `per_channel`). With `preserve_sparsity`, for a pruned source, zeros stay
+    zero (sparsity-preserving clustering). A kernel whose channels have too few weights for that many
+    clusters is clustered per tensor, and one too small even so into fewer clusters (clusters_that_fit):
+    every kernel is clustered, so that PCQAT, which keeps zeros only in clustered layers, keeps them all. Fine-tunes `cluster_cfg.epochs` epochs of Adam at its learning rate
+    with the baseline's batch size and seed; the clustering wrappers are stripped before saving.
+
+    Returns:
+        How many kernels were clustered.
+
+    Raises:
+        CompressionError: the model cannot be read or clustered.
+    """
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    from tensorflow_model_optimization.python.core.clustering.keras.experimental import cluster as experimental
+
+    tf_keras.utils.set_random_seed(train_cfg.seed)
+    splits = load_splits(dataset)
+    model = _load_model(source_path)
+    clustered_layers = 0
+
+    def clustered_copy(layer: Any) -> Any:
+        nonlocal clustered_layers
+        if not isinstance(layer, (tf_keras.layers.Dense, tf_keras.layers.Conv2D)):
+            return layer  # as tfmot's guide does: the layer itself, weights and all
+        kernel = layer.kernel.numpy()
+        per_channel = cluster_cfg.per_channel and isinstance(layer, tf_keras.layers.Conv2D) and all(
+            clusters_that_fit(kernel[..., channel], cluster_cfg.clusters, preserve_sparsity) == cluster_cfg.clusters
+            for channel in range(kernel.shape[-1])
+        )
+        clusters = cluster_cfg.clusters if per_channel else clusters_that_fit(kernel, cluster_cfg.clusters, preserve_sparsity)
+        if clusters < min_clusters(preserve_sparsity):
+            return layer  # too few weights to cluster: it has at most a handful of distinct values anyway
+        clustered_layers += 1
+        return experimental.cluster_weights(
+            layer,
+            number_of_clusters=clusters,
+            cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
+            preserve_sparsity=preserve_sparsity,
+            cluster_per_channel=per_channel,
+        )
+
+    try:
+        clustered = tf_keras.models.clone_model(model, clone_function=clustered_copy)
+    except Exception as exc:  # tfmot raises ValueError, TypeError, InvalidArgumentError, ...
+        raise CompressionError(f"{source_path}: cannot cluster the model's weights ({type(exc).__name__}: {exc})") from exc
+    fine_tune(clustered, splits, train_cfg, cluster_cfg.learning_rate, cluster_cfg.epochs)
+    save_for_inference(tfmot.clustering.keras.strip_clustering(clustered), out_path)
+    return clustered_layers
+
+
+def min_clusters(preserve_sparsity: bool) -> int:
+    """tfmot's least number of clusters: 2, or 3 when preserving sparsity (zero is a cluster of its own)."""
+    return 3 if preserve_sparsity else 2
+
+
+def clusters_that_fit(weights: np.ndarray, clusters: int, preserve_sparsity: bool) -> int:
+    """The most clusters, up to `clusters`, that tfmot's k-means++ initialisation can place in `weights`:
+    one per weight; sparsity-preserving, zero is a centroid of its own and the others are shared out
+    between negative and positive weights in proportion, so each sign needs as many weights as clusters."""
+    if not preserve_sparsity:
+        return min(clusters, int(weights.size))
+    return min(clusters, 1 + min(int(np.count_nonzero(weights > 0)), int(np.count_nonzero(weights < 0))))
 
 
 # --- TFLite conversion ---------------------------------------------------------------------------
@@ -218,6 +367,7 @@ def quantization_aware_train(
     train_cfg: TrainConfig,
     out_path: str | Path,
     preserve_sparsity: bool,
+    preserve_clusters: bool = False,
 ) -> None:
     """Fine-tune a copy of the model with simulated int8 quantization, then convert it to TFLite.
 
@@ -225,7 +375,9 @@ def quantization_aware_train(
     the baseline's batch size and seed, and converts with Optimize.DEFAULT to int8 weights and
     activations (float input and output). With `preserve_sparsity`, meant for a pruned model, the
     pruning-preserving scheme keeps zero weights at zero while fine-tuning ("PQAT"); plain QAT
-    updates every weight, so a pruned model's zeros drift away.
+    updates every weight, so a pruned model's zeros drift away. With `preserve_clusters`, meant for a
+    clustered model, the cluster-preserving scheme keeps each kernel's distinct values (and, with
+    `preserve_sparsity` too, its zeros): PCQAT, the end of the chain prune -> cluster -> quantize.
 
     Raises:
         CompressionError: the model cannot be read, made quantization-aware or converted, or
@@ -239,7 +391,12 @@ def quantization_aware_train(
     splits = load_splits(dataset)
     model = _load_model(keras_path)
     try:
-        if preserve_sparsity:
+        if preserve_clusters:
+            qat_model = tfmot.quantization.keras.quantize_apply(
+                tfmot.quantization.keras.quantize_annotate_model(model),
+                tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity),
+            )
+        elif preserve_sparsity:
             qat_model = tfmot.quantization.keras.quantize_apply(
                 tfmot.quantization.keras.quantize_annotate_model(model),
                 tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme(),
@@ -248,13 +405,7 @@ def quantization_aware_train(
             qat_model = tfmot.quantization.keras.quantize_model(model)
     except (ValueError, RuntimeError, TypeError) as exc:  # e.g. a layer tfmot cannot quantize
         raise CompressionError(f"{keras_path}: cannot make the model quantization-aware ({exc})") from exc
-    compile_for_training(qat_model, tf_keras.optimizers.Adam(quantize_cfg.qat_learning_rate))
-    qat_model.fit(
-        make_dataset(splits.x_train, splits.y_train, train_cfg.batch_size, shuffle_seed=train_cfg.seed),
-        validation_data=make_dataset(splits.x_val, splits.y_val, train_cfg.batch_size),
-        epochs=quantize_cfg.qat_epochs,
-        verbose=0,
-    )
+    fine_tune(qat_model, splits, train_cfg, quantize_cfg.qat_learning_rate, quantize_cfg.qat_epochs)
     converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
     converter.optimizations = {tf.lite.Optimize.DEFAULT}
     # int8 kernels: zeros are kept as dense zeros, not sparse-encoded (see SPARSE_ENCODING_MODES).
@@ -285,14 +436,14 @@ def tflite_sparsity(tflite_path: str | Path) -> float:
     """
     content = Path(tflite_path).read_bytes()
     zeros = total = 0
-    for tensor, data in _tflite_kernels(content, str(tflite_path)):
+    for tensor, data in tflite_kernels(content, str(tflite_path)):
         kernel_zeros, kernel_size = _count_zero_weights(tensor, data)
         zeros += kernel_zeros
         total += kernel_size
     return zeros / total if total else 0.0
 
 
-def _tflite_kernels(content: bytes, source: str) -> Iterator[tuple[Any, bytes]]:
+def tflite_kernels(content: bytes, source: str) -> Iterator[tuple[Any, bytes]]:
     """Each stored kernel of the model's subgraphs, once: its tensor and its stored bytes."""
     from ai_edge_litert import schema_py_generated as schema
 
@@ -335,15 +486,24 @@ def _buffer_bytes(buffer: Any, content: bytes) -> bytes:
     return b""
 
 
-def _count_zero_weights(tensor: Any, data: bytes) -> tuple[int, int]:
-    """How many of one kernel's weights are zero (see tflite_sparsity), and how many weights it has."""
+def tflite_kernel_values(tensor: Any, data: bytes) -> np.ndarray:
+    """A stored kernel's values as stored (quantized integers for a quantized kernel), flat.
+
+    Raises:
+        ValueError: a weight type whose storage is not understood.
+    """
     from ai_edge_litert.schema_py_generated import TensorType
 
     type_names = {code: name for name, code in vars(TensorType).items() if isinstance(code, int)}
     type_name = type_names.get(tensor.type, f"type {tensor.type}")
     if type_name not in KERNEL_DTYPES:
-        raise ValueError(f"kernel {tensor.name!r}: cannot count zeros of {type_name} weights")
-    values = np.frombuffer(data, dtype=KERNEL_DTYPES[type_name])
+        raise ValueError(f"kernel {tensor.name!r}: cannot read {type_name} weights")
+    return np.frombuffer(data, dtype=KERNEL_DTYPES[type_name])
+
+
+def _count_zero_weights(tensor: Any, data: bytes) -> tuple[int, int]:
+    """How many of one kernel's weights are zero (see tflite_sparsity), and how many weights it has."""
+    values = tflite_kernel_values(tensor, data)
     shape = tuple(int(size) for size in tensor.shape)
     dense_size = int(np.prod(shape))
     stored_zero_points = getattr(tensor.quantization, "zeroPoint", None)
@@ -362,7 +522,23 @@ def _count_zero_weights(tensor: Any, data: bytes) -> tuple[int, int]:
     return int(np.count_nonzero(values == zero_points)), dense_size
 
 
-# --- files and conversion ------------------------------------------------------------------------
+# --- files and conversion ---
+
+
+def fine_tune(
+    model: Any, splits: Any, train_cfg: TrainConfig, learning_rate: float, epochs: int, callbacks: Sequence[Any] = ()
+) -> None:
+    """Fine-tune a wrapped copy (pruning, clustering, QAT) with Adam, the baseline's batch size and shuffling seed."""
+    import tf_keras
+
+    compile_for_training(model, tf_keras.optimizers.Adam(learning_rate))
+    model.fit(
+        make_dataset(splits.x_train, splits.y_train, train_cfg.batch_size, shuffle_seed=train_cfg.seed),
+        validation_data=make_dataset(splits.x_val, splits.y_val, train_cfg.batch_size),
+        epochs=epochs,
+        callbacks=list(callbacks),
+        verbose=0,
+    )
 
 
 def _load_model(path: str | Path) -> Any:

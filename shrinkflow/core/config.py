@@ -130,6 +130,101 @@ class PruneConfig(Section):
     learning_rate: float = Field(1e-4, gt=0, le=1, title="Fine-tuning learning rate", description="Fine-tuning learning rate (Adam).")
 
 
+class StudentConfig(Section):
+    """A smaller model of the teacher's family, trained by distillation: by a width multiplier or explicit sizes."""
+
+    model_config = ConfigDict(title="Student")
+
+    width: float | None = Field(
+        0.25, gt=0, lt=1, title="Width multiplier",
+        description="The teacher's conv filters and hidden units times this (at least 1 each); ignored where sizes are given.",
+    )
+    conv_filters: tuple[int, ...] | None = Field(
+        None, title="Conv filters", description="cnn only: the student's filters per conv block (as many blocks as the teacher)."
+    )
+    hidden_units: tuple[int, ...] | None = Field(None, title="Hidden units", description="The student's dense hidden layers.")
+    dropout: float | None = Field(
+        None, ge=0, lt=1, title="Dropout", description="Dropout after each dense hidden layer; empty: the teacher's (a small student often needs less)."
+    )
+
+    def sizes(self, teacher: ModelConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The student's conv filters and hidden units, given its teacher."""
+        scale = self.width or 1.0
+        conv = self.conv_filters if self.conv_filters is not None else tuple(max(1, round(n * scale)) for n in teacher.conv_filters)
+        hidden = self.hidden_units if self.hidden_units is not None else tuple(max(1, round(n * scale)) for n in teacher.hidden_units)
+        return conv, hidden
+
+    def model(self, teacher: ModelConfig) -> ModelConfig:
+        """The student as a model config: the teacher's family and settings, the student's sizes."""
+        conv, hidden = self.sizes(teacher)
+        dropout = teacher.dropout if self.dropout is None else self.dropout
+        return teacher.model_copy(update={"conv_filters": conv, "hidden_units": hidden, "dropout": dropout})
+
+
+class DistillConfig(Section):
+    """Knowledge distillation: smaller students learn from the trained baseline (the teacher)."""
+
+    model_config = ConfigDict(title="Distillation")
+
+    students: tuple[StudentConfig, ...] = Field(
+        (), title="Students", description="Student models, variants student-1, student-2, ...; none disables distillation."
+    )
+    temperature: float = Field(4.0, gt=0, le=100, title="Temperature", description="Softens the teacher's and the student's outputs in the soft-target loss.")
+    alpha: float = Field(
+        0.7, ge=0, le=1, title="Soft-target weight",
+        description="Weight of the soft-target loss (times temperature squared); the hard-label loss gets 1 - alpha.",
+    )
+    epochs: int = Field(20, ge=1, le=1000, title="Epochs", description="Training epochs of each student.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, title="Early-stopping patience",
+        description="Stop a student after this many epochs without a better validation loss; null trains every epoch.",
+    )
+    learning_rate: float = Field(2e-3, gt=0, le=10, title="Learning rate", description="Learning rate of each student (Adam).")
+    from_scratch: bool = Field(
+        True, title="Also train from scratch",
+        description="Also train each student on the hard labels alone (student-K-scratch), so the gain of distillation is measured.",
+    )
+
+    def for_student(self, from_scratch: bool) -> DistillConfig:
+        """The section as one student's stage sees it: no list of students (changing one student retrains no
+        other) and, from scratch, no soft-target settings (changing the temperature retrains no scratch student)."""
+        uses: tuple[str, ...] = ("epochs", "learning_rate", "early_stopping_patience")
+        uses += () if from_scratch else ("temperature", "alpha")
+        return DistillConfig(**{name: getattr(self, name) for name in uses})
+
+
+class ClusterConfig(Section):
+    """Weight clustering (tensorflow-model-optimization): each kernel keeps at most `clusters` distinct values."""
+
+    model_config = ConfigDict(title="Clustering")
+
+    enabled: bool = Field(False, title="Build clustered variants", description="Cluster the weights of the sources chosen in 'apply to'.")
+    clusters: int = Field(16, ge=2, le=256, title="Clusters", description="Distinct weight values per kernel (per channel for conv kernels with per-channel).")
+    per_channel: bool = Field(True, title="Per channel", description="Conv kernels get their own clusters per output channel.")
+    apply_to: tuple[Literal["pruned", "unpruned"], ...] = Field(
+        ("pruned",), title="Apply to",
+        description=(
+            "pruned: sparsity-preserving clustering of each pruned model (the chain prune -> cluster -> PCQAT; "
+            "nothing while pruning is off); unpruned: clustering of the baseline and each student directly."
+        ),
+    )
+    epochs: int = Field(2, ge=1, le=1000, title="Fine-tuning epochs", description="Fine-tuning epochs while clustering.")
+    learning_rate: float = Field(1e-4, gt=0, le=1, title="Fine-tuning learning rate", description="Fine-tuning learning rate (Adam).")
+
+    @model_validator(mode="after")
+    def _check_apply_to(self) -> ClusterConfig:
+        if self.enabled and not self.apply_to:
+            raise ValueError("apply_to is empty: list pruned and/or unpruned, or set enabled: false")
+        if len(set(self.apply_to)) != len(self.apply_to):
+            raise ValueError("apply_to lists a source twice")
+        if "pruned" in self.apply_to and self.clusters < 3:
+            raise ValueError(
+                "clusters: sparsity-preserving clustering of pruned models (apply_to: pruned) needs at least 3 "
+                "clusters, zero being one of them"
+            )
+        return self
+
+
 class QuantizeConfig(Section):
     """Post-training and quantization-aware conversion to TFLite, of the baseline and the pruned model."""
 
@@ -166,6 +261,30 @@ class QuantizeConfig(Section):
         epochs, rebuilds no other mode."""
         uses = {"int8": ("int8_io", "representative_samples"), "qat": ("qat_epochs", "qat_learning_rate")}
         return QuantizeConfig(modes=(mode,), **{name: getattr(self, name) for name in uses.get(mode, ())})
+
+
+class OnnxConfig(Section):
+    """ONNX Runtime as a second target: variants converted to ONNX (tf2onnx) and evaluated in onnxruntime."""
+
+    model_config = ConfigDict(title="ONNX Runtime")
+
+    enabled: bool = Field(False, title="Build ONNX variants", description="Convert the variants chosen in 'convert' to ONNX (<variant>-onnx).")
+    opset: int = Field(15, ge=13, le=18, title="ONNX opset", description="The ONNX opset to target: 13 to 18 (what tf2onnx 1.17 supports with QDQ).")
+    convert: tuple[Literal["float", "int8", "qat"], ...] = Field(
+        ("int8", "qat"), title="Convert",
+        description=(
+            "float: every Keras variant (through its SavedModel, float weights); int8, qat: every TFLite variant "
+            "of that quantization mode, if quantize.modes builds it (int8 weights, QDQ ONNX)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_convert(self) -> OnnxConfig:
+        if self.enabled and not self.convert:
+            raise ValueError("convert is empty: list float, int8 and/or qat, or set enabled: false")
+        if len(set(self.convert)) != len(self.convert):
+            raise ValueError("convert lists a kind twice")
+        return self
 
 
 class SelectConfig(Section):
@@ -209,10 +328,21 @@ class PipelineConfig(Section):
     data: DataConfig = Field(DataConfig(), title="Data")
     model: ModelConfig = Field(ModelConfig(), title="Model")
     train: TrainConfig = Field(TrainConfig(), title="Training")
+    distill: DistillConfig = Field(DistillConfig(), title="Distillation")
     prune: PruneConfig = Field(PruneConfig(), title="Pruning")
+    cluster: ClusterConfig = Field(ClusterConfig(), title="Clustering")
     quantize: QuantizeConfig = Field(QuantizeConfig(), title="Quantization")
+    onnx: OnnxConfig = Field(OnnxConfig(), title="ONNX Runtime")
     select: SelectConfig = Field(SelectConfig(), title="Selection and champion gate")
     export: ExportConfig = Field(ExportConfig(), title="Export")
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> PipelineConfig:
+        for number, student in enumerate(self.distill.students, start=1):
+            problem = student_problem(student, self.model)
+            if problem:
+                raise ValueError(f"distill.students.{number - 1} (student-{number}): {problem}")
+        return self
 
     def config_hash(self) -> str:
         """A short, stable hash of every setting: the same config gives the same hash."""
@@ -221,6 +351,31 @@ class PipelineConfig(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def student_problem(student: StudentConfig, teacher: ModelConfig) -> str | None:
+    """Why `student` cannot be a student of `teacher` (not smaller, or a different shape), or None."""
+    conv, hidden = student.sizes(teacher)
+    if any(n < 1 for n in conv + hidden):
+        return "layer sizes must be positive integers"
+    if teacher.family == "cnn" and len(conv) != len(teacher.conv_filters):
+        return f"conv_filters needs {len(teacher.conv_filters)} entries, one per conv block of the teacher (got {list(conv)})"
+    if teacher.family == "mlp" and student.conv_filters:
+        return "conv_filters is for a cnn teacher; this teacher is an mlp"
+    if not hidden and teacher.hidden_units:
+        return "hidden_units is empty; give at least one dense layer, like the teacher"
+    wider = [
+        f"{student_size} > {teacher_size}"
+        for student_size, teacher_size in zip(conv + hidden, teacher.conv_filters + teacher.hidden_units)
+        if student_size > teacher_size
+    ]
+    if wider or sum(conv + hidden) >= sum(teacher.conv_filters + teacher.hidden_units):
+        return (
+            f"not smaller than its teacher (student conv_filters {list(conv)}, hidden_units {list(hidden)}; teacher "
+            f"{list(teacher.conv_filters)}, {list(teacher.hidden_units)}): no layer may be wider than the teacher's, "
+            "and it needs fewer units in all"
+        )
+    return None
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:

@@ -100,13 +100,17 @@ def median_latency_ms(predict: BatchPredictor, sample: np.ndarray, repeats: int 
 
 
 def load_predictor(model_path: str | Path) -> BatchPredictor:
-    """A function from a batch of scaled features to class probabilities, for either file type."""
+    """A function from a batch of scaled features to class probabilities, for any of the three file types."""
     path = Path(model_path)
     if path.suffix == ".tflite":
         return _tflite_predictor(path)
     if path.suffix == ".keras":
         return _keras_predictor(path)
-    raise ValueError(f"cannot evaluate {path}: expected a .keras or .tflite file")
+    if path.suffix == ".onnx":
+        from shrinkflow.core.onnx_models import onnx_predictor
+
+        return onnx_predictor(path)
+    raise ValueError(f"cannot evaluate {path}: expected a .keras, .tflite or .onnx file")
 
 
 def _keras_predictor(path: Path) -> BatchPredictor:

@@ -20,7 +20,7 @@ import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loa
 from shrinkflow.core.config import ExportConfig
 from shrinkflow.core.files import atomic_path, sha256_file
 from shrinkflow.core.data import DatasetRef
-from shrinkflow.core.variants import PRUNED, Variant
+from shrinkflow.core.variants import BASELINE, PRUNED, Variant
 
 MANIFEST_NAME = "manifest.json"
 KERAS_FILE_NAME = "model.keras"
@@ -122,9 +122,9 @@ def build_manifest(
 
 def export_file_name(variant: Variant) -> str:
     """Where a variant's file goes in a version folder: the baseline at the root, the others under variants/."""
-    if variant.parent is None:
+    if variant.name == BASELINE:
         return KERAS_FILE_NAME
-    return f"variants/{variant.name}{'.tflite' if variant.is_tflite else '.keras'}"
+    return f"variants/{variant.name}{Path(variant.model_path).suffix}"
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:

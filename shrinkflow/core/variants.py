@@ -5,12 +5,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from shrinkflow.core.tables import text_table
 
 BASELINE = "baseline"
 PRUNED = "pruned"
+CLUSTERED = "clustered"
+ONNX = "onnx"
+STUDENT = "student"
+FROM_SCRATCH = "scratch"
+
+
+def derived_name(source: str, step: str) -> str:
+    """The name of what `step` (pruned, clustered) makes of `source`: "pruned" of the baseline,
+    "student-1-pruned" of a student, "pruned-clustered" of the pruned baseline."""
+    return step if source == BASELINE else f"{source}-{step}"
+
+
+def student_name(number: int, from_scratch: bool = False) -> str:
+    """student-1, ...; the same student trained without its teacher is student-1-scratch."""
+    return f"{STUDENT}-{number}" + (f"-{FROM_SCRATCH}" if from_scratch else "")
 
 
 @dataclass(frozen=True)
@@ -18,7 +34,8 @@ class Variant:
     """A model variant on disk, evaluated on the test split.
 
     Attributes:
-        name: "baseline", "pruned", or "<source>-<mode>" such as "pruned-int8".
+        name: "baseline", "student-1", "pruned", "pruned-clustered", ..., or "<source>-<mode>" such as
+            "pruned-int8" (see derived_name).
         model_path: the `.keras` or `.tflite` file.
         metrics: its test metrics (shrinkflow.core.evaluation.METRIC_NAMES).
         confusion_matrix_png: the plot of its test predictions.
@@ -26,6 +43,7 @@ class Variant:
         quantization: "none", or the quantization mode (dynamic, float16, int8, qat).
         sparsity: share of zero weights, measured in the variant's own file.
         target_sparsity: the sparsity pruning aimed at, inherited from the pruned source (0 if never pruned).
+        clusters: distinct values per kernel clustering aimed at, inherited likewise (0 if never clustered).
         settings: how it was derived from its parent (the lineage recorded in the manifest).
         history: per-epoch training metrics (train_loss, val_accuracy, ...), for the baseline.
         training: epochs_run, train_seconds and train_samples_per_s, for the baseline.
@@ -41,6 +59,7 @@ class Variant:
     quantization: str = "none"
     sparsity: float = 0.0
     target_sparsity: float = 0.0
+    clusters: int = 0
     settings: tuple[tuple[str, Any], ...] = ()
     history: dict[str, list[float]] = field(default_factory=dict)
     training: dict[str, float] = field(default_factory=dict)
@@ -53,6 +72,11 @@ class Variant:
     def is_tflite(self) -> bool:
         return self.model_path.endswith(".tflite")
 
+    @property
+    def runtime(self) -> str:
+        """What runs the file: tensorflow (.keras), tflite (LiteRT) or onnxruntime (.onnx)."""
+        return {".tflite": "tflite", ".onnx": "onnxruntime"}.get(Path(self.model_path).suffix, "tensorflow")
+
     def output_paths(self) -> tuple[str, ...]:
         """The files the variant consists of; a cached variant whose files are gone must be built again."""
         return (self.model_path, self.confusion_matrix_png)
@@ -60,11 +84,13 @@ class Variant:
 
 @dataclass(frozen=True)
 class Failure:
-    """A variant that could not be built or evaluated, and why ("Type: message"); the others go on."""
+    """A variant that could not be built or evaluated, and why ("Type: message"); the others go on. Or, with
+    `not_applicable`, one whose stage does not apply to its source (the reason says why): not an error."""
 
     name: str
     reason: str
     run_id: str = ""
+    not_applicable: bool = False
 
     ok = False
 
@@ -83,10 +109,12 @@ class SummaryRow:
     accuracy_delta: float | None = None
     gzip_size_bytes: int | None = None
     compression_ratio: float | None = None
+    param_bits_ratio: float | None = None
     size_bytes: int | None = None
     latency_ms: float | None = None
     sparsity: float | None = None
     quantization: str = ""
+    max_unique_weights: int | None = None
     f1_macro: float | None = None
 
     @property
@@ -109,7 +137,8 @@ def summary_rows(variants: Sequence[Variant | Failure]) -> list[SummaryRow]:
 
 def summary_row(variant: Variant | Failure, baseline: dict[str, float]) -> SummaryRow:
     if isinstance(variant, Failure):
-        return SummaryRow(variant.name, status=f"failed: {variant.reason}"[:80])
+        status = f"not applicable: {variant.reason}" if variant.not_applicable else f"failed: {variant.reason}"
+        return SummaryRow(variant.name, status=status[:100])
     metrics = variant.metrics
     return SummaryRow(
         variant=variant.name,
@@ -117,10 +146,12 @@ def summary_row(variant: Variant | Failure, baseline: dict[str, float]) -> Summa
         accuracy_delta=round(metrics["accuracy"] - baseline["accuracy"], 4),
         gzip_size_bytes=int(metrics["gzip_size_bytes"]),
         compression_ratio=round(baseline["gzip_size_bytes"] / metrics["gzip_size_bytes"], 2),
+        param_bits_ratio=round(baseline["param_bits"] / metrics["param_bits"], 2) if metrics["param_bits"] else None,
         size_bytes=int(metrics["size_bytes"]),
         latency_ms=round(metrics["latency_ms"], 3),
         sparsity=round(variant.sparsity, 3),
         quantization=variant.quantization,
+        max_unique_weights=int(metrics["max_unique_weights"]),
         f1_macro=round(metrics["f1_macro"], 4),
     )
 

@@ -69,6 +69,30 @@ def log_and_register_tflite_model(
     return tracking.client().get_model_version(registered_name, version.version)
 
 
+def log_and_register_onnx_model(
+    tracking: TrackingRef, run_id: str, onnx_path: str, registered_name: str, tags: dict[str, str]
+) -> ModelVersion:
+    """Log the ONNX file with MLflow's `onnx` flavor (served by onnxruntime) and register it as a new version."""
+    import mlflow.onnx
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(onnx_path)
+    with fluent_mlflow(tracking.tracking_uri), mlflow.start_run(run_id=run_id):
+        info = mlflow.onnx.log_model(
+            model,
+            name="model",
+            # The file as converted: MLflow would otherwise store its weights beside it as external data.
+            save_as_external_data=False,
+            pip_requirements=[
+                f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}", f"numpy=={np.__version__}",
+            ],
+        )
+    with fluent_mlflow(tracking.tracking_uri):
+        version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
+    return tracking.client().get_model_version(registered_name, version.version)
+
+
 def model_description(name: str) -> str:
     return (
         f"The models shrinkflow ships for {name}: each version is the variant a pipeline run selected (the "
@@ -169,4 +193,7 @@ def predict_with_version(tracking_uri: str, name: str, version: str | int, x: np
     # registry_uri argument is not passed on), so set it for the block.
     with fluent_mlflow(tracking_uri), tempfile.TemporaryDirectory(prefix="shrinkflow-model-") as tmp:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}", dst_path=tmp)
-        return np.asarray(model.predict(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+        predictions = model.predict(np.asarray(x, dtype=np.float32))
+    if isinstance(predictions, dict):  # the onnx flavor answers {output name: array}; shrinkflow's have one
+        [predictions] = predictions.values()
+    return np.asarray(predictions, dtype=np.float32)

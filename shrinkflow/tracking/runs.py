@@ -215,7 +215,9 @@ def variant_params(variant: Variant) -> dict[str, str]:
     return {
         "parent_variant": variant.parent or "none",
         "quantization": variant.quantization,
+        "runtime": variant.runtime,
         "target_sparsity": f"{variant.target_sparsity:g}",
+        "clusters": str(variant.clusters),
         "sparsity": f"{variant.sparsity:.4f}",  # measured in the variant's own file
         **{f"step.{key}": str(value) for key, value in variant.settings},
     }
@@ -244,9 +246,13 @@ def record_variant(tracking: TrackingRef, variant: Variant, reused: bool) -> str
 
 
 def record_failure(tracking: TrackingRef, failure: Failure) -> str:
-    """A FAILED child run for a variant that could not be built or evaluated, with the reason as `error`."""
-    run_id = _child_run(tracking, failure.name, {"variant": failure.name, "error": failure.reason[:5000]})
-    tracking.client().set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+    """A FAILED child run for a variant that could not be built or evaluated, with the reason as `error`; a
+    FINISHED one tagged `not_applicable` with the reason for a stage that does not apply."""
+    reason = failure.reason[:5000]
+    tag = {"not_applicable": reason} if failure.not_applicable else {"error": reason}
+    run_id = _child_run(tracking, failure.name, {"variant": failure.name, **tag})
+    outcome = RunStatus.FINISHED if failure.not_applicable else RunStatus.FAILED
+    tracking.client().set_terminated(run_id, status=RunStatus.to_string(outcome))
     return run_id
 
 
@@ -403,7 +409,7 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
     if shipped is not None:
         metrics |= {
             f"shipped_{name}": getattr(shipped, name)
-            for name in ("accuracy", "accuracy_delta", "gzip_size_bytes", "compression_ratio", "size_bytes", "latency_ms")
+            for name in ("accuracy", "accuracy_delta", "gzip_size_bytes", "compression_ratio", "param_bits_ratio", "size_bytes", "latency_ms")
         }
     tags = {MLFLOW_NOTE_TAG: run_description(rows), "shipped_variant": shipped.variant if shipped else "none"}
     client.log_batch(

@@ -1,0 +1,273 @@
+"""Distillation, weight clustering, the prune -> cluster -> PCQAT chain, ONNX Runtime and param_bits, on
+tiny real data (scikit-learn digits); and the flow with every new stage, its cache keys and its registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from shrinkflow.core import stages
+from shrinkflow.core.compression import tflite_sparsity
+from shrinkflow.core.config import (
+    ClusterConfig, DataConfig, DistillConfig, ModelConfig, OnnxConfig, PruneConfig, QuantizeConfig, TrainConfig,
+)
+from shrinkflow.core.data import DatasetRef, prepare_dataset
+from shrinkflow.core.errors import ConfigError
+from shrinkflow.core.variants import Variant
+from shrinkflow.core.weights import kernel_stats, weight_stats
+from shrinkflow.core.workspace import Workspace
+from tests.conftest import REPO, tiny_digits_config
+
+# 280 training samples in full batches of 28 (as tests/test_compression.py): one trace per function.
+TRAIN = TrainConfig(epochs=4, batch_size=28, learning_rate=0.02, early_stopping_patience=None)
+TEACHER = ModelConfig(conv_filters=(16,), hidden_units=(32,))
+STUDENT = ModelConfig(conv_filters=(4,), hidden_units=(8,))
+DISTILL = DistillConfig(epochs=6, learning_rate=0.02)
+CLUSTERS = 4
+CLUSTER = ClusterConfig(enabled=True, clusters=CLUSTERS, per_channel=False, epochs=1, learning_rate=1e-3)
+PRUNE = PruneConfig(enabled=True, target_sparsity=0.6, epochs=2, learning_rate=3e-3)
+CHANCE = 0.1
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
+    return prepare_dataset(DataConfig(max_samples=400), tmp_path_factory.mktemp("datasets"))
+
+
+@pytest.fixture(scope="module")
+def teacher(digits: DatasetRef, tmp_path_factory: pytest.TempPathFactory) -> Variant:
+    return stages.train_stage(digits, TEACHER, TRAIN, tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture(scope="module")
+def students(teacher: Variant, digits: DatasetRef, tmp_path_factory: pytest.TempPathFactory) -> tuple[Variant, Variant]:
+    """The student distilled from the teacher, and the same student trained from the labels alone."""
+    return tuple(  # type: ignore[return-value]
+        stages.distill_stage(
+            teacher, 1, digits, STUDENT, DISTILL.for_student(scratch), TRAIN, tmp_path_factory.mktemp("student"),
+            from_scratch=scratch,
+        )
+        for scratch in (False, True)
+    )
+
+
+@pytest.fixture(scope="module")
+def chain(teacher: Variant, digits: DatasetRef, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Variant]:
+    """The collaborative chain on the teacher: pruned, then sparsity-preserving clustering, then PCQAT."""
+    pruned = stages.prune_stage(teacher, digits, PRUNE, TRAIN, tmp_path_factory.mktemp("pruned"))
+    clustered = stages.cluster_stage(pruned, digits, CLUSTER, TRAIN, tmp_path_factory.mktemp("clustered"))
+    qat = QuantizeConfig(modes=("qat",), qat_epochs=1, qat_learning_rate=1e-4)
+    pcqat = stages.quantize_stage(clustered, qat, digits, TRAIN, tmp_path_factory.mktemp("pcqat"))
+    return {"pruned": pruned, "clustered": clustered, "pcqat": pcqat}
+
+
+# --- distillation --------------------------------------------------------------------------------
+
+
+def test_a_student_is_smaller_than_its_teacher_and_learns(teacher: Variant, students: tuple[Variant, Variant]) -> None:
+    distilled, scratch = students
+    assert (distilled.name, distilled.parent, scratch.name, scratch.parent) == ("student-1", "baseline", "student-1-scratch", None)
+    for student in students:
+        assert student.metrics["param_bits"] < teacher.metrics["param_bits"] / 4
+        assert student.metrics["gzip_size_bytes"] < teacher.metrics["gzip_size_bytes"] / 2
+        assert student.metrics["accuracy"] > 3 * CHANCE  # it learned
+    settings = dict(distilled.settings)
+    assert (settings["conv_filters"], settings["hidden_units"]) == ([4], [8])
+    assert settings["temperature"] == DISTILL.temperature and "temperature" not in dict(scratch.settings)
+
+
+# --- clustering and the chain ----------------------------------------------------------------------
+
+
+def test_a_clustered_kernel_has_at_most_k_values_in_the_tflite_file(
+    teacher: Variant, digits: DatasetRef, tmp_path: Path
+) -> None:
+    clustered = stages.cluster_stage(
+        teacher, digits, CLUSTER.model_copy(update={"apply_to": ("unpruned",)}), TRAIN, tmp_path / "clustered"
+    )
+    float32 = tmp_path / "float32.tflite"
+    from shrinkflow.core.compression import convert_to_tflite
+
+    convert_to_tflite(clustered.model_path, "float32", digits, QuantizeConfig(), float32)
+    for path in (clustered.model_path, float32):
+        kernels = weight_stats(path).kernels
+        assert len(kernels) == 3 and all(kernel.unique <= CLUSTERS for kernel in kernels), kernels
+    assert weight_stats(teacher.model_path).max_unique > 100  # what it was before
+    assert clustered.clusters == CLUSTERS and clustered.metrics["max_unique_weights"] <= CLUSTERS
+    assert clustered.metrics["param_bits"] < teacher.metrics["param_bits"] / 8  # 2-bit indices instead of 32-bit floats
+    assert clustered.metrics["accuracy"] > 3 * CHANCE
+
+
+def test_pcqat_keeps_the_sparsity_and_the_clusters(chain: dict[str, Variant]) -> None:
+    pruned, clustered, pcqat = chain["pruned"], chain["clustered"], chain["pcqat"]
+    assert dict(clustered.settings)["preserve_sparsity"] is True
+    assert dict(pcqat.settings)["preserve_clusters"] is True and dict(pcqat.settings)["preserve_sparsity"] is True
+    assert clustered.sparsity == pytest.approx(pruned.sparsity, abs=0.02)
+    assert tflite_sparsity(pcqat.model_path) == pytest.approx(pruned.sparsity, abs=0.02)
+    # int8 per output channel: each channel keeps at most k distinct non-zero values.
+    assert all(kernel.unique_per_channel <= CLUSTERS for kernel in weight_stats(pcqat.model_path).kernels)
+    assert pcqat.metrics["param_bits"] < pruned.metrics["param_bits"] / 8
+    assert pcqat.metrics["accuracy"] > 3 * CHANCE
+
+
+# --- ONNX Runtime --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["keras", "int8", "pcqat"])
+def test_onnx_matches_the_accuracy_of_its_source(
+    source: str, teacher: Variant, chain: dict[str, Variant], digits: DatasetRef, tmp_path: Path
+) -> None:
+    if source == "keras":
+        original = teacher
+    elif source == "int8":
+        int8 = QuantizeConfig(modes=("int8",), representative_samples=100)
+        original = stages.quantize_stage(teacher, int8, digits, TRAIN, tmp_path / "int8")
+    else:
+        original = chain["pcqat"]
+    onnx = stages.onnx_stage(original, OnnxConfig(enabled=True, opset=15), digits, tmp_path / "onnx")
+    assert onnx.runtime == "onnxruntime" and onnx.name == f"{original.name}-onnx"
+    assert onnx.metrics["accuracy"] == pytest.approx(original.metrics["accuracy"], abs=0.01)
+    # The same weights: int8 stays int8 (QDQ), and the same kernels count the same.
+    assert onnx.metrics["param_bits"] == original.metrics["param_bits"]
+    assert dict(onnx.settings)["route"] == ("saved_model" if source == "keras" else "tflite")
+
+
+def test_onnx_of_an_integer_input_model_is_a_not_applicable_row(teacher: Variant, digits: DatasetRef, tmp_path: Path) -> None:
+    from shrinkflow.core.variants import Failure, summary_row
+
+    int8_io = QuantizeConfig(modes=("int8",), representative_samples=50, int8_io=True)
+    source = stages.quantize_stage(teacher, int8_io, digits, TRAIN, tmp_path / "int8-io")
+    outcome = stages.onnx_stage(source, OnnxConfig(enabled=True), digits, tmp_path / "onnx")
+    assert isinstance(outcome, Failure) and outcome.not_applicable
+    assert summary_row(outcome, teacher.metrics).status.startswith("not applicable: integer input and output")
+    assert not (tmp_path / "onnx").exists()  # nothing was converted
+
+
+# --- param_bits ----------------------------------------------------------------------------------
+
+
+def test_param_bits_take_the_cheapest_encoding_of_the_non_zero_weights() -> None:
+    dense = np.arange(1, 101, dtype=np.float32).reshape(10, 10)  # 100 distinct values: plain 32-bit floats
+    assert kernel_stats("dense", dense, 32).param_bits == 100 * 32
+    clustered = np.tile(np.array([0, 0, 1.5, -2, 3, 4], np.float32), 10)  # 40 non-zeros, 4 values
+    stats = kernel_stats("clustered", clustered, 32)
+    assert (stats.weights, stats.nonzero, stats.unique) == (60, 40, 4)
+    assert stats.param_bits == 40 * 2 + 4 * 32  # 2-bit indices and a codebook of four floats
+    per_channel = np.stack([np.full(8, value, np.int8) for value in range(1, 9)], axis=0)  # 8 channels, 1 value each
+    stats = kernel_stats("per-channel", per_channel, 8, channel_axis=0)
+    assert stats.unique == 8 and stats.unique_per_channel == 1
+    assert stats.param_bits == 64 * 1 + 8 * 8  # per channel beats one codebook of 8 (64 * 3 + 64)
+
+
+# --- config --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["distill.students=[{conv_filters: [32, 64]}]"], "distill.students.0 (student-1): not smaller than its teacher"),
+        (["distill.students=[{width: 1.5}]"], "distill.students.0.width"),
+        (["distill.students=[{conv_filters: [4]}]"], "conv_filters needs 2 entries"),
+        (["cluster.clusters=1"], "cluster.clusters"),
+        (["cluster.clusters=2"], "sparsity-preserving clustering of pruned models .apply_to: pruned. needs at least 3"),
+        (["onnx.opset=19"], "onnx.opset"),
+    ],
+)
+def test_bad_settings_of_the_new_stages_are_named(sets: list[str], expected: str) -> None:
+    from shrinkflow.core.config import load_config
+
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        load_config(REPO / "configs" / "digits_cnn.yaml", sets)
+
+
+# --- the flow ------------------------------------------------------------------------------------
+
+NEW_STAGES = {
+    "model.conv_filters": "[8]", "model.hidden_units": "[16]", "prune.epochs": 1, "quantize.modes": "[qat]",
+    "quantize.qat_epochs": 1, "distill.students": "[{width: 0.5}]", "distill.epochs": 2, "cluster.enabled": "true",
+    "cluster.epochs": 1, "onnx.enabled": "true", "onnx.convert": "[qat]",
+}
+
+
+@pytest.fixture(scope="module")
+def flow_runs(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, list]:
+    """Two runs in one workspace: every new stage, then the same with a second student added."""
+    from flows.pipeline import pipeline
+
+    workspace = tmp_path_factory.mktemp("smaller") / "workspace"
+    first = pipeline(tiny_digits_config(**NEW_STAGES), workspace=str(workspace))
+    second = pipeline(
+        tiny_digits_config(**{**NEW_STAGES, "distill.students": "[{width: 0.5}, {width: 0.25}]"}), workspace=str(workspace)
+    )
+    return workspace, first, second
+
+
+def test_the_flow_builds_every_new_variant(flow_runs) -> None:
+    _, rows, _ = flow_runs
+    names = {row.variant for row in rows}
+    assert {
+        "baseline", "student-1", "student-1-scratch", "pruned", "pruned-clustered", "student-1-pruned",
+        "student-1-pruned-clustered", "pruned-clustered-qat", "student-1-pruned-clustered-qat",
+        "pruned-clustered-qat-onnx", "student-1-qat-onnx",
+    } <= names
+    assert not any(name.startswith("student-1-scratch-") for name in names)  # the comparison only
+    assert all(row.ok for row in rows), [row for row in rows if not row.ok]
+    assert all(row.param_bits_ratio and row.param_bits_ratio > 0 for row in rows)
+
+
+def test_mlflow_compares_the_new_variants_by_params(flow_runs) -> None:
+    workspace, _, _ = flow_runs
+    ws = Workspace(workspace)
+    client = MlflowClient(tracking_uri=ws.tracking_uri())
+    [experiment] = [e for e in client.search_experiments() if e.name == "digits_cnn"]
+    children = {
+        run.data.tags["variant"]: run for run in client.search_runs([experiment.experiment_id], "tags.variant != ''")
+    }
+    onnx = children["pruned-clustered-qat-onnx"].data
+    assert onnx.params["runtime"] == "onnxruntime" and onnx.params["clusters"] == str(CLUSTER.model_fields["clusters"].default)
+    assert onnx.params["step.opset"] == "15" and onnx.metrics["param_bits"] > 0
+    student = children["student-1"].data
+    assert student.params["parent_variant"] == "baseline" and student.params["step.temperature"] == "4.0"
+
+
+def test_adding_a_student_retrains_neither_the_teacher_nor_the_first_student(flow_runs) -> None:
+    workspace, first, second = flow_runs
+    client = MlflowClient(tracking_uri=Workspace(workspace).tracking_uri())
+    [experiment] = [e for e in client.search_experiments() if e.name == "digits_cnn"]
+    latest = client.search_runs([experiment.experiment_id], "tags.variant != ''", order_by=["start_time DESC"])
+    hits = {}
+    for run in latest:  # the newest child run of each variant: the second pipeline run's
+        hits.setdefault(run.data.tags["variant"], run.data.tags.get("cache_hit", "failed or not applicable"))
+    assert hits["baseline"] == hits["student-1"] == hits["student-1-pruned-clustered-qat-onnx"] == "true"
+    assert hits["student-2"] == "false"
+    assert {row.variant for row in second} - {row.variant for row in first} >= {"student-2", "student-2-pruned-clustered"}
+
+
+def test_an_onnx_variant_registers_with_the_onnx_flavor_and_predicts(
+    chain: dict[str, Variant], digits: DatasetRef, tmp_path: Path
+) -> None:
+    from shrinkflow.core.data import load_splits
+    from shrinkflow.tracking import registry
+    from shrinkflow.tracking.runs import TrackingRef
+
+    onnx = stages.onnx_stage(chain["pcqat"], OnnxConfig(enabled=True), digits, tmp_path / "onnx")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment_id = client.create_experiment("onnx", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment_id).info.run_id
+    version = registry.log_and_register_onnx_model(
+        TrackingRef(uri, experiment_id, run_id), run_id, onnx.model_path, "digits_onnx", {"variant": onnx.name}
+    )
+    import mlflow
+
+    from shrinkflow.tracking.runs import fluent_mlflow
+
+    with fluent_mlflow(uri):
+        model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/digits_onnx/{version.version}", dst_path=str(tmp_path / "dl")))
+    assert "onnx:" in (model_dir / "MLmodel").read_text() and (model_dir / "model.onnx").stat().st_size > 0
+    splits = load_splits(digits)
+    probabilities = registry.predict_with_version(uri, "digits_onnx", version.version, splits.x_test)
+    assert (probabilities.argmax(axis=1) == splits.y_test).mean() == pytest.approx(onnx.metrics["accuracy"], abs=1e-9)
