@@ -9,12 +9,10 @@ CONFIG ?= configs/digits_cnn.yaml
 
 setup: $(STAMP)
 
-# --no-compile: byte-compiling every installed module (TensorFlow's thousands) takes over a minute; Python
-# compiles what it imports on first use instead.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: setup

@@ -348,10 +348,17 @@ def _base_env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
+SERVER_SERVICE_SETTINGS = "PREFECT_SERVER_SERVICES_"
+
+
 def _prefect_launch(config: StackConfig) -> _Launch:
     # The server gets none of the caller's PREFECT_* settings: a profile or variable pointing at another
-    # API, database or home must not leak into the workspace's own server.
-    env = {key: value for key, value in _base_env().items() if not key.startswith("PREFECT_")}
+    # API, database or home must not leak into the workspace's own server. Settings of its services (such
+    # as PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS, how often the scheduler looks) pass through.
+    env = {
+        key: value for key, value in _base_env().items()
+        if not key.startswith("PREFECT_") or key.startswith(SERVER_SERVICE_SETTINGS)
+    }
     env.update(
         PREFECT_HOME=str(stack_dir(config.workspace) / "prefect-home"),  # its SQLite database: prefect-home/prefect.db
         PREFECT_API_URL=config.prefect_api_url,

@@ -42,6 +42,9 @@ pytestmark = pytest.mark.e2e
 
 RUN_TIMEOUT = 300.0  # a tiny run takes ~20 s; the margin is for a busy 2-core machine
 BIN = Path(sys.executable).parent
+# The server's own scheduler looks for runs to create every 60 s by default; every 10 s here, so that a
+# test waits less for it (it is still the scheduler, not the test, that creates the runs).
+SCHEDULER_LOOP = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "10"}
 # The run's edits to a preset, as a user makes them in the Run form: small and quick, under a new model name.
 QUICK_RUN = {
     ("train", "epochs"): 2,
@@ -57,7 +60,10 @@ QUICK_RUN = {
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     workspace = Workspace(tmp_path_factory.mktemp("deployments") / "workspace")
     prefect_port, mlflow_port = free_ports(2)
-    running = start_stack(StackConfig(workspace, prefect_port=prefect_port, mlflow_port=mlflow_port))
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SCHEDULER_LOOP.items():
+            patch.setenv(name, value)
+        running = start_stack(StackConfig(workspace, prefect_port=prefect_port, mlflow_port=mlflow_port))
     try:
         yield running
     finally:
@@ -198,7 +204,7 @@ def test_serve_refuses_to_take_over_the_work_pool_deployments(prefect_yaml_appli
 def test_up_serves_the_deployments_runs_a_run_button_run_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     prefect_port, mlflow_port = free_ports(2)
     workspace = Workspace(tmp_path / "workspace")
-    env = clean_env()
+    env = clean_env(**SCHEDULER_LOOP)
     argv = [
         str(BIN / "shrinkflow"), "up", "--workspace", str(workspace.root),
         "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port),
