@@ -28,7 +28,9 @@ from shrinkflow.core.config import PipelineConfig, load_config
 from shrinkflow.core.data import prepare_dataset
 from shrinkflow.core.export import build_manifest, export_variants
 from shrinkflow.core.selection import select_variant
-from shrinkflow.core.stages import cluster_stage, distill_stage, onnx_stage, prune_stage, quantize_stage, train_stage
+from shrinkflow.core.stages import (
+    cluster_stage, converts_to_onnx, distill_stage, onnx_stage, prune_stage, quantize_stage, to_cluster, train_stage,
+)
 from shrinkflow.core.variants import (
     BASELINE, CLUSTERED, PRUNED, SummaryRow, Variant, derived_name, format_table, student_name, summary_rows,
 )
@@ -67,9 +69,7 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow]
             with stage("prune"):
                 pruned = prune_stage(model, dataset, config.prune, config.train, models / derived_name(model.name, PRUNED))
             compressed.append(pruned)
-        to_cluster = [model] if "unpruned" in config.cluster.apply_to else []
-        to_cluster += [pruned] if "pruned" in config.cluster.apply_to and pruned is not None else []
-        for source in to_cluster if config.cluster.enabled else []:
+        for source in to_cluster(config.cluster, model, pruned):
             with stage("cluster"):
                 compressed.append(cluster_stage(
                     source, dataset, config.cluster, config.train, models / derived_name(source.name, CLUSTERED)
@@ -84,10 +84,10 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow]
                 ))
     converted = []
     for source in [*sources, *quantized]:
-        if config.onnx.enabled and (source.quantization if source.is_tflite else "float") in config.onnx.convert:
+        if converts_to_onnx(config.onnx, source):
             with stage("onnx"):
                 converted.append(onnx_stage(source, config.onnx, dataset, models / f"{source.name}-onnx"))
-    variants: list[Variant] = [baseline, *students, *compressed, *quantized, *converted]
+    variants: list[Variant] = [baseline, *students, *compressed, *quantized, *(v for v in converted if isinstance(v, Variant))]
 
     selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics["accuracy"], config.select)
     rows = summary_rows(variants)

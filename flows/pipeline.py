@@ -15,6 +15,7 @@ from prefect.transactions import transaction
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.environment import check_workspace
 from shrinkflow.core.selection import select_variant
+from shrinkflow.core.stages import converts_to_onnx, to_cluster
 from shrinkflow.core.variants import (
     BASELINE, CLUSTERED, PRUNED, Failure, SummaryRow, Variant, derived_name, format_table, student_name, summary_rows,
 )
@@ -72,11 +73,9 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
             if config.prune.enabled:
                 pruned = record(run, attempt(derived_name(model.name, PRUNED), prune, model, dataset, config.prune, config.train, ws))
                 compressed.append(pruned)
-            to_cluster = [model] if "unpruned" in config.cluster.apply_to else []
-            to_cluster += [pruned] if "pruned" in config.cluster.apply_to and isinstance(pruned, Variant) else []
             compressed += [
                 record(run, attempt(derived_name(source.name, CLUSTERED), cluster, source, dataset, config.cluster, config.train, ws))
-                for source in (to_cluster if config.cluster.enabled else [])
+                for source in to_cluster(config.cluster, model, pruned)
             ]
         quantized = [
             record(run, attempt(
@@ -89,8 +88,7 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
         converted = [
             record(run, attempt(f"{source.name}-onnx", to_onnx, source, config.onnx, dataset, ws))
             for source in [*models, *compressed, *quantized]
-            if config.onnx.enabled and isinstance(source, Variant)
-            and (source.quantization if source.is_tflite else "float") in config.onnx.convert
+            if converts_to_onnx(config.onnx, source)
         ]
         built = [baseline, *students, *compressed, *quantized, *converted]
         variants = [variant for variant in built if isinstance(variant, Variant)]

@@ -7,6 +7,7 @@ without changing them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from shrinkflow.core import compression, training
@@ -15,18 +16,28 @@ from shrinkflow.core.config import (
 )
 from shrinkflow.core.onnx_models import convert_to_onnx
 from shrinkflow.core.data import DatasetRef
-from shrinkflow.core.evaluation import Evaluation, evaluate_model_file
+from shrinkflow.core.evaluation import evaluate_model_file
 from shrinkflow.core.training import EpochCallback
 from shrinkflow.core.variants import BASELINE, CLUSTERED, ONNX, PRUNED, Failure, Variant, derived_name, student_name
 from shrinkflow.core.weights import weight_stats
 
 
-def measure(model_path: Path, dataset: DatasetRef, out_dir: Path) -> tuple[Evaluation, dict[str, float]]:
-    """Evaluate a model file on the test split, and measure what its kernels store (param_bits, distinct
-    values): the metrics every variant gets."""
+@dataclass(frozen=True)
+class Measured:
+    """What every variant gets measured: its test metrics with what its kernels store (param_bits, distinct
+    values), its confusion-matrix plot, and its sparsity, all read from the file itself."""
+
+    metrics: dict[str, float]
+    confusion_matrix_png: str
+    sparsity: float
+
+
+def measure(model_path: Path, dataset: DatasetRef, out_dir: Path) -> Measured:
+    """Evaluate a model file on the test split and read its kernels once."""
     evaluation = evaluate_model_file(model_path, dataset, out_dir)
     stats = weight_stats(model_path)
-    return evaluation, {"param_bits": float(stats.param_bits), "max_unique_weights": float(stats.max_unique)}
+    weights = {"param_bits": float(stats.param_bits), "max_unique_weights": float(stats.max_unique)}
+    return Measured(evaluation.metrics | weights, evaluation.confusion_matrix_png, stats.sparsity)
 
 
 def train_stage(
@@ -44,10 +55,9 @@ def train_stage(
 
     model_path = out_dir / "model.keras"
     summary = training.train_baseline(dataset, model_cfg, train_cfg, model_path, on_epoch=record_epoch)
-    sparsity = compression.keras_sparsity(training.load_keras_model(model_path))
-    evaluation, weights = measure(model_path, dataset, out_dir)
+    measured = measure(model_path, dataset, out_dir)
     return Variant(
-        BASELINE, str(model_path), evaluation.metrics | weights, evaluation.confusion_matrix_png, sparsity=sparsity,
+        BASELINE, str(model_path), measured.metrics, measured.confusion_matrix_png, sparsity=measured.sparsity,
         history=history, training={name: summary[name] for name in ("epochs_run", "train_seconds", "train_samples_per_s")},
         built_by=built_by,
     )
@@ -62,7 +72,7 @@ def distill_stage(
     params = compression.distill(
         teacher.model_path, dataset, student_model, distill_cfg, train_cfg, model_path, from_scratch=from_scratch
     )
-    evaluation, weights = measure(model_path, dataset, out_dir)
+    measured = measure(model_path, dataset, out_dir)
     settings: dict[str, object] = {
         "conv_filters": list(student_model.conv_filters) if student_model.family == "cnn" else [],
         "hidden_units": list(student_model.hidden_units), "dropout": student_model.dropout, "params": params,
@@ -73,9 +83,9 @@ def distill_stage(
     if not from_scratch:
         settings |= {"temperature": distill_cfg.temperature, "alpha": distill_cfg.alpha}
     return Variant(
-        student_name(number, from_scratch), str(model_path), evaluation.metrics | weights,
-        evaluation.confusion_matrix_png, parent=None if from_scratch else teacher.name,
-        sparsity=compression.keras_sparsity(training.load_keras_model(model_path)),
+        student_name(number, from_scratch), str(model_path), measured.metrics,
+        measured.confusion_matrix_png, parent=None if from_scratch else teacher.name,
+        sparsity=measured.sparsity,
         settings=tuple(settings.items()), built_by=built_by,
     )
 
@@ -87,13 +97,13 @@ def prune_stage(
     """Prune a copy of the baseline or a student (fine-tuned with the baseline's batch size and seed) and
     evaluate it."""
     model_path = out_dir / "model.keras"
-    sparsity = compression.prune(source.model_path, dataset, prune_cfg, train_cfg, model_path)
-    evaluation, weights = measure(model_path, dataset, out_dir)
+    compression.prune(source.model_path, dataset, prune_cfg, train_cfg, model_path)
+    measured = measure(model_path, dataset, out_dir)
     settings = {**prune_cfg.model_dump(mode="json", exclude={"enabled"}), "batch_size": train_cfg.batch_size,
                 "seed": train_cfg.seed}
     return Variant(
-        derived_name(source.name, PRUNED), str(model_path), evaluation.metrics | weights,
-        evaluation.confusion_matrix_png, parent=source.name, sparsity=sparsity,
+        derived_name(source.name, PRUNED), str(model_path), measured.metrics,
+        measured.confusion_matrix_png, parent=source.name, sparsity=measured.sparsity,
         target_sparsity=prune_cfg.target_sparsity, settings=tuple(settings.items()), built_by=built_by,
     )
 
@@ -106,15 +116,15 @@ def cluster_stage(
     model_path = out_dir / "model.keras"
     preserve_sparsity = source.target_sparsity > 0
     clustered_kernels = compression.cluster(source.model_path, dataset, cluster_cfg, train_cfg, model_path, preserve_sparsity)
-    evaluation, weights = measure(model_path, dataset, out_dir)
+    measured = measure(model_path, dataset, out_dir)
     settings = {
         **cluster_cfg.model_dump(mode="json", exclude={"enabled", "apply_to"}), "preserve_sparsity": preserve_sparsity,
         "clustered_kernels": clustered_kernels, "batch_size": train_cfg.batch_size, "seed": train_cfg.seed,
     }
     return Variant(
-        derived_name(source.name, CLUSTERED), str(model_path), evaluation.metrics | weights,
-        evaluation.confusion_matrix_png, parent=source.name,
-        sparsity=compression.keras_sparsity(training.load_keras_model(model_path)),
+        derived_name(source.name, CLUSTERED), str(model_path), measured.metrics,
+        measured.confusion_matrix_png, parent=source.name,
+        sparsity=measured.sparsity,
         target_sparsity=source.target_sparsity, clusters=cluster_cfg.clusters, settings=tuple(settings.items()),
         built_by=built_by,
     )
@@ -137,7 +147,7 @@ def quantize_stage(
         )
     else:
         compression.convert_to_tflite(source.model_path, mode, dataset, quantize_cfg, model_path)
-    evaluation, weights = measure(model_path, dataset, out_dir)
+    measured = measure(model_path, dataset, out_dir)
     settings: dict[str, object] = {"mode": mode}
     if mode == "int8":
         settings |= {"int8_io": quantize_cfg.int8_io, "representative_samples": quantize_cfg.representative_samples}
@@ -148,8 +158,8 @@ def quantize_stage(
             "batch_size": train_cfg.batch_size, "seed": train_cfg.seed,
         }
     return Variant(
-        f"{source.name}-{mode}", str(model_path), evaluation.metrics | weights, evaluation.confusion_matrix_png,
-        parent=source.name, quantization=mode, sparsity=compression.tflite_sparsity(model_path),
+        f"{source.name}-{mode}", str(model_path), measured.metrics, measured.confusion_matrix_png,
+        parent=source.name, quantization=mode, sparsity=measured.sparsity,
         target_sparsity=source.target_sparsity, clusters=source.clusters, settings=tuple(settings.items()),
         built_by=built_by,
     )
@@ -165,11 +175,27 @@ def onnx_stage(
         return Failure(name, "integer input and output (quantize.int8_io); convert the float-input variant", not_applicable=True)
     model_path = out_dir / "model.onnx"
     convert_to_onnx(source.model_path, onnx_cfg.opset, model_path)
-    evaluation, weights = measure(model_path, dataset, out_dir)
+    measured = measure(model_path, dataset, out_dir)
     route = "tflite" if source.is_tflite else "saved_model"
     return Variant(
-        name, str(model_path), evaluation.metrics | weights, evaluation.confusion_matrix_png,
+        name, str(model_path), measured.metrics, measured.confusion_matrix_png,
         parent=source.name, quantization=source.quantization, sparsity=source.sparsity,
         target_sparsity=source.target_sparsity, clusters=source.clusters,
         settings=(("opset", onnx_cfg.opset), ("route", route)), built_by=built_by,
     )
+
+
+def to_cluster(cluster_cfg: ClusterConfig, model: Variant, pruned: Variant | Failure | None) -> list[Variant]:
+    """Which of a chain's models the clustering stage takes (ClusterConfig.apply_to): the model itself, its
+    pruned copy (if it was built), both, or none when clustering is off."""
+    if not cluster_cfg.enabled:
+        return []
+    chosen = [model] if "unpruned" in cluster_cfg.apply_to else []
+    return chosen + ([pruned] if "pruned" in cluster_cfg.apply_to and isinstance(pruned, Variant) else [])
+
+
+def converts_to_onnx(onnx_cfg: OnnxConfig, variant: Variant | Failure) -> bool:
+    """Whether the ONNX stage takes this variant (OnnxConfig.convert: float Keras files, int8 or QAT TFLite)."""
+    if not onnx_cfg.enabled or not isinstance(variant, Variant) or variant.runtime == "onnxruntime":
+        return False
+    return (variant.quantization if variant.is_tflite else "float") in onnx_cfg.convert

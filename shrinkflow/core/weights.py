@@ -45,6 +45,13 @@ class WeightStats:
         return sum(kernel.param_bits for kernel in self.kernels)
 
     @property
+    def sparsity(self) -> float:
+        """Share of zeros among the kernels' weights (compression.keras_sparsity and tflite_sparsity count
+        the same kernels the same way)."""
+        weights = sum(kernel.weights for kernel in self.kernels)
+        return 1 - sum(kernel.nonzero for kernel in self.kernels) / weights if weights else 0.0
+
+    @property
     def max_unique(self) -> int:
         """The most distinct non-zero values in any one kernel: at most k after clustering into k (per tensor)."""
         return max((kernel.unique for kernel in self.kernels), default=0)
