@@ -76,19 +76,19 @@ def run(ctx: Context) -> dict[str, Any] | None:
     int8_vs_float = latency["baseline-int8 TFLite"] / latency["baseline float32 TFLite"]
     steps = [
         {"step": step, "variant": variant, "compared_with": other,
-         "accuracy_delta_pt": round((by_name[variant]["accuracy"] - by_name[other]["accuracy"]) * 100, 2),
+         "quality_delta_pt": round((by_name[variant]["accuracy"] - by_name[other]["accuracy"]) * 100, 2),
          "gzip_ratio": round(by_name[other]["gzip_size_bytes"] / by_name[variant]["gzip_size_bytes"], 2),
-         "against_baseline": f"{by_name[variant]['compression_ratio']}x, {round(by_name[variant]['accuracy_delta'] * 100, 2)} pt"}
+         "against_baseline": f"{by_name[variant]['compression_ratio']}x, {round(by_name[variant]['quality_delta'] * 100, 2)} pt"}
         for step, variant, other in STEPS
         if by_name.get(variant, {}).get("status") == "ok" and by_name.get(other, {}).get("status") == "ok"
     ]
-    headline_met = shipped["compression_ratio"] >= GOAL_RATIO and shipped["accuracy_delta"] >= -GOAL_MAX_DROP - 1e-9
+    headline_met = shipped["compression_ratio"] >= GOAL_RATIO and shipped["quality_delta"] >= -GOAL_MAX_DROP - 1e-9
     result = {
         "data": "MNIST t10k, 8,000 train+validation / 2,000 test, configs/mnist_cnn.yaml",
         "flow_workspace": str(workspace),
         "variants": rows,
         "steps": steps,
-        "shipped": {k: shipped[k] for k in ("variant", "accuracy", "accuracy_delta", "gzip_size_bytes", "compression_ratio", "param_bits_ratio")},
+        "shipped": {k: shipped[k] for k in ("variant", "accuracy", "quality_delta", "gzip_size_bytes", "compression_ratio", "param_bits_ratio")},
         "shipped_reevaluated_from_export": {"file": str(shipped_file.relative_to(workspace)), "accuracy": reevaluated["accuracy"],
                                             "gzip_size_bytes": reevaluated["gzip_size_bytes"]},
         "latency_ms_median_of_round_medians": latency,
@@ -142,7 +142,7 @@ def render(result: dict[str, Any]) -> str:
     shipped, again = result["shipped"], result["shipped_reevaluated_from_export"]
     lines = [
         f"Data: {result['data']}. The pipeline shipped **{shipped['variant']}**: {shipped['compression_ratio']}x smaller "
-        f"gzipped than the float baseline ({shipped['gzip_size_bytes']:,} bytes) for {round(-shipped['accuracy_delta'] * 100, 2)} "
+        f"gzipped than the float baseline ({shipped['gzip_size_bytes']:,} bytes) for {round(-shipped['quality_delta'] * 100, 2)} "
         f"point(s) of accuracy; param_bits {shipped['param_bits_ratio']}x. Re-evaluated from the export "
         f"(`{again['file']}`): accuracy {again['accuracy']:.4f}, {int(again['gzip_size_bytes']):,} bytes gzipped.", "",
         "Each step on its own:", "",
@@ -164,7 +164,7 @@ def goal_rows(result: dict[str, Any]) -> list[list[Any]]:
     shipped = result["shipped"]
     return [
         ["shipped variant, gzipped, at most 0.5 point lost", f">= {GOAL_RATIO:g}x",
-         f"{shipped['compression_ratio']}x ({shipped['variant']}, {round(shipped['accuracy_delta'] * 100, 2)} pt)",
+         f"{shipped['compression_ratio']}x ({shipped['variant']}, {round(shipped['quality_delta'] * 100, 2)} pt)",
          yes_no(goals["shipped_gzip_compression_at_most_0.5_point_lost"]["met"])],
         ["full int8 / float32 TFLite single-sample latency", "< 1.0", result["int8_over_float32_tflite_latency"],
          yes_no(goals["int8_faster_than_float"]["met"])],

@@ -29,7 +29,8 @@ from shrinkflow.core.data import prepare_dataset
 from shrinkflow.core.export import build_manifest, export_variants
 from shrinkflow.core.selection import select_variant
 from shrinkflow.core.stages import (
-    cluster_stage, converts_to_onnx, distill_stage, onnx_stage, prune_stage, quantize_stage, to_cluster, train_stage,
+    cluster_stage, converts_to_onnx, distill_stage, onnx_problem, onnx_stage, prune_stage, quantization_problem, quantize_stage, to_cluster,
+    train_stage,
 )
 from shrinkflow.core.variants import (
     BASELINE, CLUSTERED, PRUNED, SummaryRow, Variant, derived_name, format_table, student_name, summary_rows,
@@ -78,19 +79,21 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow]
     quantized = []
     for source in sources:
         for mode in config.quantize.modes:
+            if quantization_problem(mode, config.model):
+                continue
             with stage(f"quantize-{mode}"):
                 quantized.append(quantize_stage(
                     source, config.quantize.for_mode(mode), dataset, config.train, models / f"{source.name}-{mode}"
                 ))
     converted = []
     for source in [*sources, *quantized]:
-        if converts_to_onnx(config.onnx, source):
+        if converts_to_onnx(config.onnx, source) and not onnx_problem(source, config.model):
             with stage("onnx"):
                 converted.append(onnx_stage(source, config.onnx, dataset, models / f"{source.name}-onnx"))
     variants: list[Variant] = [baseline, *students, *compressed, *quantized, *(v for v in converted if isinstance(v, Variant))]
 
-    selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics["accuracy"], config.select)
-    rows = summary_rows(variants)
+    selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics, config.select)
+    rows = summary_rows(variants, config.select.quality)
     if selection.selected is not None:
         selected = next(variant for variant in variants if variant.name == selection.selected)
         with stage("export"):
@@ -102,7 +105,7 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow]
 def export_selected(config: PipelineConfig, selected: Variant, variants: list[Variant], dataset, workspace: Path) -> Path:
     """The same export folder as the flow's export task: baseline SavedModel, every variant beside it."""
     manifest = build_manifest(config.name, "1", selected, variants, dataset, config.config_hash(), {})
-    return export_variants(workspace / "exports" / config.name / "1", variants, config.export, manifest)
+    return export_variants(workspace / "exports" / config.name / "1", variants, config.export, manifest, dataset)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

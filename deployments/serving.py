@@ -98,6 +98,9 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec("mnist_mlp", "configs/mnist_mlp.yaml", cron="30 2 * * *"),
     DeploymentSpec("mnist_cnn", "configs/mnist_cnn.yaml", cron="0 3 * * *"),
     DeploymentSpec("tabular_csv", "configs/tabular_csv.yaml", cron="30 3 * * *"),
+    DeploymentSpec("diabetes_regression", "configs/diabetes_regression.yaml", cron="0 4 * * *"),
+    DeploymentSpec("mnist_lstm", "configs/mnist_lstm.yaml", cron="30 4 * * *"),
+    DeploymentSpec("text_debian", "configs/text_debian.yaml", cron="0 5 * * *"),
 )
 
 

@@ -15,7 +15,7 @@ from prefect.transactions import transaction
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.environment import check_workspace
 from shrinkflow.core.selection import select_variant
-from shrinkflow.core.stages import converts_to_onnx, to_cluster
+from shrinkflow.core.stages import converts_to_onnx, onnx_problem, quantization_problem, to_cluster
 from shrinkflow.core.variants import (
     BASELINE, CLUSTERED, PRUNED, Failure, SummaryRow, Variant, derived_name, format_table, student_name, summary_rows,
 )
@@ -28,10 +28,10 @@ from tasks.stages import attempt, cluster, distill, load_data, prune, quantize, 
 from tasks.tracking import finish_tracking, record, record_dataset, record_variant, start_tracking
 
 # The summary table in the flow run's log: the decisive columns, narrow enough for the Prefect UI's log view.
-SUMMARY_LOG_COLUMNS = (
-    "variant", "selected", "promoted", "version", "status", "accuracy", "accuracy_delta", "gzip_size_bytes",
-    "compression_ratio",
-)
+SUMMARY_LOG_COLUMNS = {
+    task: ("variant", "selected", "promoted", "version", "status", *quality, "quality_delta", "gzip_size_bytes", "compression_ratio")
+    for task, quality in (("classification", ("accuracy",)), ("regression", ("rmse", "r2")))
+}
 
 
 @flow(name="shrinkflow", log_prints=True)
@@ -78,25 +78,29 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
                 for source in to_cluster(config.cluster, model, pruned)
             ]
         quantized = [
-            record(run, attempt(
+            record(run, Failure(f"{source.name}-{mode}", problem, not_applicable=True) if problem else attempt(
                 f"{source.name}-{mode}", quantize, source, config.quantize.for_mode(mode), dataset, config.train, ws
             ))
             for source in [*models, *compressed]
             if isinstance(source, Variant)
             for mode in config.quantize.modes
+            for problem in [quantization_problem(mode, config.model)]
         ]
         converted = [
-            record(run, attempt(f"{source.name}-onnx", to_onnx, source, config.onnx, dataset, ws))
+            record(run, Failure(f"{source.name}-onnx", problem, not_applicable=True) if problem else attempt(
+                f"{source.name}-onnx", to_onnx, source, config.onnx, dataset, ws
+            ))
             for source in [*models, *compressed, *quantized]
-            if converts_to_onnx(config.onnx, source)
+            if isinstance(source, Variant) and converts_to_onnx(config.onnx, source)
+            for problem in [onnx_problem(source, config.model)]
         ]
         built = [baseline, *students, *compressed, *quantized, *converted]
         variants = [variant for variant in built if isinstance(variant, Variant)]
 
-        selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics["accuracy"], config.select)
+        selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics, config.select)
         for name, reason in selection.reasons.items():
             logger.info("selection: %s: %s", name, reason)
-        rows = summary_rows(built)
+        rows = summary_rows(built, config.select.quality)
         # Shipping is all or nothing: if anything up to the end of the run fails, or the run is interrupted,
         # the tasks' rollback hooks move the alias back, remove the export and delete the version.
         with transaction():
@@ -121,7 +125,7 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
             create_table_artifact(
                 [row.display() for row in rows], key="shrinkflow-summary", description=f"Variants of {config.name}"
             )
-            logger.info("summary of %s:\n%s", config.name, format_table(rows, columns=SUMMARY_LOG_COLUMNS))
+            logger.info("summary of %s:\n%s", config.name, format_table(rows, columns=SUMMARY_LOG_COLUMNS[config.data.task]))
             finish_tracking(run, rows)
     except BaseException as exc:
         # A plain call, not a task: it must work when Prefect's API is what failed.

@@ -19,10 +19,10 @@ from prefect.transactions import Transaction, get_transaction
 
 from shrinkflow.core.config import ExportConfig, SelectConfig
 from shrinkflow.core.data import DatasetRef, load_splits
-from shrinkflow.core.evaluation import classification_metrics
+from shrinkflow.core.evaluation import task_metrics
 from shrinkflow.core.export import build_manifest, export_variants, restore_moved, set_aside_versions
 from shrinkflow.core.files import sha256_file
-from shrinkflow.core.selection import Promotion, decide_promotion
+from shrinkflow.core.selection import Promotion, Quality, decide_promotion
 from shrinkflow.core.variants import Variant
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.tracking import registry, runs
@@ -51,12 +51,13 @@ def register_variant(name: str, config_hash: str, variant: Variant, tracking_ref
         )
         return Registration(str(champion.version), new=False)
     metrics = variant.metrics
-    tags = {
+    quality: dict[str, str] = {name: f"{metrics[name]:.4f}" for name in ("accuracy", "rmse", "r2") if name in metrics}
+    tags: dict[str, str] = {
         "variant": variant.name,
         "sparsity": f"{variant.sparsity:.4f}",
         "quantization": variant.quantization,
         "runtime": variant.runtime,
-        "accuracy": f"{metrics['accuracy']:.4f}",
+        **quality,
         "size_bytes": str(int(metrics["size_bytes"])),
         "gzip_size_bytes": str(int(metrics["gzip_size_bytes"])),
         "config_hash": config_hash,
@@ -108,7 +109,7 @@ def export_models(
     _remember(set_aside=[(str(a), str(b)) for a, b in moved])
     for original, aside in moved:
         get_run_logger().warning("moved %s aside to %s: the MLflow registry has no such version", original, aside)
-    path = export_variants(workspace.exports / name / version, variants, export_cfg, manifest)
+    path = export_variants(workspace.exports / name / version, variants, export_cfg, manifest, dataset)
     _remember(export_path=str(path))
     client.set_tag(tracking_ref.parent_run_id, "export_path", str(path))
     get_run_logger().info("exported version %s (%s) to %s", version, selected.name, path)
@@ -128,24 +129,28 @@ def _remove_export(transaction: Transaction) -> None:
 def gate_champion(
     name: str, select_cfg: SelectConfig, version: str, selected: Variant, dataset: DatasetRef, tracking_ref: TrackingRef
 ) -> Promotion:
-    """Move the alias `champion` to the new version only if it is not worse than the champion on this test set."""
+    """Move the alias `champion` to the new version only if it is not worse than the champion on this test set
+    (on the quality metric, select.quality)."""
     client = tracking_ref.client()
     champion = registry.champion_version(client, name)
     _remember(previous_champion=champion.version if champion else None, model_name=name,
               tracking_uri=tracking_ref.tracking_uri)
-    accuracy = selected.metrics["accuracy"]
+    quality = Quality(select_cfg.quality)
+    candidate = selected.metrics[quality.metric]
     if champion is None:
-        decision = decide_promotion(accuracy, None, select_cfg.max_regression)
+        decision = decide_promotion(candidate, None, select_cfg.max_regression, quality)
     else:
         splits = load_splits(dataset)
         try:
-            probabilities = registry.predict_with_version(tracking_ref.tracking_uri, name, champion.version, splits.x_test)
-            champion_accuracy = classification_metrics(splits.y_test, probabilities, dataset.num_classes)["accuracy"]
+            outputs = registry.predict_with_version(tracking_ref.tracking_uri, name, champion.version, splits.x_test)
+            champion_quality = task_metrics(dataset, splits.y_test, outputs)[quality.metric]
         except Exception as exc:  # an incompatible or unloadable champion cannot vouch for a regression check
             decision = Promotion(False, f"could not evaluate champion version {champion.version} on this run's test set: {exc}")
         else:
-            decision = decide_promotion(accuracy, champion_accuracy, select_cfg.max_regression)
-            client.set_model_version_tag(name, version, "champion_accuracy_on_this_test_set", f"{champion_accuracy:.4f}")
+            decision = decide_promotion(candidate, champion_quality, select_cfg.max_regression, quality)
+            client.set_model_version_tag(
+                name, version, f"champion_{quality.metric}_on_this_test_set", f"{champion_quality:.4f}"
+            )
     if decision.promote:
         client.set_registered_model_alias(name, registry.CHAMPION_ALIAS, version)
     client.set_model_version_tag(name, version, "promoted", str(decision.promote).lower())

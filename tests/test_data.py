@@ -431,7 +431,7 @@ def test_image_shape_applies_to_tables_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("source", ["sklearn:iris", "keras:cifar10", "data.xlsx"])
 def test_unknown_source_lists_the_accepted_forms(tmp_path: Path, source: str) -> None:
-    with pytest.raises(DataError, match=r"not supported; use sklearn:digits, keras:mnist, keras:fashion_mnist, idx"):
+    with pytest.raises(DataError, match=r"not supported; use sklearn:digits, sklearn:diabetes, keras:mnist, keras:fashion_mnist, idx"):
         prepare(tmp_path, source=source)
 
 

@@ -48,7 +48,7 @@ def test_evaluating_a_keras_file_gives_every_metric_and_a_plot(tmp_path: Path) -
     assert evaluation.metrics["size_bytes"] == model_path.stat().st_size
     assert 0 < evaluation.metrics["gzip_size_bytes"] < evaluation.metrics["size_bytes"]
     assert evaluation.metrics["latency_ms"] > 0
-    assert Path(evaluation.confusion_matrix_png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(evaluation.plot_png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import tf_keras
 
     model = tf_keras.models.load_model(model_path)

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.core.config import ClusterConfig, DistillConfig, ModelConfig, PruneConfig, QuantizeConfig, TrainConfig
+from shrinkflow.core.config import (
+    ClusterConfig, DistillConfig, ModelConfig, PruneConfig, QuantizeConfig, TrainConfig, resolve_loss,
+)
 from shrinkflow.core.data import DatasetRef, load_splits
 from shrinkflow.core.files import write_bytes_atomically
-from shrinkflow.core.training import compile_for_training, load_keras_model, make_dataset, save_for_inference
+from shrinkflow.core.training import compile_for_training, keras_loss, load_keras_model, make_dataset, save_for_inference
 
 TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
 
@@ -45,9 +47,12 @@ SPARSE_ENCODING_MODES = ("float16",)
 # Seed of the draw of int8 calibration samples, so a conversion repeats exactly.
 CALIBRATION_SEED = 0
 
-# TFLite operators whose second input is a weight kernel (filter).
-KERNEL_OPERATORS = ("CONV_2D", "CONV_3D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
-KERNEL_INPUT = 1
+# TFLite operators with weight kernels, and which of their inputs are kernels: the filter of convolutions and
+# fully connected layers, the input and recurrent weights of a fused LSTM, the table of an embedding lookup.
+KERNEL_INPUTS: dict[str, tuple[int, ...]] = {
+    "CONV_2D": (1,), "CONV_3D": (1,), "DEPTHWISE_CONV_2D": (1,), "FULLY_CONNECTED": (1,), "TRANSPOSE_CONV": (1,),
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": tuple(range(1, 9)), "GATHER": (0,),
+}
 # Operators the converter puts between a stored kernel and its consumer: DEQUANTIZE expands float16
 # (or int8) weights to float32, DENSIFY expands a sparse-encoded kernel.
 WEIGHT_EXPANDING_OPERATORS = ("DEQUANTIZE", "DENSIFY")
@@ -90,7 +95,7 @@ def prune(
     steps_per_epoch = int(np.ceil(len(splits.x_train) / train_cfg.batch_size))
     schedule = pruning_schedule(prune_cfg, total_steps=steps_per_epoch * prune_cfg.epochs)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
-    fine_tune(pruned, splits, train_cfg, prune_cfg.learning_rate, prune_cfg.epochs, [tfmot.sparsity.keras.UpdatePruningStep()])
+    fine_tune(pruned, dataset, train_cfg, prune_cfg.learning_rate, prune_cfg.epochs, [tfmot.sparsity.keras.UpdatePruningStep()])
     save_for_inference(tfmot.sparsity.keras.strip_pruning(pruned), out_path)
     return keras_sparsity(load_keras_model(out_path))
 
@@ -140,10 +145,11 @@ def keras_kernels(model: Any) -> Iterator[tuple[str, np.ndarray]]:
     kernel_layers = (  # transposed convolutions subclass the ConvND layers
         layers.Dense, layers.Conv1D, layers.Conv2D, layers.Conv3D,
         layers.DepthwiseConv1D, layers.DepthwiseConv2D, layers.SeparableConv1D, layers.SeparableConv2D,
+        layers.LSTMCell, layers.GRUCell, layers.Embedding,
     )
     for layer in [model, *model.submodules]:
         if isinstance(layer, kernel_layers):
-            for name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+            for name in ("kernel", "recurrent_kernel", "depthwise_kernel", "pointwise_kernel", "embeddings"):
                 if getattr(layer, name, None) is not None:
                     weight = getattr(layer, name)
                     yield weight.name, weight.numpy()
@@ -163,12 +169,13 @@ def distill(
 ) -> int:
     """Train a student (`student_cfg`) from the teacher's soft targets and the hard labels, and save it.
 
-    The loss is alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels, student),
-    where x_T is the softmax of log-probabilities divided by the temperature T (Hinton et al., 2015). The
-    teacher's soft targets are computed once, before training. With `from_scratch` the student learns from
-    the hard labels alone, with the same settings: the comparison that measures what distillation adds.
-    Epochs, learning rate (Adam) and early stopping on the validation loss as in `distill_cfg`; batch
-    size and seed as in `train_cfg`.
+    Classification: the loss is alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels,
+    student), where x_T is the softmax of log-probabilities divided by the temperature T (Hinton et al., 2015).
+    Regression: alpha * MSE(teacher's predictions, student's) + (1 - alpha) * the task's loss on the targets
+    (there are no probabilities to soften, so the temperature does not apply). The teacher's outputs are
+    computed once, before training. With `from_scratch` the student learns from the labels alone, with the same
+    settings: the comparison that measures what distillation adds. Epochs, learning rate (Adam) and early
+    stopping on the validation loss as in `distill_cfg`; batch size and seed as in `train_cfg`.
 
     Returns:
         The student's number of parameters.
@@ -177,39 +184,57 @@ def distill(
     import tf_keras
     from tf_keras.callbacks import EarlyStopping
 
-    from shrinkflow.core.training import build_model
+    from shrinkflow.core.training import model_for
 
     tf_keras.utils.set_random_seed(train_cfg.seed)
     splits = load_splits(dataset)
     alpha = 0.0 if from_scratch else distill_cfg.alpha
     temperature = distill_cfg.temperature
+    classification = dataset.task == "classification"
+    labels_width = 1 if classification else dataset.num_outputs
 
     teacher = None if alpha == 0 else _load_model(teacher_path)
 
     def targets(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Each sample's label, then the teacher's softened probabilities: what the loss reads."""
+        """Each sample's label (or targets), then the teacher's softened probabilities (or predictions)."""
         if teacher is None:
-            soft = np.zeros((len(x), dataset.num_classes), dtype=np.float32)
-        else:
+            taught = np.zeros((len(x), dataset.num_outputs), dtype=np.float32)
+        elif classification:
             log_probabilities = np.log(np.clip(teacher.predict(x, batch_size=512, verbose=0), 1e-7, 1.0))
-            soft = tf.nn.softmax(log_probabilities / temperature).numpy()
-        return np.concatenate([y.reshape(-1, 1).astype(np.float32), soft], axis=1)
+            taught = tf.nn.softmax(log_probabilities / temperature).numpy()
+        else:
+            taught = teacher.predict(x, batch_size=512, verbose=0)
+        return np.concatenate([y.reshape(len(y), -1).astype(np.float32), taught], axis=1)
+
+    task_loss = None if classification else keras_loss(resolve_loss(train_cfg.loss, dataset.task))
 
     def loss(y_true: Any, y_pred: Any) -> Any:
-        labels = tf.cast(y_true[:, 0], tf.int32)
-        hard = tf_keras.losses.sparse_categorical_crossentropy(labels, y_pred)
+        truth, taught = y_true[:, :labels_width], y_true[:, labels_width:]
+        if classification:
+            hard = tf_keras.losses.sparse_categorical_crossentropy(tf.cast(truth[:, 0], tf.int32), y_pred)
+        else:
+            assert task_loss is not None
+            hard = task_loss(truth, y_pred)
         if alpha == 0:
             return hard
+        if not classification:
+            return alpha * tf_keras.losses.mean_squared_error(taught, y_pred) + (1 - alpha) * hard
         soft_student = tf.nn.softmax(tf.math.log(tf.clip_by_value(y_pred, 1e-7, 1.0)) / temperature)
-        soft = tf_keras.losses.kl_divergence(y_true[:, 1:], soft_student)
+        soft = tf_keras.losses.kl_divergence(taught, soft_student)
         return alpha * temperature**2 * soft + (1 - alpha) * hard
 
     def accuracy(y_true: Any, y_pred: Any) -> Any:
         return tf_keras.metrics.sparse_categorical_accuracy(tf.cast(y_true[:, 0], tf.int32), y_pred)
 
+    def rmse(y_true: Any, y_pred: Any) -> Any:
+        return tf.sqrt(tf_keras.losses.mean_squared_error(y_true[:, :labels_width], y_pred))
+
     train_targets, val_targets = targets(splits.x_train, splits.y_train), targets(splits.x_val, splits.y_val)
-    student = build_model(student_cfg, dataset.input_shape, dataset.num_classes)
-    student.compile(optimizer=tf_keras.optimizers.Adam(distill_cfg.learning_rate), loss=loss, metrics=[accuracy])
+    student = model_for(student_cfg, dataset)
+    student.compile(
+        optimizer=tf_keras.optimizers.Adam(distill_cfg.learning_rate), loss=loss,
+        metrics=[accuracy if classification else rmse],
+    )
     callbacks: list[Any] = []
     if distill_cfg.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=distill_cfg.early_stopping_patience, restore_best_weights=True))
@@ -237,7 +262,7 @@ def cluster(
 ) -> int:
     """Cluster a copy of the model's weights (k-means++ centroids) while fine-tuning it, and save it plain.
 
-    Every Dense and Conv2D kernel ends with at most `cluster_cfg.clusters` distinct values (per output
+    Every Dense, Conv1D, Conv2D and Embedding kernel ends with at most `cluster_cfg.clusters` distinct values (per output
     channel for conv kernels when `per_channel`). With `preserve_sparsity`, for a pruned source, zeros stay
     zero (sparsity-preserving clustering). A kernel whose channels have too few weights for that many
     clusters is clustered per tensor, and one too small even so into fewer clusters (clusters_that_fit):
@@ -255,15 +280,14 @@ def cluster(
     from tensorflow_model_optimization.python.core.clustering.keras.experimental import cluster as experimental
 
     tf_keras.utils.set_random_seed(train_cfg.seed)
-    splits = load_splits(dataset)
     model = _load_model(source_path)
     clustered_layers = 0
 
     def clustered_copy(layer: Any) -> Any:
         nonlocal clustered_layers
-        if not isinstance(layer, (tf_keras.layers.Dense, tf_keras.layers.Conv2D)):
+        if not isinstance(layer, _clustered_layers()):
             return layer  # as tfmot's guide does: the layer itself, weights and all
-        kernel = layer.kernel.numpy()
+        kernel = getattr(layer, "embeddings" if isinstance(layer, tf_keras.layers.Embedding) else "kernel").numpy()
         per_channel = cluster_cfg.per_channel and isinstance(layer, tf_keras.layers.Conv2D) and all(
             clusters_that_fit(kernel[..., channel], cluster_cfg.clusters, preserve_sparsity) == cluster_cfg.clusters
             for channel in range(kernel.shape[-1])
@@ -284,9 +308,16 @@ def cluster(
         clustered = tf_keras.models.clone_model(model, clone_function=clustered_copy)
     except Exception as exc:  # tfmot raises ValueError, TypeError, InvalidArgumentError, ...
         raise CompressionError(f"{source_path}: cannot cluster the model's weights ({type(exc).__name__}: {exc})") from exc
-    fine_tune(clustered, splits, train_cfg, cluster_cfg.learning_rate, cluster_cfg.epochs)
+    fine_tune(clustered, dataset, train_cfg, cluster_cfg.learning_rate, cluster_cfg.epochs)
     save_for_inference(tfmot.clustering.keras.strip_clustering(clustered), out_path)
     return clustered_layers
+
+
+def _clustered_layers() -> tuple[type, ...]:
+    """The layers whose kernels are clustered: those tfmot clusters (recurrent layers' kernels are left as they are)."""
+    from tf_keras import layers
+
+    return (layers.Dense, layers.Conv1D, layers.Conv2D, layers.Embedding)
 
 
 def min_clusters(preserve_sparsity: bool) -> int:
@@ -331,7 +362,7 @@ def convert_to_tflite(
     if mode == "int8" and quantize_cfg.representative_samples < 1:
         raise ValueError("int8 conversion needs quantize.representative_samples >= 1 for calibration")
     model = _load_model(keras_path)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tflite_converter(model)
     converter.optimizations = set() if mode == "float32" else {tf.lite.Optimize.DEFAULT}
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
@@ -344,6 +375,21 @@ def convert_to_tflite(
             converter.inference_output_type = tf.int8
     sparse_encoding = mode in SPARSE_ENCODING_MODES and keras_sparsity(model) >= PRUNED_MIN_SPARSITY
     write_bytes_atomically(out_path, _convert_runnable(converter, f"{keras_path} ({mode})", sparse_encoding))
+
+
+def tflite_converter(model: Any) -> Any:
+    """The TFLite converter of a Keras model. A recurrent model is converted for one sample at a time (a
+    static batch size of 1, which is how shrinkflow runs TFLite files): the converter fuses an LSTM into
+    TFLite's own operator only when every shape but the time steps is static, and otherwise fails."""
+    import tensorflow as tf
+    import tf_keras
+
+    if not any(isinstance(layer, tf_keras.layers.RNN) for layer in [model, *model.submodules]):
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    single = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
+    )
+    return tf.lite.TFLiteConverter.from_concrete_functions([single], model)
 
 
 def _representative_samples(x: np.ndarray, count: int) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -388,7 +434,6 @@ def quantization_aware_train(
     import tf_keras
 
     tf_keras.utils.set_random_seed(train_cfg.seed)
-    splits = load_splits(dataset)
     model = _load_model(keras_path)
     try:
         if preserve_clusters:
@@ -405,8 +450,8 @@ def quantization_aware_train(
             qat_model = tfmot.quantization.keras.quantize_model(model)
     except (ValueError, RuntimeError, TypeError) as exc:  # e.g. a layer tfmot cannot quantize
         raise CompressionError(f"{keras_path}: cannot make the model quantization-aware ({exc})") from exc
-    fine_tune(qat_model, splits, train_cfg, quantize_cfg.qat_learning_rate, quantize_cfg.qat_epochs)
-    converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
+    fine_tune(qat_model, dataset, train_cfg, quantize_cfg.qat_learning_rate, quantize_cfg.qat_epochs)
+    converter = tflite_converter(qat_model)
     converter.optimizations = {tf.lite.Optimize.DEFAULT}
     # int8 kernels: zeros are kept as dense zeros, not sparse-encoded (see SPARSE_ENCODING_MODES).
     write_bytes_atomically(out_path, _convert_runnable(converter, f"{keras_path} (qat)", sparse_encoding=False))
@@ -458,18 +503,19 @@ def tflite_kernels(content: bytes, source: str) -> Iterator[tuple[Any, bytes]]:
         seen: set[int] = set()
         for op in subgraph.operators:
             inputs = _as_list(op.inputs)
-            if opcode_names[op.opcodeIndex] not in KERNEL_OPERATORS or len(inputs) <= KERNEL_INPUT:
-                continue
-            index = inputs[KERNEL_INPUT]
-            while index in producers and opcode_names[producers[index].opcodeIndex] in WEIGHT_EXPANDING_OPERATORS:
-                index = _as_list(producers[index].inputs)[0]
-            if index < 0 or index in seen or index in producers:
-                continue  # no kernel, already counted, or computed at run time: not a stored weight
-            seen.add(index)
-            tensor = subgraph.tensors[index]
-            data = _buffer_bytes(model.buffers[tensor.buffer], content)
-            if data:
-                yield tensor, data
+            for position in KERNEL_INPUTS.get(opcode_names[op.opcodeIndex] or "", ()):
+                if position >= len(inputs):
+                    continue
+                index = inputs[position]
+                while index in producers and opcode_names[producers[index].opcodeIndex] in WEIGHT_EXPANDING_OPERATORS:
+                    index = _as_list(producers[index].inputs)[0]
+                if index < 0 or index in seen or index in producers:
+                    continue  # no kernel, already counted, or computed at run time: not a stored weight
+                seen.add(index)
+                tensor = subgraph.tensors[index]
+                data = _buffer_bytes(model.buffers[tensor.buffer], content)
+                if data:
+                    yield tensor, data
 
 
 def _as_list(indices: Any) -> list[int]:
@@ -526,12 +572,15 @@ def _count_zero_weights(tensor: Any, data: bytes) -> tuple[int, int]:
 
 
 def fine_tune(
-    model: Any, splits: Any, train_cfg: TrainConfig, learning_rate: float, epochs: int, callbacks: Sequence[Any] = ()
+    model: Any, dataset: DatasetRef, train_cfg: TrainConfig, learning_rate: float, epochs: int,
+    callbacks: Sequence[Any] = (),
 ) -> None:
-    """Fine-tune a wrapped copy (pruning, clustering, QAT) with Adam, the baseline's batch size and shuffling seed."""
+    """Fine-tune a wrapped copy (pruning, clustering, QAT) with Adam and the baseline's loss, batch size and
+    shuffling seed."""
     import tf_keras
 
-    compile_for_training(model, tf_keras.optimizers.Adam(learning_rate))
+    splits = load_splits(dataset)
+    compile_for_training(model, tf_keras.optimizers.Adam(learning_rate), resolve_loss(train_cfg.loss, dataset.task))
     model.fit(
         make_dataset(splits.x_train, splits.y_train, train_cfg.batch_size, shuffle_seed=train_cfg.seed),
         validation_data=make_dataset(splits.x_val, splits.y_val, train_cfg.batch_size),

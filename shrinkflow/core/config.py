@@ -19,7 +19,12 @@ from shrinkflow.core.errors import ConfigError
 
 Optimizer = Literal["adam", "sgd", "rmsprop", "adagrad"]
 QuantizationMode = Literal["dynamic", "float16", "int8", "qat"]
-SelectionMetric = Literal["gzip_size_bytes", "size_bytes", "latency_ms", "loss"]
+SelectionMetric = Literal["gzip_size_bytes", "size_bytes", "latency_ms"]
+Task = Literal["classification", "regression"]
+QualityMetric = Literal["accuracy", "rmse", "r2"]
+# The quality metrics each task can be selected on; the first is the default.
+QUALITY_METRICS: dict[str, tuple[str, ...]] = {"classification": ("accuracy",), "regression": ("rmse", "r2")}
+LOSSES: dict[str, tuple[str, ...]] = {"classification": ("crossentropy",), "regression": ("mse", "mae", "huber")}
 
 
 class Section(BaseModel):
@@ -35,11 +40,39 @@ class DataConfig(Section):
         "sklearn:digits",
         title="Data source",
         description=(
-            "sklearn:digits, keras:mnist, keras:fashion_mnist, idx:DIR (MNIST-format IDX files), "
-            "or a path to a .csv or .parquet file."
+            "sklearn:digits, sklearn:diabetes (regression), keras:mnist, keras:fashion_mnist, idx:DIR "
+            "(MNIST-format IDX files), or a path to a .csv or .parquet file."
         ),
     )
-    label_column: str = Field("label", title="Label column", description="Label column of a CSV or Parquet file.")
+    task: Task = Field(
+        "classification", title="Task",
+        description="classification: predict a class (the label column); regression: predict one or several numbers.",
+    )
+    label_column: str = Field(
+        "label", title="Label column", description="Label column of a CSV or Parquet file (regression: the target, unless target columns are given)."
+    )
+    target_columns: tuple[str, ...] = Field(
+        (), title="Target columns", description="regression: the numeric columns to predict; empty means the label column alone."
+    )
+    text_column: str | None = Field(
+        None, title="Text column", description="A CSV or Parquet column of raw text to classify (model.family: text); other feature columns are ignored."
+    )
+    vocabulary_size: int = Field(
+        5000, ge=10, le=1_000_000, title="Vocabulary size", description="text: most frequent tokens kept by the vocabulary fitted on the training split."
+    )
+    sequence_length: int = Field(
+        32, ge=1, le=10_000, title="Tokens per text", description="text: each text is cut or padded to this many tokens."
+    )
+    sequence_shape: tuple[int, int] | None = Field(
+        None, title="Sequence shape",
+        description="Read each sample's values as [timesteps, features] for a recurrent model, e.g. [28, 28]: MNIST rows as 28 steps of 28 pixels.",
+    )
+    series_column: str | None = Field(
+        None, title="Series column",
+        description="A time series: this numeric column of a CSV or Parquet file, in time order, cut into windows (regression).",
+    )
+    window: int | None = Field(None, ge=1, title="Window", description="series: past values each sample sees.")
+    horizon: int = Field(1, ge=1, title="Horizon", description="series: predict the value this many steps after the window's end.")
     image_shape: tuple[int, ...] | None = Field(
         None,
         title="Image shape",
@@ -66,7 +99,22 @@ class DataConfig(Section):
             not 2 <= len(self.image_shape) <= 3 or min(self.image_shape) < 1
         ):
             raise ValueError("image_shape must be [height, width] or [height, width, channels] of positive sizes")
+        if self.sequence_shape is not None and min(self.sequence_shape) < 1:
+            raise ValueError("sequence_shape must be [timesteps, features] of positive sizes")
+        shapes = [name for name in ("image_shape", "sequence_shape", "text_column", "series_column") if getattr(self, name) is not None]
+        if len(shapes) > 1:
+            raise ValueError(f"{' and '.join(shapes)} exclude each other: give one way to read the samples")
+        if (self.series_column is None) != (self.window is None):
+            raise ValueError("series_column and window go together: name the series column and the window length")
+        if self.series_column is not None and self.task != "regression":
+            raise ValueError("a series (series_column) predicts future values: set task: regression")
+        if self.target_columns and self.task != "regression":
+            raise ValueError("target_columns are for task: regression; a classification predicts the label column")
         return self
+
+    def targets(self) -> tuple[str, ...]:
+        """regression: the columns to predict."""
+        return self.target_columns or (self.label_column,)
 
 
 class ModelConfig(Section):
@@ -74,11 +122,27 @@ class ModelConfig(Section):
 
     model_config = ConfigDict(title="Model")
 
-    family: Literal["mlp", "cnn"] = Field("cnn", title="Model family", description="mlp: dense layers; cnn: conv blocks then dense layers.")
-    conv_filters: tuple[int, ...] = Field(
-        (32, 64), title="Conv filters", description="cnn only: filters of each 3x3 conv + 2x2 max-pool block."
+    family: Literal["mlp", "cnn", "rnn", "text"] = Field(
+        "cnn", title="Model family",
+        description=(
+            "mlp: dense layers; cnn: conv blocks then dense layers (images); rnn: recurrent layers then dense "
+            "layers (sequences); text: a token embedding, recurrent or 1-D conv layers, then dense layers."
+        ),
     )
-    kernel_size: int = Field(3, ge=1, le=7, title="Kernel size", description="cnn only: conv kernel size.")
+    conv_filters: tuple[int, ...] = Field(
+        (32, 64), title="Conv filters",
+        description="cnn: filters of each conv + 2x2 max-pool block; text with the conv encoder: of each 1-D conv layer.",
+    )
+    kernel_size: int = Field(3, ge=1, le=7, title="Kernel size", description="cnn and text conv: conv kernel size.")
+    recurrent_units: tuple[int, ...] = Field(
+        (64,), title="Recurrent units", description="rnn and text with the recurrent encoder: units of each stacked recurrent layer."
+    )
+    cell: Literal["lstm", "gru"] = Field("lstm", title="Recurrent cell", description="rnn and text: LSTM or GRU layers.")
+    bidirectional: bool = Field(False, title="Bidirectional", description="rnn and text: read each sequence both ways.")
+    embedding_dim: int = Field(32, ge=1, le=4096, title="Embedding size", description="text: size of each token's embedding.")
+    text_encoder: Literal["recurrent", "conv"] = Field(
+        "recurrent", title="Text encoder", description="text: recurrent layers, or 1-D conv layers and global max pooling."
+    )
     hidden_units: tuple[int, ...] = Field((128,), title="Hidden units", description="Units of each dense hidden layer.")
     activation: Literal["relu", "tanh", "elu", "gelu"] = Field(
         "relu", title="Activation", description="Activation of the conv and hidden layers."
@@ -89,11 +153,24 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _check_sizes(self) -> ModelConfig:
-        if any(n < 1 for n in self.conv_filters + self.hidden_units):
-            raise ValueError("conv_filters and hidden_units must be positive integers")
-        if self.family == "cnn" and not self.conv_filters:
-            raise ValueError("a cnn needs at least one entry in conv_filters")
+        if any(n < 1 for n in self.conv_filters + self.recurrent_units + self.hidden_units):
+            raise ValueError("conv_filters, recurrent_units and hidden_units must be positive integers")
+        for name, sizes in self.layer_sizes().items():
+            if name != "hidden_units" and not sizes:
+                raise ValueError(f"a {self.family} model{' with the ' + self.text_encoder + ' encoder' if self.family == 'text' else ''} needs at least one entry in {name}")
         return self
+
+    def layer_sizes(self) -> dict[str, tuple[int, ...]]:
+        """The layer sizes this family uses, by field name: what a student shrinks."""
+        feature_layers = {
+            "mlp": (), "cnn": ("conv_filters",), "rnn": ("recurrent_units",),
+            "text": ("conv_filters",) if self.text_encoder == "conv" else ("recurrent_units",),
+        }[self.family]
+        return {name: getattr(self, name) for name in (*feature_layers, "hidden_units")}
+
+    @property
+    def is_recurrent(self) -> bool:
+        return self.family == "rnn" or (self.family == "text" and self.text_encoder == "recurrent")
 
 
 class TrainConfig(Section):
@@ -103,6 +180,10 @@ class TrainConfig(Section):
 
     epochs: int = Field(10, ge=1, le=1000, title="Epochs", description="Maximum training epochs (early stopping may end sooner).")
     batch_size: int = Field(128, ge=1, title="Batch size", description="Samples per gradient step.")
+    loss: Literal["auto", "crossentropy", "mse", "mae", "huber"] = Field(
+        "auto", title="Loss",
+        description="auto: crossentropy for classification, mse for regression; regression may use mae or huber instead.",
+    )
     optimizer: Optimizer = Field("adam", title="Optimizer", description="The Keras optimizer.")
     learning_rate: float = Field(1e-3, gt=0, le=10, title="Learning rate", description="Initial learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, title="Momentum", description="Momentum of the sgd optimizer (sgd only).")
@@ -140,25 +221,29 @@ class StudentConfig(Section):
         description="The teacher's conv filters and hidden units times this (at least 1 each); ignored where sizes are given.",
     )
     conv_filters: tuple[int, ...] | None = Field(
-        None, title="Conv filters", description="cnn only: the student's filters per conv block (as many blocks as the teacher)."
+        None, title="Conv filters", description="cnn and text conv: the student's filters per conv layer (as many as the teacher)."
+    )
+    recurrent_units: tuple[int, ...] | None = Field(
+        None, title="Recurrent units", description="rnn and text: the student's units per recurrent layer (as many as the teacher)."
     )
     hidden_units: tuple[int, ...] | None = Field(None, title="Hidden units", description="The student's dense hidden layers.")
     dropout: float | None = Field(
         None, ge=0, lt=1, title="Dropout", description="Dropout after each dense hidden layer; empty: the teacher's (a small student often needs less)."
     )
 
-    def sizes(self, teacher: ModelConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The student's conv filters and hidden units, given its teacher."""
+    def sizes(self, teacher: ModelConfig) -> dict[str, tuple[int, ...]]:
+        """The student's sizes of the layers its teacher's family uses (ModelConfig.layer_sizes): given, or the
+        teacher's times the width."""
         scale = self.width or 1.0
-        conv = self.conv_filters if self.conv_filters is not None else tuple(max(1, round(n * scale)) for n in teacher.conv_filters)
-        hidden = self.hidden_units if self.hidden_units is not None else tuple(max(1, round(n * scale)) for n in teacher.hidden_units)
-        return conv, hidden
+        return {
+            name: given if (given := getattr(self, name)) is not None else tuple(max(1, round(n * scale)) for n in sizes)
+            for name, sizes in teacher.layer_sizes().items()
+        }
 
     def model(self, teacher: ModelConfig) -> ModelConfig:
         """The student as a model config: the teacher's family and settings, the student's sizes."""
-        conv, hidden = self.sizes(teacher)
         dropout = teacher.dropout if self.dropout is None else self.dropout
-        return teacher.model_copy(update={"conv_filters": conv, "hidden_units": hidden, "dropout": dropout})
+        return teacher.model_copy(update={**self.sizes(teacher), "dropout": dropout})
 
 
 class DistillConfig(Section):
@@ -293,15 +378,23 @@ class SelectConfig(Section):
     model_config = ConfigDict(title="Selection and champion gate")
 
     metric: SelectionMetric = Field(
-        "gzip_size_bytes", title="Ship the lowest", description="Among the variants within the allowed accuracy drop, ship the one lowest on this."
+        "gzip_size_bytes", title="Ship the lowest", description="Among the variants within the quality budget, ship the one lowest on this."
     )
-    max_accuracy_drop: float = Field(
-        0.005, ge=0, le=1, title="Largest accuracy drop", description="Largest accuracy loss against the baseline, as a fraction (0.005 = half a point)."
+    quality: QualityMetric = Field(
+        "accuracy", title="Quality metric",
+        description="What the budget and the champion gate measure: accuracy (classification), rmse or r2 (regression; rmse unless set).",
+    )
+    max_quality_drop: float = Field(
+        0.005, ge=0, le=1, title="Largest quality drop",
+        description=(
+            "How much worse than the baseline a variant may be: accuracy or r2 points as a fraction (0.005 = half a "
+            "point); rmse: a share of the baseline's RMSE (0.05 = 5 % higher)."
+        ),
     )
     max_size_bytes: int | None = Field(None, ge=1, title="Largest size (bytes)", description="Only variants at most this large (size_bytes) may ship.")
     max_regression: float = Field(
         0.005, ge=0, le=1, title="Largest regression against the champion",
-        description="The alias 'champion' moves only if the new version's accuracy is at least the champion's minus this.",
+        description="The alias 'champion' moves only if the new version is no worse than the champion by more than this (same units as the quality drop).",
     )
 
 
@@ -336,13 +429,37 @@ class PipelineConfig(Section):
     select: SelectConfig = Field(SelectConfig(), title="Selection and champion gate")
     export: ExportConfig = Field(ExportConfig(), title="Export")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _regression_quality_default(cls, raw: Any) -> Any:
+        """A regression is selected on RMSE unless the config says otherwise."""
+        if isinstance(raw, dict) and isinstance(raw.get("data"), dict) and raw["data"].get("task") == "regression":
+            select = raw.get("select") or {}
+            if isinstance(select, dict) and "quality" not in select:
+                raw = {**raw, "select": {**select, "quality": "rmse"}}
+        return raw
+
     @model_validator(mode="after")
     def _check_stages(self) -> PipelineConfig:
+        task, family = self.data.task, self.model.family
+        if self.select.quality not in QUALITY_METRICS[task]:
+            raise ValueError(f"select.quality: {self.select.quality} does not measure a {task}; use {' or '.join(QUALITY_METRICS[task])}")
+        if self.train.loss not in ("auto", *LOSSES[task]):
+            raise ValueError(f"train.loss: {self.train.loss} is not a {task} loss; use auto or {', '.join(LOSSES[task])}")
+        if (family == "text") != (self.data.text_column is not None):
+            raise ValueError(
+                "model.family: text reads data.text_column; set both (a text column and family: text) or neither"
+            )
+        if family == "rnn" and self.data.sequence_shape is None and self.data.series_column is None:
+            raise ValueError("model.family: rnn needs sequences: set data.sequence_shape [timesteps, features], or data.series_column and data.window")
+        if family != "rnn" and (self.data.sequence_shape is not None or self.data.series_column is not None) and family != "mlp":
+            raise ValueError(f"model.family: {family} cannot read sequences (data.sequence_shape / data.series_column); use rnn or mlp")
         for number, student in enumerate(self.distill.students, start=1):
             problem = student_problem(student, self.model)
             if problem:
                 raise ValueError(f"distill.students.{number - 1} (student-{number}): {problem}")
         return self
+
 
     def config_hash(self) -> str:
         """A short, stable hash of every setting: the same config gives the same hash."""
@@ -353,27 +470,32 @@ class PipelineConfig(Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def resolve_loss(loss: str, task: str) -> str:
+    """The training loss: train.loss, with auto resolved for the task (crossentropy, or mse for regression)."""
+    return LOSSES[task][0] if loss == "auto" else loss
+
+
 def student_problem(student: StudentConfig, teacher: ModelConfig) -> str | None:
     """Why `student` cannot be a student of `teacher` (not smaller, or a different shape), or None."""
-    conv, hidden = student.sizes(teacher)
-    if any(n < 1 for n in conv + hidden):
-        return "layer sizes must be positive integers"
-    if teacher.family == "cnn" and len(conv) != len(teacher.conv_filters):
-        return f"conv_filters needs {len(teacher.conv_filters)} entries, one per conv block of the teacher (got {list(conv)})"
-    if teacher.family == "mlp" and student.conv_filters:
-        return "conv_filters is for a cnn teacher; this teacher is an mlp"
-    if not hidden and teacher.hidden_units:
+    sizes, teacher_sizes = student.sizes(teacher), teacher.layer_sizes()
+    for name in ("conv_filters", "recurrent_units"):
+        if getattr(student, name) and name not in teacher_sizes:
+            return f"{name} is not a layer of this {teacher.family} teacher"
+    for name, student_sizes in sizes.items():
+        if any(n < 1 for n in student_sizes):
+            return "layer sizes must be positive integers"
+        if name != "hidden_units" and len(student_sizes) != len(teacher_sizes[name]):
+            return f"{name} needs {len(teacher_sizes[name])} entries, one per layer of the teacher (got {list(student_sizes)})"
+    if not sizes["hidden_units"] and teacher.hidden_units:
         return "hidden_units is empty; give at least one dense layer, like the teacher"
-    wider = [
-        f"{student_size} > {teacher_size}"
-        for student_size, teacher_size in zip(conv + hidden, teacher.conv_filters + teacher.hidden_units)
-        if student_size > teacher_size
-    ]
-    if wider or sum(conv + hidden) >= sum(teacher.conv_filters + teacher.hidden_units):
+    flat, teacher_flat = [n for s in sizes.values() for n in s], [n for s in teacher_sizes.values() for n in s]
+    wider = [mine > theirs for name in sizes for mine, theirs in zip(sizes[name], teacher_sizes[name])]
+    if any(wider) or sum(flat) >= sum(teacher_flat):
+        described = ", ".join(f"{name} {list(sizes[name])}" for name in sizes)
+        teacher_described = ", ".join(f"{list(teacher_sizes[name])}" for name in sizes)
         return (
-            f"not smaller than its teacher (student conv_filters {list(conv)}, hidden_units {list(hidden)}; teacher "
-            f"{list(teacher.conv_filters)}, {list(teacher.hidden_units)}): no layer may be wider than the teacher's, "
-            "and it needs fewer units in all"
+            f"not smaller than its teacher (student {described}; teacher {teacher_described}): no layer may be wider "
+            "than the teacher's, and it needs fewer units in all"
         )
     return None
 

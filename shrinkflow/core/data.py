@@ -26,7 +26,7 @@ from shrinkflow.core.errors import DataError
 from shrinkflow.core.files import atomic_path
 
 ACCEPTED_SOURCES = (
-    "sklearn:digits, keras:mnist, keras:fashion_mnist, idx:DIR (MNIST-format IDX files), "
+    "sklearn:digits, sklearn:diabetes, keras:mnist, keras:fashion_mnist, idx:DIR (MNIST-format IDX files), "
     "or a path to a .csv or .parquet file"
 )
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -57,9 +57,24 @@ class DatasetRef:
     is_image: bool
     preprocessing: tuple[tuple[str, Any], ...]
     built_by: str = ""  # the pipeline run that prepared it; another run reused it from the cache
+    task: str = "classification"
+    target_names: tuple[str, ...] = ()  # regression: the predicted columns
+    # regression: targets are learned standardized; a prediction in original units is y * std + mean.
+    target_scaling: tuple[tuple[str, Any], ...] = ()
+    vocabulary_size: int = 0  # text: tokens in the fitted vocabulary (stored in the .npz, see load_vocabulary)
 
     def output_paths(self) -> tuple[str, ...]:
         return (self.path,)
+
+    @property
+    def num_outputs(self) -> int:
+        """The model's outputs: one probability per class, or one value per regression target."""
+        return len(self.target_names) if self.task == "regression" else self.num_classes
+
+    def to_original_units(self, predictions: np.ndarray) -> np.ndarray:
+        """Regression outputs (standardized, n x targets) in the targets' original units."""
+        scaling = dict(self.target_scaling)
+        return predictions.reshape(len(predictions), -1) * np.asarray(scaling["std"]) + np.asarray(scaling["mean"])
 
 
 class Splits(NamedTuple):
@@ -100,28 +115,45 @@ def _prepare(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
     from_table = columns is not None
     fingerprint = _fingerprint(features, labels)
     features = _apply_image_shape(features, cfg, from_table)
-    label_field = f"column {cfg.label_column!r}" if from_table else "the labels"
-    class_names, y = _encode_labels(labels, cfg.source, label_field)
-    _require_samples_per_class(y, class_names, cfg.source)
+    features = _apply_sequence_shape(features, cfg)
+    if cfg.series_column is not None:
+        features, labels = _windows(features, cfg)
+    classification = cfg.task == "classification"
+    if classification:
+        label_field = f"column {cfg.label_column!r}" if from_table else "the labels"
+        class_names, y = _encode_labels(labels, cfg.source, label_field)
+        _require_samples_per_class(y, class_names, cfg.source)
+    else:
+        class_names, y = (), labels.astype(np.float64).reshape(len(labels), -1)
     if cfg.max_samples is not None and cfg.max_samples < len(y):
-        features, y = _stratified_subsample(features, y, cfg)
-        _require_samples_per_class(
-            y, class_names, cfg.source, after=f" after subsampling to data.max_samples={cfg.max_samples}"
-        )
-    splits, preprocessing = _scale(_split(features, y, cfg), cfg.scaling)
-    _require_finite_after_scaling(splits, cfg, columns)
+        features, y = _subsample(features, y, cfg)
+        if classification:
+            _require_samples_per_class(
+                y, class_names, cfg.source, after=f" after subsampling to data.max_samples={cfg.max_samples}"
+            )
+    splits = _split(features, y, cfg)
+    vocabulary = None
+    if cfg.text_column is not None:
+        splits, vocabulary, preprocessing = _vectorize(splits, cfg)
+    else:
+        splits, preprocessing = _scale(splits, cfg.scaling)
+        _require_finite_after_scaling(splits, cfg, columns)
+    target_scaling: tuple[tuple[str, Any], ...] = ()
+    if not classification:
+        splits, target_scaling = _standardize_targets(splits)
 
     key = hashlib.sha256((fingerprint + cfg.model_dump_json()).encode()).hexdigest()[:16]
     path = Path(out_dir) / f"{key}.npz"
     if not path.exists():
+        arrays: dict[str, np.ndarray] = splits._asdict() | ({} if vocabulary is None else {"vocabulary": vocabulary})
         with atomic_path(path) as partial:
-            np.savez_compressed(partial, **splits._asdict())
-    counts = np.bincount(y, minlength=len(class_names))
+            np.savez_compressed(partial, **arrays)  # type: ignore[arg-type]
+    counts = np.bincount(y, minlength=len(class_names)) if classification else np.array([])
     return DatasetRef(
         path=str(path),
         fingerprint=fingerprint,
         source=cfg.source,
-        input_shape=tuple(int(size) for size in features.shape[1:]),
+        input_shape=tuple(int(size) for size in splits.x_train.shape[1:]),
         num_classes=len(class_names),
         class_names=class_names,
         class_counts=tuple((name, int(count)) for name, count in zip(class_names, counts)),
@@ -130,18 +162,23 @@ def _prepare(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
             ("validation", len(splits.y_val)),
             ("test", len(splits.y_test)),
         ),
-        is_image=features.ndim == 4,
+        is_image=splits.x_train.ndim == 4,
         preprocessing=preprocessing,
+        task=cfg.task,
+        target_names=() if classification else _target_names(cfg),
+        target_scaling=target_scaling,
+        vocabulary_size=0 if vocabulary is None else len(vocabulary),
     )
 
 
 def load_splits(ref: DatasetRef) -> Splits:
-    """The stored splits: float32 features and int64 class indices."""
+    """The stored splits: float32 features, and int64 class indices or float32 standardized regression targets."""
+    label_type = np.int64 if ref.task == "classification" else np.float32
     try:
         with np.load(ref.path) as stored:
             return Splits(
                 *(
-                    stored[name].astype(np.float32 if name.startswith("x") else np.int64, copy=False)
+                    stored[name].astype(np.float32 if name.startswith("x") else label_type, copy=False)
                     for name in Splits._fields
                 )
             )
@@ -149,12 +186,24 @@ def load_splits(ref: DatasetRef) -> Splits:
         raise DataError(f"{ref.path}: prepared dataset not found; prepare the dataset again") from None
 
 
+def _target_names(cfg: DataConfig) -> tuple[str, ...]:
+    if cfg.series_column is not None:
+        return (cfg.series_column,)
+    return cfg.targets() if Path(cfg.source).suffix.lower() in (".csv", ".parquet") else ("target",)
+
+
+def load_vocabulary(ref: DatasetRef) -> list[str]:
+    """text: the vocabulary fitted on the training split; token id i is its i-th entry (0 pads, 1 is unknown)."""
+    with np.load(ref.path) as stored:
+        return [str(token) for token in stored["vocabulary"]]
+
+
 def source_stamp(cfg: DataConfig) -> list[Any]:
     """What identifies the raw source without reading it: its files' paths, sizes and modification
     times (or the version of the package that bundles it). A cache key for loading the data.
     """
     source = cfg.source
-    if source == "sklearn:digits":
+    if source.startswith("sklearn:"):
         import sklearn
 
         return [source, sklearn.__version__]
@@ -190,6 +239,13 @@ def _read_source(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ..
 
         digits = load_digits()
         return digits.images[..., np.newaxis], digits.target, None
+    if source == "sklearn:diabetes":
+        from sklearn.datasets import load_diabetes
+
+        diabetes = load_diabetes(scaled=False)
+        if cfg.task != "regression":
+            raise DataError(f"{source} is a regression dataset (disease progression); set data.task: regression")
+        return diabetes.data, diabetes.target, tuple(diabetes.feature_names)
     if source in KERAS_READERS:
         features, labels = KERAS_READERS[source]()
         return features, labels, None
@@ -197,12 +253,71 @@ def _read_source(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ..
         features, labels = _read_idx_dir(Path(source.removeprefix("idx:")))
         return features, labels, None
     if Path(source).suffix.lower() in (".csv", ".parquet"):
-        return _read_table(Path(source), cfg.label_column)
+        return _read_table(Path(source), cfg)
     raise DataError(f"data.source {source!r} is not supported; use {ACCEPTED_SOURCES}")
 
 
-def _read_table(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Numeric feature columns (2-D float64), the label column, and the feature columns' names."""
+def _read_table(path: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Numeric feature columns (2-D float64), or the text column, or the series column; the label or target
+    columns; and the feature columns' names."""
+    table = _read_table_file(path)
+    if cfg.text_column is not None:
+        return _text_and_labels(table, path, cfg)
+    if cfg.series_column is not None:
+        series = _require_columns(table, path, (cfg.series_column,), "data.series_column", "series")
+        _require_numeric(series, path, "data.series_column")
+        _require_finite(series, path)
+        values = series[cfg.series_column].to_numpy(dtype=np.float64)
+        return values, values, (cfg.series_column,)
+    label_columns = cfg.targets() if cfg.task == "regression" else (cfg.label_column,)
+    field = "data.target_columns" if cfg.target_columns else "data.label_column"
+    labels = _require_columns(table, path, label_columns, field, "target" if cfg.task == "regression" else "label")
+    feature_table = table.drop(columns=list(label_columns))
+    if feature_table.columns.empty:
+        role = "target column(s)" if cfg.task == "regression" else "label column"
+        raise DataError(f"{path}: no feature columns, only the {role} {', '.join(map(repr, label_columns))}")
+    _require_numeric(feature_table, path)
+    if cfg.task == "regression":
+        _require_numeric(labels, path, f"{field} (a regression target)")
+    _require_finite(table, path)
+    _require_float32_range(feature_table, path)
+    if cfg.task == "regression":
+        return feature_table.to_numpy(dtype=np.float64), labels.to_numpy(dtype=np.float64), tuple(feature_table.columns)
+    label = labels[cfg.label_column]
+    label_values = label.to_numpy() if pd.api.types.is_numeric_dtype(label) else label.to_numpy(dtype=str)
+    return feature_table.to_numpy(dtype=np.float64), label_values, tuple(feature_table.columns)
+
+
+def _require_columns(table: pd.DataFrame, path: Path, names: tuple[str, ...], field: str, role: str) -> pd.DataFrame:
+    """The named columns, or a DataError naming the missing ones, the columns there are and the setting."""
+    missing = [name for name in names if name not in table.columns]
+    if missing:
+        raise DataError(
+            f"{path}: no {role} column {', '.join(map(repr, missing))}; available columns: {', '.join(table.columns)} "
+            f"(set {field})"
+        )
+    return table[list(names)]
+
+
+def _text_and_labels(table: pd.DataFrame, path: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The text column as strings and the label column, both without missing values."""
+    assert cfg.text_column is not None
+    _require_columns(table, path, (cfg.text_column,), "data.text_column", "text")
+    columns = _require_columns(table, path, (cfg.text_column, cfg.label_column), "data.label_column", "label")
+    text = columns[cfg.text_column]
+    if pd.api.types.is_numeric_dtype(text) or pd.api.types.is_bool_dtype(text):
+        raise DataError(
+            f"{path}: data.text_column {cfg.text_column!r} holds numbers ({text.dtype}, e.g. {text.iloc[0]!r}), not text; "
+            "name the column of raw text, or use a numeric model family for numeric columns"
+        )
+    _require_finite(columns, path)
+    label = columns[cfg.label_column]
+    label_values = label.to_numpy() if pd.api.types.is_numeric_dtype(label) else label.to_numpy(dtype=str)
+    return text.to_numpy(dtype=str), label_values, (cfg.text_column,)
+
+
+def _read_table_file(path: Path) -> pd.DataFrame:
+    """The whole table, with unique string column names and rows."""
     kind = path.suffix.lower()[1:]
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a {kind} file")
@@ -220,20 +335,7 @@ def _read_table(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, 
     _require_comma_separated(table, path)
     if table.empty:
         raise DataError(f"{path}: the table has no rows")
-    if label_column not in table.columns:
-        raise DataError(
-            f"{path}: no label column {label_column!r}; available columns: {', '.join(table.columns)} "
-            "(set data.label_column)"
-        )
-    feature_table = table.drop(columns=label_column)
-    if feature_table.columns.empty:
-        raise DataError(f"{path}: no feature columns, only the label column {label_column!r}")
-    _require_numeric(feature_table, path)
-    _require_finite(table, path)
-    _require_float32_range(feature_table, path)
-    labels = table[label_column]
-    label_values = labels.to_numpy() if pd.api.types.is_numeric_dtype(labels) else labels.to_numpy(dtype=str)
-    return feature_table.to_numpy(dtype=np.float64), label_values, tuple(feature_table.columns)
+    return table
 
 
 def _column_names(path: Path) -> list[str]:
@@ -284,7 +386,7 @@ def _require_float32_range(feature_table: pd.DataFrame, path: Path) -> None:
         )
 
 
-def _require_numeric(feature_table: pd.DataFrame, path: Path) -> None:
+def _require_numeric(feature_table: pd.DataFrame, path: Path, field: str = "") -> None:
     problems = []
     for name, column in feature_table.items():
         if pd.api.types.is_numeric_dtype(column):
@@ -295,6 +397,8 @@ def _require_numeric(feature_table: pd.DataFrame, path: Path) -> None:
         )
         problems.append(f"column {name!r} is not numeric ({example})")
     if problems:
+        if field:
+            raise DataError(f"{path}: {field}: {', '.join(problems)}; it must hold numbers")
         raise DataError(f"{path}: {', '.join(problems)}; features must be numbers, or drop the column")
 
 
@@ -431,8 +535,39 @@ def _fingerprint(features: np.ndarray, labels: np.ndarray) -> str:
     digest = hashlib.sha256()
     for array in (features, labels):
         digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+        if array.dtype.kind in "UO":  # text: the characters, not the array's memory
+            digest.update("\x00".join(map(str, array.ravel())).encode())
+        else:
+            digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
+
+
+def _apply_sequence_shape(features: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Each sample's values read as [timesteps, features] (cfg.sequence_shape), e.g. an image's rows."""
+    if cfg.sequence_shape is None:
+        return features
+    values = int(np.prod(features.shape[1:]))
+    if int(np.prod(cfg.sequence_shape)) != values:
+        raise DataError(
+            f"{cfg.source}: data.sequence_shape {list(cfg.sequence_shape)} holds {int(np.prod(cfg.sequence_shape))} values, "
+            f"but each sample has {values} (shape {list(features.shape[1:])}); give timesteps x features = {values}"
+        )
+    return features.reshape(len(features), *cfg.sequence_shape)
+
+
+def _windows(series: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of a time series: each `window` consecutive values (timesteps of one feature), and the value
+    `horizon` steps after the window's end as the target."""
+    assert cfg.window is not None
+    count = len(series) - cfg.window - cfg.horizon + 1
+    if count < 1:
+        raise DataError(
+            f"{cfg.source}: data.window {cfg.window} plus data.horizon {cfg.horizon} is longer than the series "
+            f"({len(series)} values in column {cfg.series_column!r}); use a shorter window"
+        )
+    starts = np.arange(count)
+    features = series[starts[:, None] + np.arange(cfg.window)[None, :]][..., np.newaxis]
+    return features, series[starts + cfg.window + cfg.horizon - 1]
 
 
 def _apply_image_shape(features: np.ndarray, cfg: DataConfig, from_table: bool) -> np.ndarray:
@@ -480,10 +615,14 @@ def _require_samples_per_class(y: np.ndarray, class_names: tuple[str, ...], sour
 # --- splitting and scaling -----------------------------------------------------------------------
 
 
-def _stratified_subsample(features: np.ndarray, y: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+def _subsample(features: np.ndarray, y: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A subsample of cfg.max_samples: stratified for classification, the first ones of a series (time order)."""
+    if cfg.series_column is not None:
+        return features[: cfg.max_samples], y[: cfg.max_samples]
     try:
         keep, _ = train_test_split(
-            np.arange(len(y)), train_size=cfg.max_samples, stratify=y, random_state=cfg.seed
+            np.arange(len(y)), train_size=cfg.max_samples, random_state=cfg.seed,
+            stratify=y if cfg.task == "classification" else None,
         )
     except ValueError as exc:
         raise DataError(
@@ -495,16 +634,20 @@ def _stratified_subsample(features: np.ndarray, y: np.ndarray, cfg: DataConfig) 
 
 
 def _split(features: np.ndarray, y: np.ndarray, cfg: DataConfig) -> Splits:
-    """A stratified train/validation/test split: test and validation are shares of all samples."""
+    """A train/validation/test split, test and validation being shares of all samples: stratified for
+    classification; in time order for a series (the model is tested on the latest windows, as it will be used)."""
+    classification = cfg.task == "classification"
+    in_time_order = cfg.series_column is not None
     try:
         rest, test = train_test_split(
-            np.arange(len(y)), test_size=cfg.test_fraction, stratify=y, random_state=cfg.seed
+            np.arange(len(y)), test_size=cfg.test_fraction, stratify=y if classification else None,
+            random_state=cfg.seed, shuffle=not in_time_order,
         )
         train, val = train_test_split(
             rest,
             test_size=cfg.validation_fraction / (1 - cfg.test_fraction),
-            stratify=y[rest],
-            random_state=cfg.seed,
+            stratify=y[rest] if classification else None,
+            random_state=cfg.seed, shuffle=not in_time_order,
         )
     except ValueError as exc:
         raise DataError(
@@ -512,6 +655,16 @@ def _split(features: np.ndarray, y: np.ndarray, cfg: DataConfig) -> Splits:
             f"and test with one sample of every class in each ({exc}); use more data or larger "
             "data.validation_fraction / data.test_fraction"
         ) from None
+    if in_time_order and cfg.window is not None:
+        # Windows overlap: drop those at the start of validation and test whose values or targets a training
+        # (or validation) window already saw, so nothing is tested on what it learned from.
+        gap = cfg.window + cfg.horizon - 1
+        val, test = val[gap:], test[gap:]
+        if not len(val) or not len(test):
+            raise DataError(
+                f"{cfg.source}: too few windows to split in time order with a gap of data.window + data.horizon - 1 "
+                f"= {gap} between train, validation and test; use a longer series or a shorter window"
+            )
     return Splits(features[train], y[train], features[val], y[val], features[test], y[test])
 
 
@@ -545,6 +698,35 @@ def _scale(splits: Splits, scaling: str) -> tuple[Splits, tuple[tuple[str, Any],
     with np.errstate(over="ignore"):  # what overflows becomes inf, which the caller reports
         train32, val32, test32 = (x.astype(np.float32) for x in (x_train, x_val, x_test))
     return Splits(train32, splits.y_train, val32, splits.y_val, test32, splits.y_test), preprocessing
+
+
+def _vectorize(splits: Splits, cfg: DataConfig) -> tuple[Splits, np.ndarray, tuple[tuple[str, Any], ...]]:
+    """Texts as token ids: a vocabulary fitted on the training split (Keras TextVectorization: lower case,
+    punctuation stripped, split on whitespace), each text cut or padded to cfg.sequence_length tokens.
+
+    The vectorizer runs here, outside the model, so every model file (Keras, TFLite, ONNX) takes token ids;
+    the export's SavedModel puts it back in front, so a served model receives raw text.
+    """
+    from tf_keras.layers import TextVectorization
+
+    vectorizer = TextVectorization(max_tokens=cfg.vocabulary_size, output_sequence_length=cfg.sequence_length)
+    vectorizer.adapt(splits.x_train)
+    vocabulary = np.array(vectorizer.get_vocabulary(), dtype=str)
+    x_train, x_val, x_test = (vectorizer(x).numpy().astype(np.int32) for x in (splits.x_train, splits.x_val, splits.x_test))
+    preprocessing: tuple[tuple[str, Any], ...] = (
+        ("kind", "text"), ("standardize", "lower_and_strip_punctuation"), ("split", "whitespace"),
+        ("sequence_length", cfg.sequence_length), ("vocabulary_size", len(vocabulary)),
+    )
+    return splits._replace(x_train=x_train, x_val=x_val, x_test=x_test), vocabulary, preprocessing
+
+
+def _standardize_targets(splits: Splits) -> tuple[Splits, tuple[tuple[str, Any], ...]]:
+    """Regression targets standardized with the training split's mean and standard deviation (what the model
+    learns), and the scaling that brings predictions back to original units."""
+    scaler = StandardScaler().fit(splits.y_train)
+    y_train, y_val, y_test = (scaler.transform(y).astype(np.float32) for y in (splits.y_train, splits.y_val, splits.y_test))
+    scaling = (("mean", tuple(float(m) for m in scaler.mean_)), ("std", tuple(float(s) for s in scaler.scale_)))
+    return splits._replace(y_train=y_train, y_val=y_val, y_test=y_test), scaling
 
 
 def _require_finite_after_scaling(splits: Splits, cfg: DataConfig, columns: tuple[str, ...] | None) -> None:

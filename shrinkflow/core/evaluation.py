@@ -1,7 +1,8 @@
-"""Evaluate any model variant the same way: a Keras file or a TFLite file, on the held-out test set.
+"""Evaluate any model variant the same way: a Keras, TFLite or ONNX file, on the held-out test set.
 
-Every variant gets the same metric names, so the MLflow compare view lines them up:
-accuracy, precision_macro, recall_macro, f1_macro, loss, size_bytes, gzip_size_bytes, latency_ms.
+Every variant of a run gets the same metric names, so the MLflow compare view lines them up. Classification:
+accuracy, precision_macro, recall_macro, f1_macro, loss (and roc_auc with two classes); regression, in the
+targets' original units: rmse, mae, mse, r2. Both: size_bytes, gzip_size_bytes, latency_ms.
 """
 
 from __future__ import annotations
@@ -20,49 +21,78 @@ import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loa
 from shrinkflow.core.data import DatasetRef, load_splits
 from shrinkflow.core.files import atomic_path
 
-METRIC_NAMES = (
-    "accuracy", "precision_macro", "recall_macro", "f1_macro", "loss",
-    "size_bytes", "gzip_size_bytes", "latency_ms",
-)
+SIZE_METRIC_NAMES = ("size_bytes", "gzip_size_bytes", "latency_ms")
+METRIC_NAMES = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", *SIZE_METRIC_NAMES)
+REGRESSION_METRIC_NAMES = ("rmse", "mae", "mse", "r2", *SIZE_METRIC_NAMES)
 
 BatchPredictor = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A variant's metrics (see METRIC_NAMES) and where its confusion-matrix plot is."""
+    """A variant's metrics (see METRIC_NAMES, REGRESSION_METRIC_NAMES) and where its plot is: the confusion
+    matrix, or predicted against actual values for regression."""
 
     metrics: dict[str, float]
-    confusion_matrix_png: str
+    plot_png: str
 
 
 def evaluate_model_file(
     model_path: str | Path, dataset: DatasetRef, out_dir: str | Path, latency_repeats: int = 100
 ) -> Evaluation:
-    """Evaluate a saved `.keras` or `.tflite` model on the dataset's test split."""
+    """Evaluate a saved `.keras`, `.tflite` or `.onnx` model on the dataset's test split."""
     splits = load_splits(dataset)
     predict = load_predictor(model_path)
-    probabilities = predict(splits.x_test)
-    metrics = classification_metrics(splits.y_test, probabilities, dataset.num_classes)
+    outputs = predict(splits.x_test)
+    metrics = task_metrics(dataset, splits.y_test, outputs)
     metrics.update(file_sizes(model_path))
     metrics["latency_ms"] = median_latency_ms(predict, splits.x_test[:1], repeats=latency_repeats)
-    png = Path(out_dir) / "confusion_matrix.png"
-    save_confusion_matrix(splits.y_test, probabilities.argmax(axis=1), dataset.class_names, png)
-    return Evaluation(metrics=metrics, confusion_matrix_png=str(png))
+    if dataset.task == "classification":
+        png = Path(out_dir) / "confusion_matrix.png"
+        save_confusion_matrix(splits.y_test, outputs.argmax(axis=1), dataset.class_names, png)
+    else:
+        png = Path(out_dir) / "predicted_vs_actual.png"
+        save_predicted_vs_actual(dataset.to_original_units(splits.y_test), dataset.to_original_units(outputs), dataset.target_names, png)
+    return Evaluation(metrics=metrics, plot_png=str(png))
+
+
+def task_metrics(dataset: DatasetRef, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+    """The task's quality metrics of a model's outputs on stored labels: class probabilities against class
+    indices, or standardized predictions against standardized targets (compared in original units)."""
+    if dataset.task == "classification":
+        return classification_metrics(y_true, outputs, dataset.num_classes)
+    return regression_metrics(dataset.to_original_units(y_true), dataset.to_original_units(outputs))
 
 
 def describe_metrics(metrics: dict[str, float]) -> str:
     """A variant's test result in one line, for logs."""
+    quality = (
+        f"accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1_macro']:.4f}" if "accuracy" in metrics
+        else f"RMSE {metrics['rmse']:.4g}, MAE {metrics['mae']:.4g}, R2 {metrics['r2']:.4f}"
+    )
     return (
-        f"accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1_macro']:.4f}, "
-        f"{int(metrics['size_bytes']):,} bytes ({int(metrics['gzip_size_bytes']):,} gzipped), "
+        f"{quality}, {int(metrics['size_bytes']):,} bytes ({int(metrics['gzip_size_bytes']):,} gzipped), "
         f"{metrics['latency_ms']:.3f} ms per sample"
     )
 
 
+def regression_metrics(y_true: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE, MSE and R2 (scikit-learn; averaged over targets), in the targets' units."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    mse = float(mean_squared_error(y_true, predictions))
+    return {
+        "rmse": float(np.sqrt(mse)),
+        "mae": float(mean_absolute_error(y_true, predictions)),
+        "mse": mse,
+        "r2": float(r2_score(y_true, predictions)),
+    }
+
+
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Accuracy, macro precision / recall / F1 and cross-entropy loss (scikit-learn)."""
-    from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
+    """Accuracy, macro precision / recall / F1 and cross-entropy loss (scikit-learn); with two classes also
+    ROC AUC (of the second class's probability)."""
+    from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support, roc_auc_score
 
     labels = list(range(num_classes))
     predicted = probabilities.argmax(axis=1)
@@ -72,13 +102,16 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, num_cl
     # Quantized models' dequantized outputs need not sum to exactly one.
     clipped = np.clip(probabilities.astype(np.float64), 1e-12, None)
     normalized = clipped / clipped.sum(axis=1, keepdims=True)
-    return {
+    metrics = {
         "accuracy": float(accuracy_score(y_true, predicted)),
         "precision_macro": float(precision),
         "recall_macro": float(recall),
         "f1_macro": float(f1),
         "loss": float(log_loss(y_true, normalized, labels=labels)),
     }
+    if num_classes == 2 and len(np.unique(y_true)) == 2:
+        metrics["roc_auc"] = float(roc_auc_score(y_true, normalized[:, 1]))
+    return metrics
 
 
 def file_sizes(path: str | Path) -> dict[str, float]:
@@ -141,6 +174,8 @@ def _tflite_predictor(path: Path) -> BatchPredictor:
         outputs = []
         for sample in batch:
             interpreter.set_tensor(input_detail["index"], _quantize(sample[None, ...], input_detail))
+            # A fused LSTM keeps its state in variable tensors that carry over between calls: start from zero.
+            interpreter.reset_all_variables()
             interpreter.invoke()
             outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
         return np.concatenate(outputs, axis=0)
@@ -162,6 +197,29 @@ def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         scale, zero_point = detail["quantization"]
         return (y.astype(np.float32) - zero_point) * scale
     return y.astype(np.float32)
+
+
+def save_predicted_vs_actual(
+    y_true: np.ndarray, predictions: np.ndarray, target_names: tuple[str, ...], png_path: str | Path
+) -> None:
+    """A scatter of the first target's predictions against its actual values, the diagonal being perfect."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    actual, predicted = y_true[:, 0], predictions[:, 0]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(actual, predicted, s=10, alpha=0.6)
+    low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="tab:gray", linewidth=1)
+    ax.set_xlabel(f"actual {target_names[0]}")
+    ax.set_ylabel(f"predicted {target_names[0]}")
+    ax.set_title("Predicted against actual (test split)")
+    fig.tight_layout()
+    with atomic_path(png_path) as partial:
+        fig.savefig(partial, dpi=100)
+    plt.close(fig)
 
 
 def save_confusion_matrix(

@@ -19,13 +19,14 @@ from typing import Any
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.config import ExportConfig
 from shrinkflow.core.files import atomic_path, sha256_file
-from shrinkflow.core.data import DatasetRef
+from shrinkflow.core.data import DatasetRef, load_vocabulary
 from shrinkflow.core.variants import BASELINE, PRUNED, Variant
 
 MANIFEST_NAME = "manifest.json"
 KERAS_FILE_NAME = "model.keras"
+VOCABULARY_FILE_NAME = "vocabulary.txt"
 SERVING_INPUT = "inputs"
-SERVING_OUTPUT = "probabilities"
+SERVING_OUTPUTS = {"classification": "probabilities", "regression": "predictions"}
 
 
 def export_version(
@@ -35,6 +36,7 @@ def export_version(
     manifest: Mapping[str, Any],
     extra_files: Mapping[str, str | Path] | None = None,
     extra_saved_models: Mapping[str, str | Path] | None = None,
+    dataset: DatasetRef | None = None,
 ) -> Path:
     """Write one export version folder and return its path.
 
@@ -44,18 +46,22 @@ def export_version(
         manifest: fields for manifest.json (metrics, run ids, config hash, ...); `files` is added.
         extra_files: more files to include, as {relative name in the export: source path}.
         extra_saved_models: more Keras models to include as SavedModels, as {relative folder: .keras path}.
+        dataset: what the SavedModels' serving signature needs to take raw text or return regression targets in
+            original units (see write_saved_model), and a text model's vocabulary, written as vocabulary.txt.
     """
     target = Path(target)
     if target.exists():
         raise FileExistsError(f"export {target} already exists; refusing to overwrite a shipped version")
     with atomic_path(target) as staging:
         if export_cfg.saved_model:
-            write_saved_model(keras_path, staging)
+            write_saved_model(keras_path, staging, dataset)
         staging.mkdir(exist_ok=True)
         if export_cfg.keras:
             shutil.copy2(keras_path, staging / KERAS_FILE_NAME)
         for folder, source in (extra_saved_models or {}).items():
-            write_saved_model(source, staging / folder)
+            write_saved_model(source, staging / folder, dataset)
+        if dataset is not None and dataset.vocabulary_size:
+            (staging / VOCABULARY_FILE_NAME).write_text("\n".join(load_vocabulary(dataset)) + "\n")
         for name, source in (extra_files or {}).items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, staging / name)
@@ -69,7 +75,8 @@ def export_version(
 
 
 def export_variants(
-    target: str | Path, variants: Sequence[Variant], export_cfg: ExportConfig, manifest: Mapping[str, Any]
+    target: str | Path, variants: Sequence[Variant], export_cfg: ExportConfig, manifest: Mapping[str, Any],
+    dataset: DatasetRef | None = None,
 ) -> Path:
     """A run's version folder: the baseline (the first variant) as a SavedModel and Keras file at the root,
     every other variant's file under variants/, the pruned model also as a SavedModel."""
@@ -79,6 +86,7 @@ def export_variants(
         target, baseline.model_path, export_cfg, manifest,
         {export_file_name(variant): variant.model_path for variant in others},
         extra_saved_models={f"variants/{PRUNED}": pruned.model_path} if pruned and export_cfg.saved_model else None,
+        dataset=dataset,
     )
 
 
@@ -101,9 +109,11 @@ def build_manifest(
         "config_hash": config_hash,
         **provenance,
         "data_fingerprint": dataset.fingerprint,
+        "task": dataset.task,
         "preprocessing": dict(dataset.preprocessing),
         "class_names": list(dataset.class_names),
         "input_shape": list(dataset.input_shape),
+        **serving_fields(dataset),
         "metrics": selected.metrics,
         "variants": {
             variant.name: {
@@ -162,19 +172,72 @@ def restore_moved(moves: list[tuple[Path, Path]]) -> None:
             os.rename(aside, original)
 
 
-def write_saved_model(keras_path: str | Path, out_dir: str | Path) -> None:
-    """A SavedModel whose serving_default maps `inputs` (scaled features) to `probabilities`."""
+def serving_fields(dataset: DatasetRef) -> dict[str, Any]:
+    """What a client of the export needs besides the model (manifest.json): the serving signature, and the
+    target scaling (regression) or the vocabulary (text) that the model files, unlike the SavedModel, leave
+    to the client."""
+    output = SERVING_OUTPUTS[dataset.task]
+    text = bool(dataset.vocabulary_size)
+    fields: dict[str, Any] = {
+        "serving_signature": {
+            "inputs": "raw texts, string [n]" if text else f"scaled features, float32 [n, {', '.join(map(str, dataset.input_shape))}]",
+            output: "class probabilities" if dataset.task == "classification" else "targets in original units",
+        },
+    }
+    if dataset.task == "regression":
+        fields["target_names"] = list(dataset.target_names)
+        fields["target_scaling"] = {
+            "note": "model files (Keras, TFLite, ONNX) output standardized targets: multiply by std, add mean",
+            **{name: list(values) for name, values in dataset.target_scaling},
+        }
+    if text:
+        fields["vocabulary_file"] = VOCABULARY_FILE_NAME
+    return fields
+
+
+def write_saved_model(keras_path: str | Path, out_dir: str | Path, dataset: DatasetRef | None = None) -> None:
+    """A SavedModel whose serving_default maps `inputs` to `probabilities` (classification) or `predictions`
+    (regression, in the targets' original units).
+
+    `inputs` are scaled features, or, for a text model, raw strings: the SavedModel carries the vocabulary and
+    the text vectorization in front of the model, the same as the one fitted on the training split. Without
+    `dataset` (or for plain classification), the model's own inputs and outputs.
+    """
     import tensorflow as tf
+    import tf_keras
 
     from shrinkflow.core.training import load_keras_model
 
     model = load_keras_model(keras_path)
+    output = SERVING_OUTPUTS[dataset.task if dataset else "classification"]
+    vectorizer = None
+    if dataset is not None and dataset.vocabulary_size:
+        settings = dict(dataset.preprocessing)
+        vectorizer = tf_keras.layers.TextVectorization(
+            vocabulary=load_vocabulary(dataset)[2:],  # without the padding and unknown tokens, which it adds back
+            output_sequence_length=settings["sequence_length"],
+        )
+    mean = std = None
+    if dataset is not None and dataset.task == "regression":
+        scaling = dict(dataset.target_scaling)
+        mean, std = tf.constant(scaling["mean"], tf.float32), tf.constant(scaling["std"], tf.float32)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=SERVING_INPUT)])
-    def serve(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {SERVING_OUTPUT: model(inputs, training=False)}
+    def predict(features: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = model(features, training=False)
+        return {output: outputs if mean is None else outputs * std + mean}
 
-    tf.saved_model.save(model, str(out_dir), signatures={"serving_default": serve})
+    if vectorizer is not None:
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+        def serve(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+            return predict(vectorizer(inputs))
+    else:
+        @tf.function(input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=SERVING_INPUT)])
+        def serve(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+            return predict(inputs)
+
+    module = tf.Module()
+    module.model, module.vectorizer, module.serve = model, vectorizer, serve
+    tf.saved_model.save(module if vectorizer is not None else model, str(out_dir), signatures={"serving_default": serve})
 
 
 def describe_files(folder: Path) -> list[dict[str, Any]]:

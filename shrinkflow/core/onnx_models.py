@@ -27,7 +27,10 @@ MIN_OPSET, MAX_OPSET = 13, 18
 # How long one SavedModel conversion may take; tf2onnx needs seconds for the models shrinkflow trains.
 CONVERT_TIMEOUT_S = 600
 # ONNX operators whose second input is a weight kernel, and the axis of its output channels there.
-KERNEL_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": -1, "Gemm": -1}
+KERNEL_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": -1, "Gemm": -1, "LSTM": 1, "GRU": 1, "Gather": -1}
+# Which inputs of those nodes are kernels: the weights of a Conv, MatMul or Gemm; the input and recurrent
+# weights (W, R) of an LSTM or GRU; the table of a Gather (an embedding lookup).
+KERNEL_INPUTS = {"LSTM": (1, 2), "GRU": (1, 2), "Gather": (0,)}
 # onnx.TensorProto data types of stored weights, with their width in bits.
 STORED_BITS = {1: 32, 3: 8, 2: 8, 10: 16, 11: 64}
 
@@ -113,8 +116,9 @@ def onnx_predictor(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def onnx_kernel_stats(path: str | Path) -> Iterator[KernelStats]:
-    """The weight kernels of an ONNX file: the stored initializers behind the second input of Conv, MatMul
-    and Gemm nodes, followed back through DequantizeLinear (int8 weights of a QDQ model)."""
+    """The weight kernels of an ONNX file: the stored initializers behind the kernel inputs of Conv, MatMul,
+    Gemm, LSTM, GRU and Gather nodes (KERNEL_INPUTS), followed back through DequantizeLinear (int8 weights of
+    a QDQ model)."""
     import onnx
     from onnx import numpy_helper
 
@@ -122,10 +126,12 @@ def onnx_kernel_stats(path: str | Path) -> Iterator[KernelStats]:
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     producers = {output: node for node in graph.node for output in node.output}
     seen: set[str] = set()
-    for node in graph.node:
-        if node.op_type not in KERNEL_CHANNEL_AXIS or len(node.input) < 2:
-            continue
-        name, zero_point = node.input[1], None
+    kernel_inputs = [
+        (node, position) for node in graph.node if node.op_type in KERNEL_CHANNEL_AXIS
+        for position in KERNEL_INPUTS.get(node.op_type, (1,)) if position < len(node.input)
+    ]
+    for node, position in kernel_inputs:
+        name, zero_point = node.input[position], None
         while name in producers and producers[name].op_type in ("DequantizeLinear", "Transpose", "Identity"):
             producer = producers[name]
             if producer.op_type == "DequantizeLinear" and len(producer.input) > 2:

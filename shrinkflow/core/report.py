@@ -1,4 +1,5 @@
-"""The variant comparison: a CSV, a markdown table and a chart of accuracy against gzipped size."""
+"""The variant comparison: a CSV, a markdown table and a chart of quality (accuracy, or R2 for regression)
+against gzipped size."""
 
 from __future__ import annotations
 
@@ -27,14 +28,16 @@ def write_comparison(rows: Sequence[SummaryRow], out_dir: str | Path) -> list[Pa
 
 
 def plot_pareto(rows: Sequence[SummaryRow], png_path: str | Path) -> None:
-    """Accuracy against gzipped size (log scale), the Pareto front joined and the shipped variant ringed."""
+    """Accuracy (R2 for regression) against gzipped size (log scale), the Pareto front joined and the shipped
+    variant ringed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     measured = [row for row in rows if row.ok]
-    points = {row.variant: (float(row.gzip_size_bytes or 0), float(row.accuracy or 0)) for row in measured}
+    quality = "accuracy" if any(row.accuracy is not None for row in measured) else "r2"
+    points = {row.variant: (float(row.gzip_size_bytes or 0), float(getattr(row, quality) or 0)) for row in measured}
     front = sorted(pareto_front(points), key=lambda name: points[name][0])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, (size, accuracy) in points.items():
@@ -49,8 +52,8 @@ def plot_pareto(rows: Sequence[SummaryRow], png_path: str | Path) -> None:
             ax.scatter(size, accuracy, s=220, facecolors="none", edgecolors="tab:blue", linewidths=2, label="selected")
     ax.set_xscale("log")
     ax.set_xlabel("gzipped model size (bytes, log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Variants: accuracy against size")
+    ax.set_ylabel(f"test {quality}")
+    ax.set_title(f"Variants: {quality} against size")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

@@ -30,21 +30,50 @@ class Promotion:
     reason: str
 
 
-def select_variant(
-    metrics_by_variant: Mapping[str, Mapping[str, float]], baseline_accuracy: float, policy: SelectConfig
-) -> Selection:
-    """The variant lowest on `policy.metric` among those within the allowed accuracy drop and size.
+@dataclass(frozen=True)
+class Quality:
+    """The metric a task is judged on (SelectConfig.quality), and how a budget applies to it: accuracy and R2
+    may drop by so many points; RMSE may grow by a share of the reference's."""
 
-    Ties go to the more accurate variant, then to the name, so the choice is deterministic.
+    metric: str
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric != "rmse"
+
+    def worst_allowed(self, reference: float, budget: float) -> float:
+        """The worst value still within `budget` of `reference`."""
+        return reference - budget if self.higher_is_better else reference * (1 + budget)
+
+    def within(self, value: float, reference: float, budget: float) -> bool:
+        limit = self.worst_allowed(reference, budget)
+        return value >= limit - TOLERANCE if self.higher_is_better else value <= limit + TOLERANCE
+
+    def better_first(self, value: float) -> float:
+        """A sort key that puts better values first."""
+        return -value if self.higher_is_better else value
+
+    def describe_budget(self, budget: float) -> str:
+        return f"minus {budget}" if self.higher_is_better else f"plus {budget:.0%}"
+
+
+def select_variant(
+    metrics_by_variant: Mapping[str, Mapping[str, float]], baseline_metrics: Mapping[str, float], policy: SelectConfig
+) -> Selection:
+    """The variant lowest on `policy.metric` among those within the quality budget (policy.quality,
+    policy.max_quality_drop against the baseline) and size.
+
+    Ties go to the better variant on the quality metric, then to the name, so the choice is deterministic.
     """
+    quality = Quality(policy.quality)
+    reference = baseline_metrics[policy.quality]
     reasons: dict[str, str] = {}
     eligible: list[str] = []
-    floor = baseline_accuracy - policy.max_accuracy_drop
     for variant, metrics in metrics_by_variant.items():
-        if metrics["accuracy"] < floor - TOLERANCE:
+        if not quality.within(metrics[policy.quality], reference, policy.max_quality_drop):
             reasons[variant] = (
-                f"accuracy {metrics['accuracy']:.4f} is below the baseline's {baseline_accuracy:.4f} "
-                f"minus max_accuracy_drop {policy.max_accuracy_drop}"
+                f"{policy.quality} {metrics[policy.quality]:.4f} is worse than the baseline's {reference:.4f} "
+                f"{quality.describe_budget(policy.max_quality_drop)} (max_quality_drop)"
             )
         elif policy.max_size_bytes is not None and metrics["size_bytes"] > policy.max_size_bytes:
             reasons[variant] = f"size {int(metrics['size_bytes'])} bytes exceeds max_size_bytes {policy.max_size_bytes}"
@@ -55,28 +84,24 @@ def select_variant(
         return Selection(None, reasons)
     chosen = min(
         eligible,
-        key=lambda v: (metrics_by_variant[v][policy.metric], -metrics_by_variant[v]["accuracy"], v),
+        key=lambda v: (metrics_by_variant[v][policy.metric], quality.better_first(metrics_by_variant[v][policy.quality]), v),
     )
     reasons[chosen] = f"selected: lowest {policy.metric} ({metrics_by_variant[chosen][policy.metric]:g}) among eligible"
     return Selection(chosen, reasons)
 
 
-def decide_promotion(candidate_accuracy: float, champion_accuracy: float | None, max_regression: float) -> Promotion:
-    """Promote the first version outright; later ones only if not worse than the champion by more than allowed.
-
-    Both accuracies must come from the same test set (this run's).
-    """
-    if champion_accuracy is None:
+def decide_promotion(
+    candidate: float, champion: float | None, max_regression: float, quality: Quality = Quality("accuracy")
+) -> Promotion:
+    """Promote the first version outright; later ones only if not worse than the champion by more than allowed
+    on the quality metric. Both values must come from the same test set (this run's)."""
+    name = quality.metric
+    if champion is None:
         return Promotion(True, "first champion")
-    floor = champion_accuracy - max_regression
-    if candidate_accuracy >= floor - TOLERANCE:
-        return Promotion(
-            True, f"accuracy {candidate_accuracy:.4f} >= champion's {champion_accuracy:.4f} minus {max_regression}"
-        )
-    return Promotion(
-        False,
-        f"accuracy {candidate_accuracy:.4f} < champion's {champion_accuracy:.4f} minus max_regression {max_regression}",
-    )
+    budget = quality.describe_budget(max_regression)
+    if quality.within(candidate, champion, max_regression):
+        return Promotion(True, f"{name} {candidate:.4f} is within the champion's {champion:.4f} {budget}")
+    return Promotion(False, f"{name} {candidate:.4f} is worse than the champion's {champion:.4f} {budget} (max_regression)")
 
 
 def pareto_front(points: Mapping[str, tuple[float, float]]) -> set[str]:

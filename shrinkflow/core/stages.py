@@ -28,7 +28,7 @@ class Measured:
     values), its confusion-matrix plot, and its sparsity, all read from the file itself."""
 
     metrics: dict[str, float]
-    confusion_matrix_png: str
+    plot_png: str
     sparsity: float
 
 
@@ -37,7 +37,7 @@ def measure(model_path: Path, dataset: DatasetRef, out_dir: Path) -> Measured:
     evaluation = evaluate_model_file(model_path, dataset, out_dir)
     stats = weight_stats(model_path)
     weights = {"param_bits": float(stats.param_bits), "max_unique_weights": float(stats.max_unique)}
-    return Measured(evaluation.metrics | weights, evaluation.confusion_matrix_png, stats.sparsity)
+    return Measured(evaluation.metrics | weights, evaluation.plot_png, stats.sparsity)
 
 
 def train_stage(
@@ -57,7 +57,7 @@ def train_stage(
     summary = training.train_baseline(dataset, model_cfg, train_cfg, model_path, on_epoch=record_epoch)
     measured = measure(model_path, dataset, out_dir)
     return Variant(
-        BASELINE, str(model_path), measured.metrics, measured.confusion_matrix_png, sparsity=measured.sparsity,
+        BASELINE, str(model_path), measured.metrics, measured.plot_png, sparsity=measured.sparsity,
         history=history, training={name: summary[name] for name in ("epochs_run", "train_seconds", "train_samples_per_s")},
         built_by=built_by,
     )
@@ -84,7 +84,7 @@ def distill_stage(
         settings |= {"temperature": distill_cfg.temperature, "alpha": distill_cfg.alpha}
     return Variant(
         student_name(number, from_scratch), str(model_path), measured.metrics,
-        measured.confusion_matrix_png, parent=None if from_scratch else teacher.name,
+        measured.plot_png, parent=None if from_scratch else teacher.name,
         sparsity=measured.sparsity,
         settings=tuple(settings.items()), built_by=built_by,
     )
@@ -103,7 +103,7 @@ def prune_stage(
                 "seed": train_cfg.seed}
     return Variant(
         derived_name(source.name, PRUNED), str(model_path), measured.metrics,
-        measured.confusion_matrix_png, parent=source.name, sparsity=measured.sparsity,
+        measured.plot_png, parent=source.name, sparsity=measured.sparsity,
         target_sparsity=prune_cfg.target_sparsity, settings=tuple(settings.items()), built_by=built_by,
     )
 
@@ -123,7 +123,7 @@ def cluster_stage(
     }
     return Variant(
         derived_name(source.name, CLUSTERED), str(model_path), measured.metrics,
-        measured.confusion_matrix_png, parent=source.name,
+        measured.plot_png, parent=source.name,
         sparsity=measured.sparsity,
         target_sparsity=source.target_sparsity, clusters=cluster_cfg.clusters, settings=tuple(settings.items()),
         built_by=built_by,
@@ -158,7 +158,7 @@ def quantize_stage(
             "batch_size": train_cfg.batch_size, "seed": train_cfg.seed,
         }
     return Variant(
-        f"{source.name}-{mode}", str(model_path), measured.metrics, measured.confusion_matrix_png,
+        f"{source.name}-{mode}", str(model_path), measured.metrics, measured.plot_png,
         parent=source.name, quantization=mode, sparsity=measured.sparsity,
         target_sparsity=source.target_sparsity, clusters=source.clusters, settings=tuple(settings.items()),
         built_by=built_by,
@@ -178,11 +178,19 @@ def onnx_stage(
     measured = measure(model_path, dataset, out_dir)
     route = "tflite" if source.is_tflite else "saved_model"
     return Variant(
-        name, str(model_path), measured.metrics, measured.confusion_matrix_png,
+        name, str(model_path), measured.metrics, measured.plot_png,
         parent=source.name, quantization=source.quantization, sparsity=source.sparsity,
         target_sparsity=source.target_sparsity, clusters=source.clusters,
         settings=(("opset", onnx_cfg.opset), ("route", route)), built_by=built_by,
     )
+
+
+def quantization_problem(mode: str, model_cfg: ModelConfig) -> str | None:
+    """Why a quantization mode cannot apply to this model family: a "not applicable" row, not a failure."""
+    if mode == "qat" and model_cfg.family in ("rnn", "text"):
+        layers = "Embedding and LSTM/GRU" if model_cfg.family == "text" else "LSTM/GRU"
+        return f"tfmot's quantization-aware training has no scheme for {layers} layers; the post-training modes apply"
+    return None
 
 
 def to_cluster(cluster_cfg: ClusterConfig, model: Variant, pruned: Variant | Failure | None) -> list[Variant]:
@@ -192,6 +200,13 @@ def to_cluster(cluster_cfg: ClusterConfig, model: Variant, pruned: Variant | Fai
         return []
     chosen = [model] if "unpruned" in cluster_cfg.apply_to else []
     return chosen + ([pruned] if "pruned" in cluster_cfg.apply_to and isinstance(pruned, Variant) else [])
+
+
+def onnx_problem(source: Variant, model_cfg: ModelConfig) -> str | None:
+    """Why a variant cannot be converted to ONNX: a "not applicable" row, not a failure."""
+    if source.is_tflite and model_cfg.is_recurrent:
+        return "tf2onnx cannot convert TFLite's quantized LSTM/GRU; onnx.convert: [float] converts the Keras variants"
+    return None
 
 
 def converts_to_onnx(onnx_cfg: OnnxConfig, variant: Variant | Failure) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from shrinkflow.core.config import ModelConfig, TrainConfig
+from shrinkflow.core.config import ModelConfig, TrainConfig, resolve_loss
 from shrinkflow.core.data import DatasetRef, load_splits
 from shrinkflow.core.errors import ConfigError
 from shrinkflow.core.files import atomic_path
@@ -18,17 +18,24 @@ from shrinkflow.core.files import atomic_path
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
-def build_model(model_cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    """A Sequential mlp or cnn ending in a softmax over `num_classes`.
+def build_model(
+    model_cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int, task: str = "classification",
+    vocabulary_size: int = 0,
+) -> Any:
+    """A Sequential model of the config's family: the family's feature layers (conv blocks; stacked LSTM or GRU
+    layers; a token embedding then recurrent or 1-D conv layers), dense hidden layers, and a softmax over
+    `num_outputs` classes, or `num_outputs` linear regression outputs.
 
     Raises:
-        ConfigError: a cnn asked for on data that is not an image.
+        ConfigError: the family cannot take this data (a cnn on a flat table, an rnn without timesteps).
     """
     from tf_keras import Sequential, layers, regularizers
 
     check_model_fits_data(model_cfg, input_shape)
     regularizer = regularizers.L1L2(l1=model_cfg.l1, l2=model_cfg.l2) if model_cfg.l1 or model_cfg.l2 else None
     stack: list[Any] = [layers.Input(shape=input_shape)]
+    if model_cfg.family == "text":
+        stack.append(layers.Embedding(vocabulary_size, model_cfg.embedding_dim))
     if model_cfg.family == "cnn":
         for filters in model_cfg.conv_filters:
             stack.append(
@@ -38,13 +45,32 @@ def build_model(model_cfg: ModelConfig, input_shape: tuple[int, ...], num_classe
                 )
             )
             stack.append(layers.MaxPooling2D(2, padding="same"))
+    elif model_cfg.is_recurrent:
+        cell = {"lstm": layers.LSTM, "gru": layers.GRU}[model_cfg.cell]
+        for number, units in enumerate(model_cfg.recurrent_units, start=1):
+            recurrent = cell(units, return_sequences=number < len(model_cfg.recurrent_units), kernel_regularizer=regularizer)
+            stack.append(layers.Bidirectional(recurrent) if model_cfg.bidirectional else recurrent)
+    elif model_cfg.family == "text":
+        for filters in model_cfg.conv_filters:
+            stack.append(
+                layers.Conv1D(
+                    filters, model_cfg.kernel_size, padding="same", activation=model_cfg.activation,
+                    kernel_regularizer=regularizer,
+                )
+            )
+        stack.append(layers.GlobalMaxPooling1D())
     stack.append(layers.Flatten())
     for units in model_cfg.hidden_units:
         stack.append(layers.Dense(units, activation=model_cfg.activation, kernel_regularizer=regularizer))
         if model_cfg.dropout:
             stack.append(layers.Dropout(model_cfg.dropout))
-    stack.append(layers.Dense(num_classes, activation="softmax"))
+    stack.append(layers.Dense(num_outputs, activation="softmax" if task == "classification" else None))
     return Sequential(stack)
+
+
+def model_for(model_cfg: ModelConfig, dataset: DatasetRef) -> Any:
+    """`build_model` for this dataset's inputs, outputs, task and vocabulary."""
+    return build_model(model_cfg, dataset.input_shape, dataset.num_outputs, dataset.task, dataset.vocabulary_size)
 
 
 def check_model_fits_data(model_cfg: ModelConfig, input_shape: tuple[int, ...]) -> None:
@@ -53,6 +79,11 @@ def check_model_fits_data(model_cfg: ModelConfig, input_shape: tuple[int, ...]) 
         raise ConfigError(
             f"model.family: cnn needs image data (height, width, channels), but the data has "
             f"shape {list(input_shape)}; use family: mlp, or set data.image_shape"
+        )
+    if model_cfg.family == "rnn" and len(input_shape) != 2:
+        raise ConfigError(
+            f"model.family: rnn needs sequences (timesteps, features), but the data has shape {list(input_shape)}; "
+            "set data.sequence_shape, or data.series_column and data.window"
         )
 
 
@@ -88,8 +119,22 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: in
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def compile_for_training(model: Any, optimizer: Any) -> None:
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+def compile_for_training(model: Any, optimizer: Any, loss: str = "crossentropy") -> None:
+    """Compile with the loss (see config.resolve_loss): accuracy is followed for classification, RMSE (of the
+    standardized targets) for regression."""
+    import tf_keras
+
+    if loss == "crossentropy":
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return
+    model.compile(optimizer=optimizer, loss=keras_loss(loss), metrics=[tf_keras.metrics.RootMeanSquaredError(name="rmse")])
+
+
+def keras_loss(loss: str) -> Any:
+    """A regression loss of the config (mse, mae, huber) as a Keras per-sample loss function."""
+    import tf_keras
+
+    return tf_keras.losses.get({"mse": "mean_squared_error", "mae": "mean_absolute_error", "huber": "huber"}[loss])
 
 
 def epoch_reporter(on_epoch: EpochCallback) -> Any:
@@ -124,9 +169,9 @@ def train_baseline(
 
     tf_keras.utils.set_random_seed(train_cfg.seed)
     splits = load_splits(dataset)
-    model = build_model(model_cfg, dataset.input_shape, dataset.num_classes)
+    model = model_for(model_cfg, dataset)
     steps_per_epoch = int(np.ceil(len(splits.x_train) / train_cfg.batch_size))
-    compile_for_training(model, make_optimizer(train_cfg, steps_per_epoch))
+    compile_for_training(model, make_optimizer(train_cfg, steps_per_epoch), resolve_loss(train_cfg.loss, dataset.task))
     callbacks: list[Any] = []
     if train_cfg.early_stopping_patience:
         callbacks.append(

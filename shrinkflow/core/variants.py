@@ -38,7 +38,7 @@ class Variant:
             "pruned-int8" (see derived_name).
         model_path: the `.keras` or `.tflite` file.
         metrics: its test metrics (shrinkflow.core.evaluation.METRIC_NAMES).
-        confusion_matrix_png: the plot of its test predictions.
+        plot_png: the plot of its test predictions.
         parent: the variant it was derived from (None for the baseline).
         quantization: "none", or the quantization mode (dynamic, float16, int8, qat).
         sparsity: share of zero weights, measured in the variant's own file.
@@ -54,7 +54,7 @@ class Variant:
     name: str
     model_path: str
     metrics: dict[str, float]
-    confusion_matrix_png: str
+    plot_png: str
     parent: str | None = None
     quantization: str = "none"
     sparsity: float = 0.0
@@ -79,7 +79,7 @@ class Variant:
 
     def output_paths(self) -> tuple[str, ...]:
         """The files the variant consists of; a cached variant whose files are gone must be built again."""
-        return (self.model_path, self.confusion_matrix_png)
+        return (self.model_path, self.plot_png)
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,11 @@ class SummaryRow:
     selected: bool = False
     promoted: bool | None = None  # None: not shipped, so no gate decision
     version: str = ""
-    status: str = "ok"  # or "failed: <reason>"
-    accuracy: float | None = None
-    accuracy_delta: float | None = None
+    status: str = "ok"  # or "failed: <reason>", "not applicable: <why>"
+    accuracy: float | None = None  # classification
+    rmse: float | None = None  # regression, in the target's units
+    r2: float | None = None  # regression
+    quality_delta: float | None = None  # the quality metric (select.quality) against the baseline
     gzip_size_bytes: int | None = None
     compression_ratio: float | None = None
     param_bits_ratio: float | None = None
@@ -129,21 +131,28 @@ class SummaryRow:
         return {name: "" if value is None else value for name, value in cells.items()}
 
 
-def summary_rows(variants: Sequence[Variant | Failure]) -> list[SummaryRow]:
-    """One row per variant, its metrics next to the baseline's (the first variant)."""
+def summary_rows(variants: Sequence[Variant | Failure], quality: str = "accuracy") -> list[SummaryRow]:
+    """One row per variant, its metrics next to the baseline's (the first variant); `quality` is the metric
+    the delta is of (select.quality)."""
     baseline = next(variant for variant in variants if isinstance(variant, Variant) and variant.name == BASELINE)
-    return [summary_row(variant, baseline.metrics) for variant in variants]
+    return [summary_row(variant, baseline.metrics, quality) for variant in variants]
 
 
-def summary_row(variant: Variant | Failure, baseline: dict[str, float]) -> SummaryRow:
+def summary_row(variant: Variant | Failure, baseline: dict[str, float], quality: str = "accuracy") -> SummaryRow:
     if isinstance(variant, Failure):
         status = f"not applicable: {variant.reason}" if variant.not_applicable else f"failed: {variant.reason}"
         return SummaryRow(variant.name, status=status[:100])
     metrics = variant.metrics
+
+    def rounded(name: str, digits: int = 4) -> float | None:
+        return round(metrics[name], digits) if name in metrics else None
+
     return SummaryRow(
         variant=variant.name,
-        accuracy=round(metrics["accuracy"], 4),
-        accuracy_delta=round(metrics["accuracy"] - baseline["accuracy"], 4),
+        accuracy=rounded("accuracy"),
+        rmse=rounded("rmse"),
+        r2=rounded("r2"),
+        quality_delta=round(metrics[quality] - baseline[quality], 4),
         gzip_size_bytes=int(metrics["gzip_size_bytes"]),
         compression_ratio=round(baseline["gzip_size_bytes"] / metrics["gzip_size_bytes"], 2),
         param_bits_ratio=round(baseline["param_bits"] / metrics["param_bits"], 2) if metrics["param_bits"] else None,
@@ -152,7 +161,7 @@ def summary_row(variant: Variant | Failure, baseline: dict[str, float]) -> Summa
         sparsity=round(variant.sparsity, 3),
         quantization=variant.quantization,
         max_unique_weights=int(metrics["max_unique_weights"]),
-        f1_macro=round(metrics["f1_macro"], 4),
+        f1_macro=rounded("f1_macro"),
     )
 
 

@@ -21,6 +21,7 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import Schema, TensorSpec
 
+from shrinkflow.core.evaluation import describe_metrics
 from shrinkflow.core.export import read_manifest
 from shrinkflow.tracking import tflite_pyfunc
 from shrinkflow.tracking.runs import TrackingRef, fluent_mlflow
@@ -96,7 +97,7 @@ def log_and_register_onnx_model(
 def model_description(name: str) -> str:
     return (
         f"The models shrinkflow ships for {name}: each version is the variant a pipeline run selected (the "
-        "smallest within the config's accuracy budget), with its metrics as tags. The alias `champion` moves to "
+        "smallest within the config's quality budget), with its metrics as tags. The alias `champion` moves to "
         "a new version only if it is not worse than the current champion on that run's test set."
     )
 
@@ -106,8 +107,8 @@ def version_description(variant: Variant, parent_run_id: str) -> str:
     lineage = f"derived from {variant.parent}" if variant.parent else "the trained baseline"
     return (
         f"{variant.name}: {kind}, {lineage}; quantization {variant.quantization}, "
-        f"sparsity {variant.sparsity:.3f}. Test accuracy {variant.metrics['accuracy']:.4f}, "
-        f"{int(variant.metrics['gzip_size_bytes']):,} bytes gzipped. Selected by pipeline run {parent_run_id}."
+        f"sparsity {variant.sparsity:.3f}. Test: {describe_metrics(variant.metrics)}. "
+        f"Selected by pipeline run {parent_run_id}."
     )
 
 

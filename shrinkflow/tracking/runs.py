@@ -240,7 +240,7 @@ def record_variant(tracking: TrackingRef, variant: Variant, reused: bool) -> str
     metrics.append(Metric("sparsity", variant.sparsity, now, 0))
     metrics += [Metric(name, value, now, step) for name, values in variant.history.items() for step, value in enumerate(values)]
     client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in variant_params(variant).items()])
-    client.log_artifact(run_id, variant.confusion_matrix_png)
+    client.log_artifact(run_id, variant.plot_png)
     client.set_terminated(run_id)
     return run_id
 
@@ -272,6 +272,7 @@ def log_dataset(tracking: TrackingRef, dataset: DatasetRef, reused: bool) -> Non
         params=[
             Param("data.input_shape", str(list(dataset.input_shape))),
             Param("data.num_classes", str(dataset.num_classes)),
+            Param("data.targets", ", ".join(dataset.target_names) or "-"),
             *(Param(f"data.{split}_size", str(size)) for split, size in dataset.split_sizes),
         ],
         tags=[RunTag("data.fingerprint", dataset.fingerprint), RunTag("data.cache_hit", str(reused).lower())],
@@ -405,11 +406,16 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
     shipped = next((row for row in rows if row.selected), None)
     metrics: dict[str, float | None] = {"variants_evaluated": float(sum(row.ok for row in rows))}
     if baseline is not None:
-        metrics |= {"baseline_accuracy": baseline.accuracy, "baseline_gzip_size_bytes": baseline.gzip_size_bytes}
+        metrics |= {
+            f"baseline_{name}": getattr(baseline, name) for name in ("accuracy", "rmse", "r2", "gzip_size_bytes")
+        }
     if shipped is not None:
         metrics |= {
             f"shipped_{name}": getattr(shipped, name)
-            for name in ("accuracy", "accuracy_delta", "gzip_size_bytes", "compression_ratio", "param_bits_ratio", "size_bytes", "latency_ms")
+            for name in (
+                "accuracy", "rmse", "r2", "quality_delta", "gzip_size_bytes", "compression_ratio", "param_bits_ratio",
+                "size_bytes", "latency_ms",
+            )
         }
     tags = {MLFLOW_NOTE_TAG: run_description(rows), "shipped_variant": shipped.variant if shipped else "none"}
     client.log_batch(
@@ -433,10 +439,17 @@ def run_description(rows: Sequence[SummaryRow]) -> str:
     champion = "it is now the champion" if shipped.promoted else "the champion alias stayed (see the version's `promotion_reason`)"
     return (
         f"Shipped {shipped.variant} as version {shipped.version}; {champion}. "
-        f"Accuracy {shipped.accuracy:.4f} ({(shipped.accuracy_delta or 0) * 100:+.2f} pt against the baseline), "
+        f"{describe_quality(shipped)}, "
         f"{shipped.gzip_size_bytes:,} bytes gzipped, {shipped.compression_ratio}x smaller than the baseline. "
         f"{measured} variants evaluated.{failed_note}"
     )
+
+
+def describe_quality(row: SummaryRow) -> str:
+    """The row's quality and its change against the baseline, in words."""
+    if row.accuracy is not None:
+        return f"Accuracy {row.accuracy:.4f} ({(row.quality_delta or 0) * 100:+.2f} pt against the baseline)"
+    return f"RMSE {row.rmse:.4g}, R2 {row.r2:.4f} ({row.quality_delta or 0:+.4g} against the baseline)"
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

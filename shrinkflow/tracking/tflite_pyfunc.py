@@ -69,6 +69,7 @@ class TFLiteModel(PythonModel):
             self._batch = len(chunk)
         input_detail = self._interpreter.get_input_details()[0]
         self._interpreter.set_tensor(self._input_index, quantize(chunk, input_detail))
+        self._interpreter.reset_all_variables()  # a recurrent model's state would carry over from the last call
         self._interpreter.invoke()
         output_detail = self._output_detail()
         return dequantize(self._interpreter.get_tensor(output_detail["index"]), output_detail)
