@@ -188,8 +188,10 @@ def onnx_stage(
 def quantization_problem(mode: str, model_cfg: ModelConfig) -> str | None:
     """Why a quantization mode cannot apply to this model family: a "not applicable" row, not a failure."""
     if mode == "qat" and model_cfg.family in ("rnn", "text"):
-        layers = "Embedding and LSTM/GRU" if model_cfg.family == "text" else "LSTM/GRU"
-        return f"tfmot's quantization-aware training has no scheme for {layers} layers; the post-training modes apply"
+        layers = " and ".join(
+            ["Embedding"] * (model_cfg.family == "text") + [model_cfg.cell.upper()] * model_cfg.is_recurrent
+        )
+        return f"tfmot QAT has no scheme for {layers} layers (post-training modes apply)"
     return None
 
 

@@ -165,10 +165,17 @@ def summary_row(variant: Variant | Failure, baseline: dict[str, float], quality:
     )
 
 
+# The decision columns a table always shows; a metric column blank in every row (rmse in a classification) is left out.
+DECISION_COLUMNS = ("variant", "selected", "promoted", "version", "status")
+
+
 def format_table(rows: Sequence[SummaryRow], columns: Sequence[str] | None = None) -> str:
-    """The summary as text (every column, or `columns`); failed rows leave the metrics blank."""
+    """The summary as text (`columns`, or every column with a value); failed rows leave the metrics blank."""
     if not rows:
         return "(no variants)"
     cells = [row.display() for row in rows]
-    headers = list(columns or cells[0])
+    headers = [
+        header for header in (columns or cells[0])
+        if header in DECISION_COLUMNS or any(row[header] != "" for row in cells)
+    ]
     return text_table(headers, [[row[header] for header in headers] for row in cells])
