@@ -29,7 +29,7 @@ from shrinkflow.core.data import prepare_dataset
 from shrinkflow.core.export import build_manifest, export_variants
 from shrinkflow.core.selection import select_variant
 from shrinkflow.core.stages import (
-    cluster_stage, converts_to_onnx, distill_stage, onnx_problem, onnx_stage, prune_stage, quantization_problem, quantize_stage, to_cluster,
+    cluster_stage, converts_to_onnx, distill_stage, onnx_problem, onnx_stage, prune_problem, prune_stage, quantization_problem, quantize_stage, to_cluster,
     train_stage,
 )
 from shrinkflow.core.variants import (
@@ -66,7 +66,7 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow]
     compressed: list[Variant] = []
     for model in chain_starts:
         pruned = None
-        if config.prune.enabled:
+        if config.prune.enabled and not prune_problem(config.model):
             with stage("prune"):
                 pruned = prune_stage(model, dataset, config.prune, config.train, models / derived_name(model.name, PRUNED))
             compressed.append(pruned)

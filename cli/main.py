@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from cli import run, stack
+from cli import run, stack, sweep
 from cli.signals import Interrupted, ServerLost
 from shrinkflow.core.errors import UserError
 
@@ -39,6 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cache", dest="use_cache", action="store_false",
         help="Recompute every stage instead of reusing what an earlier run with the same inputs produced.",
     )
+
+    search = commands.add_parser(
+        "sweep", help="Search the config's sweep: space on Dask for the smallest model that keeps the accuracy; ship it.",
+    )
+    search.add_argument("config", help="YAML config with a sweep: section, e.g. configs/digits_sweep.yaml")
+    search.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="Override a config value, e.g. --set sweep.sampler=random (repeatable).",
+    )
+    search.add_argument("--trials", type=_positive_int, default=None, metavar="N",
+                        help="Trials to reach, counting those an interrupted sweep finished (default: sweep.trials).")
+    where = search.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="Worker processes of the local Dask cluster, one trial each (default: one per core).")
+    where.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                       help="Run the trials on an existing Dask cluster (its scheduler's address).")
+    search.add_argument("--workspace", help=workspace_help + " Shared by every Dask worker.")
 
     serve = commands.add_parser(
         "serve",
@@ -85,9 +102,9 @@ def _positive_int(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
-        "run": run.run, "serve": stack.serve, "up": stack.up, "down": stack.down, "deployments": stack.deployments,
+        "run": run.run, "sweep": sweep.sweep, "serve": stack.serve, "up": stack.up, "down": stack.down, "deployments": stack.deployments,
     }
-    if args.command == "run":
+    if args.command in ("run", "sweep"):
         _exit_without_teardown()
     try:
         _exit_status[0] = commands[args.command](args)

@@ -49,6 +49,8 @@ REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
 ENTRYPOINT = "flows/pipeline.py:pipeline"
 FLOW_NAME = "shrinkflow"  # the @flow's name: deployments are addressed as shrinkflow/<deployment>
+SWEEP_ENTRYPOINT = "flows/sweep.py:sweep"
+SWEEP_FLOW_NAME = "shrinkflow-sweep"  # sweep deployments are shrinkflow-sweep/<deployment>
 WORK_POOL = "shrinkflow"  # a `process` work pool, for the prefect.yaml deployments
 TIMEZONE = "UTC"
 TAGS = ("shrinkflow",)
@@ -64,12 +66,15 @@ SCHEDULED_RUNS_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class DeploymentSpec:
-    """One deployment of the flow: a preset config on a cron schedule."""
+    """One deployment of a flow (the pipeline, or a sweep): a preset config on a cron schedule."""
 
-    name: str  # the deployment's name, shrinkflow/<name> in Prefect
+    name: str  # the deployment's name, <flow name>/<name> in Prefect
     preset: str  # the config file, relative to the repository
     cron: str
     timezone: str = TIMEZONE
+    entrypoint: str = ENTRYPOINT
+    flow_name: str = FLOW_NAME
+    every: str = "night"  # how often the cron runs it, for the description
 
     @property
     def preset_path(self) -> Path:
@@ -77,11 +82,12 @@ class DeploymentSpec:
 
     @property
     def full_name(self) -> str:
-        return f"{FLOW_NAME}/{self.name}"
+        return f"{self.flow_name}/{self.name}"
 
     @property
     def description(self) -> str:
-        return f"The pipeline on {self.preset}, every night ({self.cron}, {self.timezone})."
+        what = "A sweep" if self.entrypoint == SWEEP_ENTRYPOINT else "The pipeline"
+        return f"{what} on {self.preset}, every {self.every} ({self.cron}, {self.timezone})."
 
     def config(self) -> PipelineConfig:
         return load_config(self.preset_path)
@@ -101,6 +107,11 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec("diabetes_regression", "configs/diabetes_regression.yaml", cron="0 4 * * *"),
     DeploymentSpec("mnist_lstm", "configs/mnist_lstm.yaml", cron="30 4 * * *"),
     DeploymentSpec("text_debian", "configs/text_debian.yaml", cron="0 5 * * *"),
+    # A sweep trains a dozen pipelines: weekly, on Sunday after the nightly runs.
+    DeploymentSpec(
+        "digits_sweep", "configs/digits_sweep.yaml", cron="0 6 * * 0", entrypoint=SWEEP_ENTRYPOINT,
+        flow_name=SWEEP_FLOW_NAME, every="week",
+    ),
 )
 
 
@@ -144,7 +155,7 @@ def prefect_yaml_data() -> dict[str, Any]:
             {
                 "name": spec.name,
                 "description": spec.description,
-                "entrypoint": ENTRYPOINT,
+                "entrypoint": spec.entrypoint,
                 "tags": list(TAGS),
                 "parameters": spec.parameters(),
                 "work_pool": {"name": WORK_POOL, "work_queue_name": None, "job_variables": {}},
@@ -207,10 +218,12 @@ def runner_deployments(workspace: Workspace) -> list[RunnerDeployment]:
     from prefect.schedules import Cron
 
     from flows.pipeline import pipeline
+    from flows.sweep import sweep
 
+    flows: dict[str, Any] = {ENTRYPOINT: pipeline, SWEEP_ENTRYPOINT: sweep}
     # Called outside an event loop, to_deployment returns the deployment itself (its hint also allows a coroutine).
     return [
-        cast("RunnerDeployment", pipeline.to_deployment(
+        cast("RunnerDeployment", flows[spec.entrypoint].to_deployment(
             name=spec.name,
             description=spec.description,
             tags=list(TAGS),

@@ -15,17 +15,14 @@ from prefect.transactions import transaction
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.environment import check_workspace
 from shrinkflow.core.selection import select_variant
-from shrinkflow.core.stages import converts_to_onnx, onnx_problem, quantization_problem, to_cluster
-from shrinkflow.core.variants import (
-    BASELINE, CLUSTERED, PRUNED, Failure, SummaryRow, Variant, derived_name, format_table, student_name, summary_rows,
-)
+from shrinkflow.core.variants import SummaryRow, format_table, summary_rows
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.tracking import runs
+from tasks.build import build_variants
 from tasks.caching import keep_results_in
 from tasks.report import report_variants
 from tasks.shipping import export_models, gate_champion, register_variant
-from tasks.stages import attempt, cluster, distill, load_data, prune, quantize, to_onnx, train
-from tasks.tracking import finish_tracking, record, record_dataset, record_variant, start_tracking
+from tasks.tracking import finish_tracking, record, record_dataset, start_tracking
 
 # The summary table in the flow run's log: the decisive columns, narrow enough for the Prefect UI's log view.
 SUMMARY_LOG_COLUMNS = {
@@ -54,48 +51,10 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
     if links := run.ui_links():
         create_markdown_artifact(links, key="mlflow-run", description=f"MLflow runs of {config.name}")
     try:
-        dataset = load_data(config.data, ws)
-        record_dataset(run, dataset)
-        baseline = record_variant(run, train(dataset, config.model, config.train, ws))
-        students: list[Variant | Failure] = [
-            record(run, attempt(
-                student_name(number, scratch), distill, number, baseline, dataset, student.model(config.model),
-                config.distill.for_student(scratch), config.train, scratch, ws,
-            ))
-            for number, student in enumerate(config.distill.students, start=1)
-            for scratch in ((False, True) if config.distill.from_scratch else (False,))
-        ]
-        # Each compression chain starts from the baseline or a distilled student (not a scratch one).
-        models = [baseline, *(s for s in students if isinstance(s, Variant) and s.parent == BASELINE)]
-        compressed: list[Variant | Failure] = []
-        for model in models:
-            pruned = None
-            if config.prune.enabled:
-                pruned = record(run, attempt(derived_name(model.name, PRUNED), prune, model, dataset, config.prune, config.train, ws))
-                compressed.append(pruned)
-            compressed += [
-                record(run, attempt(derived_name(source.name, CLUSTERED), cluster, source, dataset, config.cluster, config.train, ws))
-                for source in to_cluster(config.cluster, model, pruned)
-            ]
-        quantized = [
-            record(run, Failure(f"{source.name}-{mode}", problem, not_applicable=True) if problem else attempt(
-                f"{source.name}-{mode}", quantize, source, config.quantize.for_mode(mode), dataset, config.train, ws
-            ))
-            for source in [*models, *compressed]
-            if isinstance(source, Variant)
-            for mode in config.quantize.modes
-            for problem in [quantization_problem(mode, config.model)]
-        ]
-        converted = [
-            record(run, Failure(f"{source.name}-onnx", problem, not_applicable=True) if problem else attempt(
-                f"{source.name}-onnx", to_onnx, source, config.onnx, dataset, ws
-            ))
-            for source in [*models, *compressed, *quantized]
-            if isinstance(source, Variant) and converts_to_onnx(config.onnx, source)
-            for problem in [onnx_problem(source, config.model)]
-        ]
-        built = [baseline, *students, *compressed, *quantized, *converted]
-        variants = [variant for variant in built if isinstance(variant, Variant)]
+        stages = build_variants(
+            config, ws, on_dataset=lambda dataset: record_dataset(run, dataset), on_built=lambda built: record(run, built)
+        )
+        dataset, baseline, built, variants = stages.dataset, stages.baseline, stages.built, stages.variants
 
         selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics, config.select)
         for name, reason in selection.reasons.items():

@@ -121,11 +121,15 @@ def to_onnx(source: Variant, onnx_cfg: OnnxConfig, dataset: DatasetRef, workspac
     return variant
 
 
-def attempt(name: str, stage: Callable[..., Any], *args: Any) -> Variant | Failure:
+def attempt(name: str, stage: Callable[..., Any], *args: Any, not_applicable: str | None = None) -> Variant | Failure:
     """Run a stage that builds variant `name`; if it fails, the run goes on without that variant.
 
-    The task run stays Failed in Prefect (with its traceback in the logs); the flow gets a Failure.
+    The task run stays Failed in Prefect (with its traceback in the logs); the flow gets a Failure. With
+    `not_applicable` (why the stage cannot apply to this model) the stage is not run: a "not applicable" row.
     """
+    if not_applicable:
+        get_run_logger().info("%s: not applicable: %s", name, not_applicable)
+        return Failure(name, not_applicable, not_applicable=True)
     state = stage(*args, return_state=True)
     if state.is_completed():
         result: Variant | Failure = state.result()  # a Failure here: the stage does not apply

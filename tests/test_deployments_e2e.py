@@ -89,7 +89,7 @@ def test_prefect_yaml_deploys_one_scheduled_deployment_per_preset_on_the_process
         for spec in DEPLOYMENTS:
             deployment = client.read_deployment_by_name(spec.full_name)
             assert deployment.work_pool_name == WORK_POOL
-            assert deployment.entrypoint == "flows/pipeline.py:pipeline"
+            assert deployment.entrypoint == spec.entrypoint
             [schedule] = deployment.schedules
             assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == (spec.cron, "UTC", True)
             # The Run form is filled with the preset's values.

@@ -95,3 +95,26 @@ def _check_writable(folder: Path, setting: str, fix: str) -> None:
             pass
     except OSError as exc:
         raise EnvironmentProblem(f"{setting}: cannot write to {folder} ({exc.strerror or exc}); {fix}") from None
+
+
+def check_dask_address(address: str) -> None:
+    """A Dask scheduler listens at `address` (tcp://HOST:PORT): one connection attempt, PROBE_TIMEOUT seconds."""
+    import socket
+    from urllib.parse import urlsplit
+
+    setting = f"--dask-address {address}"
+    parts = urlsplit(address)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "tcp" or not parts.hostname or port is None:
+        raise EnvironmentProblem(f"{setting}: expected tcp://HOST:PORT, the address `dask scheduler` prints")
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT):
+            pass
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"{setting}: no Dask scheduler answers ({exc.strerror or exc}); start one with `dask scheduler` and workers "
+            "with `dask worker tcp://HOST:PORT --nthreads 1`, or drop --dask-address to run on a local cluster"
+        ) from None

@@ -46,8 +46,15 @@ class Quality:
         return reference - budget if self.higher_is_better else reference * (1 + budget)
 
     def within(self, value: float, reference: float, budget: float) -> bool:
-        limit = self.worst_allowed(reference, budget)
-        return value >= limit - TOLERANCE if self.higher_is_better else value <= limit + TOLERANCE
+        return self.meets(value, self.worst_allowed(reference, budget))
+
+    def meets(self, value: float, floor: float) -> bool:
+        """Whether `value` is no worse than `floor` (the worst allowed value)."""
+        return value >= floor - TOLERANCE if self.higher_is_better else value <= floor + TOLERANCE
+
+    def shortfall(self, value: float, floor: float) -> float:
+        """How far `value` is on the wrong side of `floor` (<= 0: it meets it)."""
+        return floor - value if self.higher_is_better else value - floor
 
     def better_first(self, value: float) -> float:
         """A sort key that puts better values first."""

@@ -135,7 +135,7 @@ def start_parent_run(
     run_id = run.info.run_id
     _take_lease(runs_root / run_id)
     close_abandoned_runs(client, experiment_id, runs_root, closed_by=run_id)
-    params = [Param(key, str(value)) for key, value in flatten(config.model_dump(mode="json")).items()]
+    params = [Param(key, str(value)) for key, value in flatten(config.model_dump(mode="json", exclude={"sweep"})).items()]
     client.log_batch(run_id, params=params)
     client.log_text(run_id, config.to_yaml(), "config.yaml")
     return TrackingRef(tracking_uri, experiment_id, run_id)

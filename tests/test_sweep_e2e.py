@@ -1,0 +1,163 @@
+"""`shrinkflow sweep` on a real Dask cluster: a `dask scheduler` and `dask worker` processes on loopback, the
+CLI as a subprocess (its temporary Prefect server, MLflow in SQLite), killed after its first trial and resumed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from shrinkflow.core.sweep import INTERRUPTED_ATTR, OUTCOME_ATTR, TrialOutcome
+from shrinkflow.core.workspace import Workspace
+from shrinkflow.tracking.sweeps import STUDY_TAG, TRIAL_TAG
+from tests.conftest import REPO, descendants, pids_alive, subprocess_env, tiny_digits_config
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+TIMEOUT = 300  # a deadline for a step, not a timing assertion
+TRIALS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def dask_cluster(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    """A scheduler and two single-threaded workers, each a process of its own; yields (address, worker addresses)."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {**subprocess_env(), "PYTHONUNBUFFERED": "1"}
+    logs = tmp_path / "dask.log"
+    with open(logs, "w") as log:
+        scheduler = subprocess.Popen(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True,
+        )
+        workers = subprocess.Popen(
+            [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "2", "--no-dashboard", "--host", "127.0.0.1"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True,
+        )
+    started = [scheduler.pid, workers.pid]
+    try:
+        with Client(address, timeout=TIMEOUT) as client:
+            client.wait_for_workers(2, timeout=TIMEOUT)
+            started += descendants(workers.pid)
+            yield address, sorted(client.scheduler_info(n_workers=-1)["workers"])
+    finally:
+        # The workers' processes have nothing to save: killed at once (a graceful close waits on TensorFlow).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(workers.pid, signal.SIGKILL)
+        scheduler.terminate()
+        for process in (workers, scheduler):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+        for pid in pids_alive(started):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while pids_alive(started) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert pids_alive(started) == [], f"orphans left; see {logs}"
+
+
+def sweep_config(tmp_path: Path) -> Path:
+    raw = tiny_digits_config(**{"quantize.modes": "[int8]", "prune.epochs": "1"}).model_dump(mode="json")
+    raw["name"] = "digits_sweep_e2e"
+    raw["sweep"] = {
+        "sampler": "random", "trials": TRIALS, "seed": 7,
+        "parameters": {"model.hidden_units": {"choice": [[8], [16]]}, "prune.target_sparsity": {"float": [0.5, 0.8]}},
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def start_sweep(config: Path, workspace: Path, address: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "sweep", str(config), "--workspace", str(workspace), "--dask-address", address],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(),
+        start_new_session=True,
+    )
+
+
+def test_a_sweep_runs_on_the_dask_workers_and_resumes_after_a_kill(
+    tmp_path: Path, dask_cluster: tuple[str, list[str]]
+) -> None:
+    address, workers = dask_cluster
+    config, workspace = sweep_config(tmp_path), tmp_path / "ws"
+
+    # First run: killed outright once its first trial is recorded.
+    first = start_sweep(config, workspace, address)
+    lines: list[str] = []
+    children: list[int] = []
+    try:
+        assert first.stdout is not None
+        for line in first.stdout:
+            lines.append(line)
+            children = descendants(first.pid) or children
+            if "Task run 'record-trial-" in line and "Completed" in line:
+                break
+        else:
+            raise AssertionError("the sweep ended before a trial was recorded:\n" + "".join(lines[-40:]))
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=TIMEOUT)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while pids_alive(children) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert pids_alive(children) == []
+
+    [storage] = [f"sqlite:///{path}" for path in (workspace / "sweeps").glob("*.db")]
+    [summary] = optuna.get_all_study_summaries(storage)
+    before = {t.number: t for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials if t.state.is_finished()}
+    assert before, "no trial finished before the kill"
+
+    # Second run: resumes, and completes.
+    second = subprocess.run(
+        [sys.executable, "-m", "cli.main", "sweep", str(config), "--workspace", str(workspace), "--dask-address", address],
+        capture_output=True, text=True, cwd=REPO, env=subprocess_env(), timeout=TIMEOUT,
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "chosen: trial" in second.stdout
+
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    finished = [t for t in study.trials if t.state.is_finished() and not t.user_attrs.get(INTERRUPTED_ATTR)]
+    assert len(finished) == TRIALS
+    assert all(t.state != TrialState.RUNNING for t in study.trials)
+    for number, trial in before.items():  # finished trials were not run again
+        assert study.trials[number].values == trial.values and study.trials[number].user_attrs == trial.user_attrs
+    outcomes = [TrialOutcome.from_json(t.user_attrs[OUTCOME_ATTR]) for t in finished]
+    assert {o.worker for o in outcomes} <= set(workers) and all(o.worker for o in outcomes)
+    assert sum(o.ok for o in outcomes) >= 2
+
+    ws = Workspace(workspace)
+    client = MlflowClient(tracking_uri=ws.tracking_uri(), registry_uri=ws.tracking_uri())
+    experiment = client.get_experiment_by_name("digits_sweep_e2e")
+    [parent] = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{summary.study_name}'")
+    assert parent.info.status == "FINISHED"
+    children_runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    trial_numbers = sorted(int(run.data.tags[TRIAL_TAG]) for run in children_runs)
+    assert trial_numbers == sorted(t.number for t in finished)  # one child per trial, none twice
+    sampled = [run for run in children_runs if run.data.tags[TRIAL_TAG] != "0"]
+    assert all({"model.hidden_units", "prune.target_sparsity"} <= set(run.data.params) for run in sampled)
+    assert "chosen_trial" in parent.data.tags and parent.data.tags["chosen_trial"] != "none"
+    champion = client.get_model_version_by_alias("digits_sweep_e2e", "champion")
+    assert str(champion.version) == "1"
