@@ -249,7 +249,7 @@ def test_a_worse_model_is_registered_but_does_not_take_the_champion_alias(finish
     assert selected_row(rows).promoted is False
     version = client.get_model_version(config.name, "2")
     assert version.tags["promoted"] == "false"
-    assert "< champion's" in version.tags["promotion_reason"]
+    assert "is worse than the champion's" in version.tags["promotion_reason"]
     assert str(client.get_model_version_by_alias(config.name, "champion").version) == "1"
     assert (workspace.exports / config.name / "2" / MANIFEST_NAME).is_file()
 
