@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     search = commands.add_parser(
-        "sweep", help="Search the config's sweep: space on Dask for the smallest model that keeps the accuracy; ship it.",
+        "sweep", help="Search the config's sweep: space on Dask for the smallest model that keeps the quality (accuracy, RMSE or R2); ship it.",
     )
     search.add_argument("config", help="YAML config with a sweep: section, e.g. configs/digits_sweep.yaml")
     search.add_argument(

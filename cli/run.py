@@ -7,49 +7,28 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from cli.signals import SERVER_LOST_SIGNAL, ServerLost, signals_interrupt
 
 if TYPE_CHECKING:
     from deployments.temporary_server import TemporaryPrefectServer
+    from shrinkflow.core.config import PipelineConfig
     from shrinkflow.core.workspace import Workspace
 
 EXIT_OK = 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from shrinkflow.core.config import load_config
-    from shrinkflow.core.data import prepare_dataset
-    from shrinkflow.core.environment import check_prefect_api, check_tracking_uri, check_workspace
-    from shrinkflow.core.training import check_model_fits_data
     from shrinkflow.core.variants import format_table
-    from shrinkflow.core.workspace import Workspace
 
-    config = load_config(args.config, args.overrides)
-    workspace = Workspace.resolve(args.workspace)
-    # Reject a bad environment and bad data before the run starts. The data preparation is the same
-    # content-addressed one the flow's first task does, so the flow finds it ready.
-    check_workspace(workspace, args.workspace)
-    check_tracking_uri(workspace.tracking_uri())
-    api_url = _configured_prefect_api()
-    check_prefect_api(api_url)
-    with signals_interrupt("the run stopped; its MLflow runs are marked KILLED and nothing from it was shipped"):
-        # The temporary server takes seconds to start: it does while the data is checked and Prefect and MLflow
-        # are imported. TensorFlow is imported by the first stage that needs it (none, on an unchanged re-run).
-        server = None if api_url else _start_temporary_server(workspace)
-        dataset = prepare_dataset(config.data, workspace.datasets)
-        check_model_fits_data(config.model, dataset.input_shape)
+    with orchestrated(args, "the run stopped; its MLflow runs are marked KILLED and nothing from it was shipped") as (
+        config, workspace, _,
+    ):
         from flows.pipeline import pipeline
-        from shrinkflow.tracking.runs import prepare_tracking_store
 
-        if server is not None:
-            prepare_tracking_store(workspace.tracking_uri())  # a second of imports, while the server starts
-            server.wait_until_ready()
-        watched = server.api_url if server is not None else str(api_url)
-        with _prefect_api(watched, temporary=server is not None), _stopped_if_lost(watched, server):
-            rows = pipeline(config, workspace=str(workspace.root), use_cache=args.use_cache)
+        rows = pipeline(config, workspace=str(workspace.root), use_cache=args.use_cache)
     print(f"\nshrinkflow: {config.name} done\n")
     print(format_table(rows))
     shipped = next((row for row in rows if row.selected), None)
@@ -65,6 +44,49 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\nno variant passed the selection policy (config section 'select'): nothing registered or exported.")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def orchestrated(
+    args: argparse.Namespace, stopped: str, check: Callable[[PipelineConfig], None] | None = None
+) -> Iterator[tuple[PipelineConfig, Workspace, str]]:
+    """The config, workspace and Prefect API a `run` or `sweep` command's flow runs with, everything checked first.
+
+    Rejects a bad config (and whatever `check` rejects), environment or data before anything starts; then,
+    inside, Ctrl-C and SIGTERM stop the command with the one line `stopped`, the flow talks to the configured
+    Prefect server or a temporary one, and losing that server stops the command.
+    """
+    from shrinkflow.core.config import load_config
+    from shrinkflow.core.data import prepare_dataset
+    from shrinkflow.core.environment import check_prefect_api, check_tracking_uri, check_workspace
+    from shrinkflow.core.training import check_model_fits_data
+    from shrinkflow.core.workspace import Workspace
+
+    config = load_config(args.config, args.overrides)
+    if check is not None:
+        check(config)
+    workspace = Workspace.resolve(args.workspace)
+    # Reject a bad environment and bad data before the run starts. The data preparation is the same
+    # content-addressed one the flow's first task does, so the flow finds it ready.
+    check_workspace(workspace, args.workspace)
+    check_tracking_uri(workspace.tracking_uri())
+    api_url = _configured_prefect_api()
+    check_prefect_api(api_url)
+    with signals_interrupt(stopped):
+        # The temporary server takes seconds to start: it does while the data is checked and Prefect and MLflow
+        # are imported. TensorFlow is imported by the first stage that needs it (none, on an unchanged re-run).
+        server = None if api_url else _start_temporary_server(workspace)
+        dataset = prepare_dataset(config.data, workspace.datasets)
+        check_model_fits_data(config.model, dataset.input_shape)
+        import flows.pipeline  # noqa: F401  (Prefect and MLflow: seconds of imports, while the server starts)
+        from shrinkflow.tracking.runs import prepare_tracking_store
+
+        if server is not None:
+            prepare_tracking_store(workspace.tracking_uri())  # a second of imports, while the server starts
+            server.wait_until_ready()
+        watched = server.api_url if server is not None else str(api_url)
+        with _prefect_api(watched, temporary=server is not None), _stopped_if_lost(watched, server):
+            yield config, workspace, watched
 
 
 def _configured_prefect_api() -> str | None:

@@ -173,7 +173,10 @@ def deployments(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    print(f"{'deployment':<24}{'config':<28}{'schedule':<14}timezone")
-    for spec in deploy.DEPLOYMENTS:
-        print(f"{spec.full_name:<24}{spec.preset:<28}{spec.cron:<14}{spec.timezone}")
+    from shrinkflow.core.tables import text_table
+
+    print(text_table(
+        ["deployment", "config", "schedule", "timezone"],
+        [[spec.full_name, spec.preset, spec.cron, spec.timezone] for spec in deploy.DEPLOYMENTS],
+    ))
     return EXIT_OK
