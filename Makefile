@@ -9,9 +9,14 @@ CONFIG ?= configs/digits_cnn.yaml
 
 setup: $(STAMP)
 
+# uv installs the lock in parallel (about 30 s against pip's two minutes on 2 cores) and byte-compiles it once,
+# since this environment sets PYTHONDONTWRITEBYTECODE; it is itself pinned here and installed by pip.
+UV_VERSION := 0.13.9
+
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -31,7 +31,9 @@ from playwright.sync_api import Page, sync_playwright
 REPO = Path(__file__).resolve().parents[2]
 SHRINKFLOW = REPO / ".venv" / "bin" / "shrinkflow"
 DEPLOYMENT = "shrinkflow/digits_cnn"
+SWEEP_DEPLOYMENT = "shrinkflow-sweep/digits_sweep"
 NAME = "digits_ui_check"
+SWEEP_NAME = "digits_sweep_ui_check"
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps dialling Google services on a closed network.
 CHROMIUM_ARGS = [
@@ -124,12 +126,12 @@ class Stack:
         return code
 
 
-def quick_run(stack: Stack) -> tuple[str, str]:
+def quick_run(stack: Stack, deployment_name: str = DEPLOYMENT, name: str = NAME, **extra: Any) -> tuple[str, str]:
     """Start a small run of the deployment as the UI's Run button does; returns (deployment id, flow run id)."""
-    deployment = http_json(f"{stack.api}/deployments/name/{DEPLOYMENT}")
-    parameters = deployment["parameters"]
+    deployment = http_json(f"{stack.api}/deployments/name/{deployment_name}")
+    parameters = {**deployment["parameters"], **extra}
     config = parameters["config"]
-    config["name"] = NAME
+    config["name"] = name
     config["train"]["epochs"] = 2
     config["model"]["conv_filters"] = [8]
     config["model"]["hidden_units"] = [16]
@@ -284,6 +286,30 @@ def mlflow_shots(page: Page, stack: Stack, out: Path) -> list[Path]:
     return shots
 
 
+def sweep_shots(page: Page, stack: Stack, out: Path, deployment_id: str, flow_run_id: str) -> list[Path]:
+    """The sweep deployment's Run form, its flow run, and its MLflow sweep parent: trials, Pareto plot, chosen trial."""
+    ui = stack.prefect_ui
+    shots = shot(page, out, "sweep-01-run-form", f"{ui}/deployments/deployment/{deployment_id}/run", 3, parts=2)
+    page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
+    settle(page, 3)
+    click_tab(page, "Logs")
+    shots += shot(page, out, "sweep-02-flow-run-logs", seconds=3)
+    api, mlflow_ui = f"{stack.mlflow}/api/2.0/mlflow", f"{stack.mlflow}/#"
+    exp_id = http_json(f"{api}/experiments/get-by-name?experiment_name={SWEEP_NAME}")["experiment"]["experiment_id"]
+    runs = http_json(f"{api}/runs/search", {"experiment_ids": [exp_id], "max_results": 200})["runs"]
+    [parent] = [r for r in runs if any(t["key"] == "shrinkflow.sweep_study" for t in r["data"].get("tags", []))]
+    parent_id = parent["info"]["run_id"]
+    page.goto(f"{mlflow_ui}/experiments/{exp_id}/runs?workflowType=machine_learning")
+    settle(page, 3)
+    click_if_present(page, "button[data-component-id*='runnamecellrenderer']")
+    shots += shot(page, out, "sweep-03-mlflow-runs")
+    shots += shot(page, out, "sweep-04-mlflow-sweep-parent", f"{mlflow_ui}/experiments/{exp_id}/runs/{parent_id}", 3, unclip=True)
+    artifacts = f"{mlflow_ui}/experiments/{exp_id}/runs/{parent_id}/artifacts"
+    for name in ("pareto.png", "trials.md"):
+        shots += shot(page, out, f"sweep-05-{name.replace('.', '-')}", f"{artifacts}/{name}", 3)
+    return shots
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="Folder for the PNG files (created).")
@@ -300,11 +326,14 @@ def main() -> int:
             stack.start()
             deployment_id, first = quick_run(stack)
             quick_run(stack)  # a second parent run of the same experiment, to compare in MLflow
+            # The sweep deployment's Run button, with a few tiny trials.
+            sweep_id, sweep_run = quick_run(stack, SWEEP_DEPLOYMENT, SWEEP_NAME, trials=4)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport=VIEWPORT)
                 shots = prefect_shots(page, stack, out, deployment_id, first)
                 shots += mlflow_shots(page, stack, out)
+                shots += sweep_shots(page, stack, out, sweep_id, sweep_run)
                 browser.close()
         finally:
             code = stack.stop()
