@@ -178,7 +178,7 @@ UNCLIP_JS = f"""() => {{ for (let pass = 0; pass < 5; pass++) {{  // an unclippe
     if (!boxes.length) break;
 }} }}"""
 HIDDEN_HEIGHT_JS = f"() => Math.max(0, ...{SCROLLERS_JS}.map(el => el.scrollHeight - el.clientHeight))"
-MAX_HEIGHT = 9000
+MAX_HEIGHT = 16000  # the Run form of the whole config is taller than the 9,000 px this was
 
 
 def shot(
@@ -234,7 +234,7 @@ def prefect_shots(page: Page, stack: Stack, out: Path, deployment_id: str, flow_
     click_tab(page, "Upcoming")
     shots += shot(page, out, "prefect-03-deployment-upcoming")
     # "Run > Custom run": the config is one object parameter, drawn as nested described sections.
-    shots += shot(page, out, "prefect-04-run-form", f"{ui}/deployments/deployment/{deployment_id}/run", 3, parts=3)
+    shots += shot(page, out, "prefect-04-run-form", f"{ui}/deployments/deployment/{deployment_id}/run", 3, parts=4)
 
     run_url = f"{ui}/runs/flow-run/{flow_run_id}"
     page.goto(run_url)
@@ -289,7 +289,7 @@ def mlflow_shots(page: Page, stack: Stack, out: Path) -> list[Path]:
 def sweep_shots(page: Page, stack: Stack, out: Path, deployment_id: str, flow_run_id: str) -> list[Path]:
     """The sweep deployment's Run form, its flow run, and its MLflow sweep parent: trials, Pareto plot, chosen trial."""
     ui = stack.prefect_ui
-    shots = shot(page, out, "sweep-01-run-form", f"{ui}/deployments/deployment/{deployment_id}/run", 3, parts=2)
+    shots = shot(page, out, "sweep-01-run-form", f"{ui}/deployments/deployment/{deployment_id}/run", 3, parts=4)
     page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
     settle(page, 3)
     click_tab(page, "Logs")
