@@ -161,3 +161,40 @@ def test_a_sweep_runs_on_the_dask_workers_and_resumes_after_a_kill(
     assert "chosen_trial" in parent.data.tags and parent.data.tags["chosen_trial"] != "none"
     champion = client.get_model_version_by_alias("digits_sweep_e2e", "champion")
     assert str(champion.version) == "1"
+
+
+def test_a_trial_that_cannot_run_is_failed_in_optuna_and_mlflow_and_the_sweep_goes_on(prefect_harness, tmp_path: Path) -> None:
+    """A grid whose points fail two ways: a combination the config rejects (sparsity-preserving clustering of
+    pruned models with 2 clusters), and data that cannot be split (12 samples of 10 classes). The Dask worker
+    runs in this process, so the trials cost only the base config's stages."""
+    from prefect_dask import DaskTaskRunner
+
+    from flows.sweep import sweep as sweep_flow
+    from shrinkflow.core.config import validate_config
+
+    raw = tiny_digits_config(**{"prune.enabled": "false", "quantize.modes": "[]", "cluster.apply_to": "[unpruned]"}).model_dump(mode="json")
+    raw["name"] = "digits_sweep_failures"
+    raw["sweep"] = {"sampler": "grid", "trials": 5, "parameters": {
+        "cluster.apply_to": {"choice": [["unpruned"], ["pruned"]]}, "cluster.clusters": {"choice": [2]},
+        "data.max_samples": {"choice": [None, 12]},
+    }}
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 1, "processes": False, "threads_per_worker": 1, "dashboard_address": None})
+    result = sweep_flow.with_options(task_runner=runner)(validate_config(raw), workspace=str(tmp_path / "ws"))
+
+    by_number = {outcome.number: outcome for outcome in result.outcomes}
+    assert len(by_number) == 5
+    rejected = [o for o in by_number.values() if o.params.get("cluster.apply_to") == ["pruned"]]
+    unsplittable = [o for o in by_number.values() if o.params.get("data.max_samples") == 12 and o not in rejected]
+    assert len(rejected) == 2 and all(o.status == "failed" and "needs at least 3 clusters" in o.reason for o in rejected)
+    assert len(unsplittable) == 1 and "max_samples=12" in unsplittable[0].reason
+    assert result.best is not None  # the sweep went on and chose among the trials that ran
+
+    [storage] = [f"sqlite:///{path}" for path in (tmp_path / "ws" / "sweeps").glob("*.db")]
+    states = {t.number: t.state for t in optuna.load_study(study_name=result.study, storage=storage).trials}
+    assert {number for number, state in states.items() if state == TrialState.FAIL} == {o.number for o in rejected + unsplittable}
+    ws = Workspace(tmp_path / "ws")
+    client = MlflowClient(tracking_uri=ws.tracking_uri())
+    experiment = client.get_experiment_by_name("digits_sweep_failures")
+    trial_runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
+    failed_runs = {int(run.data.tags[TRIAL_TAG]) for run in trial_runs if run.info.status == "FAILED"}
+    assert failed_runs == {o.number for o in rejected + unsplittable}
