@@ -1,6 +1,6 @@
 """The benchmark harness: what orchestration and tracking cost, what caching saves, and where the limits are.
 
-    make bench                     every benchmark (about half an hour on 2 cores)
+    make bench                     every benchmark (about 50 minutes on 2 cores, 20 of them the sweeps)
     make bench-smoke               a quick check that the harness works: tiny data, 1 repetition
     .venv/bin/python -m bench [--smoke] [--only NAME ...] [--reps N] [--out DIR]
 

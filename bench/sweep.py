@@ -70,7 +70,7 @@ def sweep_argv(config: Path, sets: list[str], workspace: Path, workers: int | No
 
 def shown(argv: list[str]) -> str:
     """A command as a reader would type it in the repository: paths relative to it, quoted for the shell."""
-    return shlex.join(part.replace(f"{REPO}/", "") for part in argv)
+    return shlex.join(part.replace(f"{REPO}/", "").replace(f"{REPO.parent}/", "../") for part in argv)
 
 
 def throughput_sets() -> list[str]:
@@ -400,15 +400,15 @@ def render(result: dict[str, Any]) -> str:
         "(benchmark 1).", "",
         f"(c) Quality on digits: `{quality['commands'][0]}` against `{quality['commands'][1]}` ({found['trials']} trials, "
         f"sampler {found['sampler']}).", "",
-        markdown_table(["run", "shipped", f"test {found['metric']}", "gzipped bytes", f"baseline {found['metric']}", "floor",
-                        "wall s"], [
+        markdown_table(["run", "shipped", f"test {found['metric']}", "gzipped bytes",
+                        f"its own baseline's {found['metric']}", "floor", "wall s"], [
             ["preset digits_cnn", preset["variant"], preset["quality"], preset["gzip_size_bytes"],
              preset["baseline_quality"], preset["budget_floor"], preset["wall_s"]],
             ["sweep digits_sweep", ours["variant"] if ours else "nothing", ours["quality"] if ours else "",
              ours["gzip_size_bytes"] if ours else "", ours["baseline_quality"] if ours else "", found["floor"],
              found["wall_s"]],
         ]),
-        (f"Chosen: trial {chosen['trial']} ({_params(chosen['params'])}). " if chosen else "No trial kept the floor. ")
+        (f"Chosen: trial {chosen['trial']} ({described_params(chosen['params'])}). " if chosen else "No trial kept the floor. ")
         + ("The sweep ships a **smaller** model at the preset's budget." if quality["smaller_at_the_same_budget"]
            else "The sweep does **not** ship a smaller model at the preset's budget.")
         + (f" Failed trials: {found['failed_trials']}." if found["failed_trials"] else ""), "",
@@ -423,8 +423,10 @@ def trials_table(rows: list[dict[str, Any]]) -> str:
     return format_trials(rows, markdown=True)
 
 
-def _params(params: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in params.items()) or "the base config"
+def described_params(params: dict[str, Any]) -> str:
+    """A trial's sampled values as key=value (floats to 4 significant digits), or "the base config"."""
+    shown_values = {key: f"{value:.4g}" if isinstance(value, float) else value for key, value in params.items()}
+    return ", ".join(f"{key}={value}" for key, value in shown_values.items()) or "the base config"
 
 
 def _cells(values: dict[str, Any]) -> list[Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.common import MNIST, MNIST_SOURCE, Context, child_env, run_child
 from bench.overhead import cold_home
-from bench.sweep import DIGITS_SWEEP, shown, sweep_argv, sweep_found, trials_table
+from bench.sweep import DIGITS_SWEEP, described_params, shown, sweep_argv, sweep_found, trials_table
 
 NAME = "sweep_mnist"
 TRIALS = 20
@@ -42,7 +42,7 @@ def render(result: dict[str, Any]) -> str:
         return f"Skipped: {result['skipped']}.\n"
     chosen, ours = result["chosen_trial"], result["shipped"]
     found = (
-        f"Chosen: trial {chosen['trial']} ({', '.join(f'{k}={v}' for k, v in chosen['params'].items()) or 'the base config'}); "
+        f"Chosen: trial {chosen['trial']} ({described_params(chosen['params'])}); "
         f"its pipeline run shipped **{ours['variant']}**: {result['metric']} {ours['quality']}, {ours['gzip_size_bytes']:,} "
         f"bytes gzipped (its baseline {ours['baseline_quality']})." if chosen and ours else "No trial kept the floor."
     )
