@@ -30,7 +30,7 @@ test: setup
 clean:
 	rm -rf $(VENV) workspace .pytest_cache
 
-# Every benchmark (about half an hour): bench/results/<name>.json and docs/benchmarks.md.
+# Every benchmark (about 50 minutes; the two sweep benchmarks take 20 of them): bench/results/<name>.json and docs/benchmarks.md.
 bench: setup
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m bench
 

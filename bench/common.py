@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -21,7 +22,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,12 @@ VERSIONED_PACKAGES = (
     "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "prefect", "mlflow", "numpy",
 )
 SAMPLE_INTERVAL = 0.2
+PREFECT_SERVER = "prefect server"
+SPAWNED_CHILD = "multiprocessing child"  # a process multiprocessing spawned: a local Dask cluster's workers
+NAMED_PROCESSES = (PREFECT_SERVER, SPAWNED_CHILD)  # the processes whose CPU seconds a ChildRun reports by name
 MIB = 1024 * 1024
+# A Prefect log line as a child prints it: "HH:MM:SS.mmm | LEVEL | message".
+LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| \w+\s+\| (.*)$")
 
 
 @dataclass
@@ -77,6 +83,19 @@ class ChildRun:
     def output(self) -> str:
         return Path(self.log).read_text(errors="replace")
 
+    def log_messages(self) -> Iterator[tuple[float, str]]:
+        """Each Prefect log line of the output: (seconds since the child started, the message).
+
+        The lines carry the time of day only; a run that passes midnight still gets offsets in order.
+        """
+        day = datetime.fromtimestamp(self.started_at).replace(hour=0, minute=0, second=0, microsecond=0)
+        for line in self.output().splitlines():
+            match = LOG_TIME.match(line)
+            if match:
+                h, m, s, ms, message = match.groups()
+                at = (day + timedelta(hours=int(h), minutes=int(m), seconds=int(s), milliseconds=int(ms))).timestamp()
+                yield (at - self.started_at) % 86400, message
+
     def summary(self) -> dict[str, Any]:
         return {
             "label": self.label, "wall_s": round(self.wall_s, 2), "peak_rss_mib": round(self.peak_rss_mib),
@@ -95,14 +114,17 @@ def run_child(label: str, argv: Sequence[str], log: Path, env: dict[str, str] | 
     started_at, start = time.time(), time.perf_counter()
     with open(log, "wb") as out:
         popen = subprocess.Popen(list(argv), cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        tree_peak, cpu_ticks = 0, {}
+        tree_peak = 0
+        cpu_ticks: dict[int, tuple[str, int]] = {}  # pid -> (name, CPU ticks so far)
         while True:
             pid, status, usage = os.wait4(popen.pid, os.WNOHANG)
             if pid:
                 break
             rss, ticks = tree_sample(popen.pid)
             tree_peak = max(tree_peak, rss)
-            cpu_ticks.update(ticks)
+            for child, (command, count) in ticks.items():  # an exiting process has no command line left: keep its name
+                earlier = cpu_ticks.get(child, (command, 0))[0]
+                cpu_ticks[child] = (earlier if earlier in NAMED_PROCESSES else command, count)
             time.sleep(SAMPLE_INTERVAL)
     wall = time.perf_counter() - start
     popen.returncode = os.waitstatus_to_exitcode(status)
@@ -154,13 +176,16 @@ def tree_cpu_s(root: int) -> float:
 
 
 def _command(pid: int, comm: str) -> str:
-    """A short name for a process: "prefect server" for Prefect's, else its executable's name."""
+    """A short name for a process: PREFECT_SERVER for Prefect's, SPAWNED_CHILD for one that multiprocessing
+    spawned, else its executable's name."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return comm
     text = " ".join(part.decode(errors="replace") for part in argv)
-    return "prefect server" if "prefect" in text and ("server" in text or "uvicorn" in text) else comm
+    if "prefect" in text and ("server" in text or "uvicorn" in text):
+        return PREFECT_SERVER
+    return SPAWNED_CHILD if "multiprocessing.spawn import spawn_main" in text else comm
 
 
 def child_env(prefect_api_url: str | None = None, prefect_home: Path | None = None) -> dict[str, str]:

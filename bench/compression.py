@@ -142,7 +142,7 @@ def render(result: dict[str, Any]) -> str:
     shipped, again = result["shipped"], result["shipped_reevaluated_from_export"]
     lines = [
         f"Data: {result['data']}. The pipeline shipped **{shipped['variant']}**: {shipped['compression_ratio']}x smaller "
-        f"gzipped than the float baseline ({shipped['gzip_size_bytes']:,} bytes) for {round(-shipped['quality_delta'] * 100, 2)} "
+        f"gzipped than the float baseline ({shipped['gzip_size_bytes']:,} bytes) for {round(-_quality_delta(shipped) * 100, 2)} "
         f"point(s) of accuracy; param_bits {shipped['param_bits_ratio']}x. Re-evaluated from the export "
         f"(`{again['file']}`): accuracy {again['accuracy']:.4f}, {int(again['gzip_size_bytes']):,} bytes gzipped.", "",
         "Each step on its own:", "",
@@ -157,6 +157,11 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _quality_delta(shipped: dict[str, Any]) -> float:
+    """The shipped variant's quality delta; results written before the metric was generalized call it accuracy_delta."""
+    return float(shipped["quality_delta"] if "quality_delta" in shipped else shipped["accuracy_delta"])
+
+
 def goal_rows(result: dict[str, Any]) -> list[list[Any]]:
     if "skipped" in result:
         return [["compression", "", "skipped", "n/a"]]
@@ -164,7 +169,7 @@ def goal_rows(result: dict[str, Any]) -> list[list[Any]]:
     shipped = result["shipped"]
     return [
         ["shipped variant, gzipped, at most 0.5 point lost", f">= {GOAL_RATIO:g}x",
-         f"{shipped['compression_ratio']}x ({shipped['variant']}, {round(shipped['quality_delta'] * 100, 2)} pt)",
+         f"{shipped['compression_ratio']}x ({shipped['variant']}, {round(_quality_delta(shipped) * 100, 2)} pt)",
          yes_no(goals["shipped_gzip_compression_at_most_0.5_point_lost"]["met"])],
         ["full int8 / float32 TFLite single-sample latency", "< 1.0", result["int8_over_float32_tflite_latency"],
          yes_no(goals["int8_faster_than_float"]["met"])],

@@ -15,14 +15,12 @@ warm B minus A under 5 s.
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from shrinkflow.core.tables import markdown_table
 from bench.common import (
-    DIGITS_CNN, MNIST_CNN, MNIST_SOURCE, ONE_EPOCH, ChildRun, Context, child_env, flow_argv, goal, median,
+    DIGITS_CNN, MNIST_CNN, MNIST_SOURCE, ONE_EPOCH, PREFECT_SERVER, ChildRun, Context, child_env, flow_argv, goal, median,
     plain_argv, prefect_home, run_child, spread, tree_cpu_s, warm_prefect_server, yes_no,
 )
 from bench.plain import STAGE_MARKER
@@ -36,7 +34,6 @@ SMOKE_SETS = (
     *ONE_EPOCH, "model.conv_filters=[8]", "model.hidden_units=[16]", "prune.enabled=false", "quantize.modes=[dynamic]",
     "distill.students=[]",
 )
-LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| \w+\s+\| (.*)$")
 
 
 def mnist_setup(ctx: Context) -> tuple[Any, list[str], str]:
@@ -138,7 +135,7 @@ def cpu_seconds(runs: dict[str, list[ChildRun]]) -> dict[str, float]:
     """Median CPU seconds of each side's process tree, and of the temporary Prefect server within it."""
     cpu = {side: round(median([r.cpu_s for r in values]), 1) for side, values in runs.items()}
     for side, values in runs.items():
-        server = [r.descendants_cpu_s.get("prefect server", 0.0) for r in values]
+        server = [r.descendants_cpu_s.get(PREFECT_SERVER, 0.0) for r in values]
         if any(server):
             cpu[f"{side}: of which its temporary Prefect server"] = round(median(server), 1)
     return cpu
@@ -164,15 +161,8 @@ def flow_phases(run: ChildRun) -> dict[str, float]:
     temporary server's start); server_start: the temporary server's own start, within startup;
     flow: the flow body; teardown: the flow's end to the process's exit (stopping the server).
     """
-    day = datetime.fromtimestamp(run.started_at).replace(hour=0, minute=0, second=0, microsecond=0)
     marks: dict[str, float] = {}
-    for line in run.output().splitlines():
-        match = LOG_TIME.match(line)
-        if not match:
-            continue
-        h, m, s, ms, message = match.groups()
-        at = (day + timedelta(hours=int(h), minutes=int(m), seconds=int(s), milliseconds=int(ms))).timestamp()
-        offset = (at - run.started_at) % 86400
+    for offset, message in run.log_messages():
         if "Starting temporary server" in message:
             marks.setdefault("server", offset)
         elif "Beginning flow run" in message:

@@ -17,6 +17,8 @@ TITLES = {
     "input_pipeline": "4. Input pipeline",
     "memory": "5. Memory",
     "scaling": "6. Scaling",
+    "sweep": "7. Sweep: 1 against 2 Dask workers, orchestration per trial, quality on digits",
+    "sweep_mnist": "8. Sweep on MNIST",
 }
 ANALYSIS = REPO / "bench" / "analysis.md"
 BEFORE = "before"  # results/before/<name>.json: the figures before a fix, shown beside the current ones

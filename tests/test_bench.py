@@ -14,6 +14,8 @@ from bench.common import ChildRun, spread
 from shrinkflow.core.tables import markdown_table
 from bench.overhead import flow_phases
 from bench.scaling import linear_fit
+from bench.sweep import Timeline, per_trial, sweep_timeline
+from shrinkflow.core.sweep import TrialOutcome
 from tests.conftest import REPO, subprocess_env
 
 
@@ -54,6 +56,30 @@ def test_flow_phases_come_from_the_log_timestamps(tmp_path: Path) -> None:
     run = ChildRun("flow", [], wall_s=48.0, peak_rss_mib=1, tree_peak_rss_mib=1, returncode=0, log=str(log),
                    started_at=started)
     assert flow_phases(run) == pytest.approx({"startup": 6.5, "server_start": 4.5, "flow": 40.0, "teardown": 1.5})
+
+
+def test_a_sweeps_trial_phase_and_each_trial_come_from_its_log(tmp_path: Path) -> None:
+    """bench.sweep times the trial phase and each trial by the sweep flow's and the trial tasks' log lines."""
+    log = tmp_path / "sweep.log"
+    log.write_text(
+        "10:00:05.000 | INFO    | Flow run 'x' - Beginning flow run 'x' for flow 'shrinkflow-sweep'\n"
+        "10:00:08.000 | INFO    | Flow run 'x' - study d-1 in sqlite:////w/sweeps/d-1.db: 0 of 2 trials done; 1 at a time\n"
+        "10:00:18.000 | INFO    | Task run 'trial-0' - Finished in state Completed()\n"
+        "10:00:18.250 | INFO    | Task run 'record-trial-0' - Finished in state Completed()\n"
+        "10:00:25.500 | INFO    | Task run 'trial-1' - Finished in state Completed()\n"
+        "10:00:25.750 | INFO    | Task run 'record-trial-1' - Finished in state Completed()\n"
+        "10:00:26.000 | INFO    | Flow run 'x' - trials of digits (accuracy floor 0.9000):\n"
+        "10:00:40.000 | INFO    | Flow run 'x' - Finished in state Completed()\n"
+    )
+    started = time.mktime((2026, 1, 1, 10, 0, 0, 0, 0, -1))
+    run = ChildRun("sweep", [], wall_s=41.0, peak_rss_mib=1, tree_peak_rss_mib=1, returncode=0, log=str(log), started_at=started)
+    timeline = sweep_timeline(run)
+    assert timeline == Timeline(8.0, 26.0, {0: 18.0, 1: 25.5}, {0: 18.25, 1: 25.75})
+    second = TrialOutcome(1, {"model.hidden_units": [16]}, seconds=7.0, stage_seconds=6.75)
+    assert per_trial(second, timeline, previous=18.25) == pytest.approx({
+        "trial": 1, "flow_s": 7.5, "stage_s": 6.75, "overhead_s": 0.75, "to_body_s": 0.25, "body_outside_stages_s": 0.25,
+        "after_body_s": 0.25,
+    })
 
 
 def test_linear_fit_tells_a_line_from_a_curve() -> None:
