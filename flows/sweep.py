@@ -104,7 +104,8 @@ def sweep(config: PipelineConfig, workspace: str | None = None, trials: int | No
         "study %s in %s: %d of %d trials done; %d at a time", name, storage, sweeps.trials_done(study), spec.trials, slots
     )
 
-    while (remaining := spec.trials - sweeps.trials_done(study)) > 0:
+    more = True  # until the sampler has nothing left to try (a grid's last point)
+    while more and (remaining := spec.trials - sweeps.trials_done(study)) > 0:
         submitted: list[tuple[Any, dict[str, Any], Any, str]] = []  # trial, values, future (None: invalid), reason
         for trial in [study.ask() for _ in range(min(slots, remaining))]:
             values = sweeps.sample(trial, spec)
@@ -122,7 +123,7 @@ def sweep(config: PipelineConfig, workspace: str | None = None, trials: int | No
                 trial.number, values, status="failed", reason=reason
             )
             outcomes.append(outcome)
-            sweeps.tell(study, trial, outcome, spec, sweeps.quality_floor_for(outcomes, config), quality)
+            more = sweeps.tell(study, trial, outcome, spec, sweeps.quality_floor_for(outcomes, config), quality) and more
             record_trial(run, outcome)
 
     floor = sweeps.quality_floor_for(outcomes, config)

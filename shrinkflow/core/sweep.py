@@ -274,22 +274,33 @@ def _encode(value: Any) -> Any:
 
 def tell(
     study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, spec: SweepConfig, floor: float | None, quality: Quality
-) -> None:
+) -> bool:
     """Tell Optuna how the trial went, keeping its outcome in the study (a resumed sweep reads it back).
 
     A complete trial on the wrong side of the quality floor is told its values all the same, with a positive
     constraint (the quality it lacks) that TPE reads as infeasible, so it is not drawn towards small, poor models.
+
+    Returns:
+        False once the sampler has nothing left to try (the grid sampler after the grid's last point).
     """
     from optuna.trial import TrialState
 
     trial.set_user_attr(OUTCOME_ATTR, outcome.to_json())
     if not outcome.ok:
         trial.set_user_attr("reason", outcome.reason[:2000])
-        study.tell(trial, state=TrialState.FAIL)
-        return
-    shortfall = 0.0 if floor is None or outcome.quality is None else quality.shortfall(outcome.quality, floor)
-    trial.set_user_attr(SHORTFALL_ATTR, shortfall)
-    study.tell(trial, objective_values(outcome, spec))
+    else:
+        shortfall = 0.0 if floor is None or outcome.quality is None else quality.shortfall(outcome.quality, floor)
+        trial.set_user_attr(SHORTFALL_ATTR, shortfall)
+    try:
+        if outcome.ok:
+            study.tell(trial, objective_values(outcome, spec))
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+    except RuntimeError:
+        # The grid sampler calls study.stop() once its last point is told, which raises outside study.optimize;
+        # the trial is stored by then.
+        return False
+    return True
 
 
 def quality_shortfall(trial: optuna.trial.FrozenTrial) -> list[float]:
