@@ -24,17 +24,17 @@ from tests.test_cli import shrinkflow
 QUICK = {"distill.students": "[]", "cluster.enabled": "false", "select.max_quality_drop": "1", "prune.epochs": "1"}
 FAMILIES = {
     "regression": ("diabetes_regression.yaml", {
-        **QUICK, "train.epochs": "15", "quantize.modes": "[int8]", "onnx.convert": "[int8]",
-        "distill.students": "[{hidden_units: [8], dropout: 0}]", "distill.epochs": "5", "distill.from_scratch": "false",
+        **QUICK, "train.epochs": "8", "quantize.modes": "[int8]", "onnx.convert": "[int8]",
+        "distill.students": "[{hidden_units: [8], dropout: 0}]", "distill.epochs": "3", "distill.from_scratch": "false",
     }),
     "rnn": ("digits_cnn.yaml", {
-        **QUICK, "data.sequence_shape": "[8, 8]", "data.max_samples": "500", "model.family": "rnn",
+        **QUICK, "data.sequence_shape": "[8, 8]", "data.max_samples": "400", "model.family": "rnn",
         "model.recurrent_units": "[8]", "model.hidden_units": "[]", "train.epochs": "3", "quantize.modes": "[int8, qat]",
         "onnx.enabled": "true", "onnx.convert": "[int8]",
     }),
     "text": ("text_debian.yaml", {
-        **QUICK, "data.max_samples": "600", "model.embedding_dim": "8", "model.conv_filters": "[16]",
-        "model.hidden_units": "[8]", "train.epochs": "3", "quantize.modes": "[int8, qat]", "onnx.convert": "[int8]",
+        **QUICK, "data.max_samples": "400", "model.embedding_dim": "8", "model.conv_filters": "[16]",
+        "model.hidden_units": "[8]", "train.epochs": "2", "quantize.modes": "[int8, qat]", "onnx.convert": "[int8]",
     }),
 }
 
