@@ -203,7 +203,7 @@ def test_serve_refuses_to_take_over_the_work_pool_deployments(prefect_yaml_appli
     assert "Traceback" not in served.stderr
 
 
-def test_up_serves_the_deployments_runs_a_run_button_run_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+def test_up_serves_the_deployments_runs_a_run_button_run_and_down_stops_everything(tmp_path: Path) -> None:
     prefect_port, mlflow_port = free_ports(2)
     workspace = Workspace(tmp_path / "workspace")
     env = clean_env(**SCHEDULER_LOOP)
@@ -258,7 +258,9 @@ def test_up_serves_the_deployments_runs_a_run_button_run_and_stops_everything_on
         output.wait_for("SCHEDULER IS FAILING", timeout=30)
         output.wait_for("schedule_deployments: sqlalchemy.exc.InvalidRequestError: Can't evaluate bulk DML", timeout=5)
 
-        up.send_signal(signal.SIGINT)  # Ctrl-C
+        # `shrinkflow down` from another shell (Ctrl-C and SIGTERM, with both cores busy: tests/test_interrupts.py).
+        done = subprocess.run([str(BIN / "shrinkflow"), "down", "--workspace", str(workspace.root)], env=env, timeout=90)
+        assert done.returncode == 0
         assert up.wait(timeout=90) == 0, output.text
         assert output.text.rstrip().endswith("shrinkflow: stopped")
         for port in (prefect_port, mlflow_port):
