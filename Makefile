@@ -1,8 +1,13 @@
 # shrinkflow: `make run` and `make test` work on a fresh clone: they build .venv from requirements.lock first.
+# Python 3.11, 3.12 or 3.13: `make run PYTHON=python3.13`. pyenv's shims answer only for the versions pyenv has
+# activated, so an installed version it has not is looked up under `pyenv root`.
 PYTHON ?= python3.11
+PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null || ls -d "$$(pyenv root 2>/dev/null)"/versions/$(patsubst python%,%,$(notdir $(PYTHON)))*/bin/$(notdir $(PYTHON)) 2>/dev/null | tail -n 1)
+PYTHON_VERSION := $(shell $(PYTHON_EXE) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# One stamp per Python version: asking for another version rebuilds the venv with it.
+STAMP := $(VENV)/.installed-$(PYTHON_VERSION)
 CONFIG ?= configs/digits_cnn.yaml
 
 .PHONY: setup run test clean bench bench-smoke bench-compression up down ui-screenshots
@@ -14,7 +19,10 @@ setup: $(STAMP)
 UV_VERSION := 0.13.9
 
 $(STAMP): requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON_VERSION)" || { echo "make: no $(PYTHON) found; install Python 3.11, 3.12 or 3.13, or pass PYTHON=/path/to/python3.X" >&2; exit 2; }
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$(PYTHON_VERSION)" ]; then \
+		echo "make: rebuilding $(VENV) with Python $(PYTHON_VERSION)"; rm -rf $(VENV); fi
+	test -x $(BIN)/python || $(PYTHON_EXE) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
@@ -24,11 +32,11 @@ run: setup
 	$(BIN)/shrinkflow run $(CONFIG)
 
 test: setup
-	$(BIN)/mypy
+	$(BIN)/python -m tests.typecheck
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) workspace .pytest_cache
+	rm -rf $(VENV) workspace .pytest_cache .typecheck .mypy_cache
 
 # Every benchmark (about 50 minutes; the two sweep benchmarks take 20 of them): bench/results/<name>.json and docs/benchmarks.md.
 bench: setup
@@ -51,6 +59,6 @@ down: setup
 ui-screenshots: setup .venv-ui/.installed
 	.venv-ui/bin/python tests/ui/screenshots.py --out $(or $(OUT),ui-screenshots)
 .venv-ui/.installed: requirements-ui.lock
-	test -x .venv-ui/bin/python || $(PYTHON) -m venv .venv-ui
+	test -x .venv-ui/bin/python || $(PYTHON_EXE) -m venv .venv-ui
 	.venv-ui/bin/pip install --quiet --disable-pip-version-check -r requirements-ui.lock
 	touch .venv-ui/.installed

@@ -13,12 +13,10 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,8 @@ from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from shrinkflow.deployments.processes import ProcessError, Spawned, answers, free_port, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist-t10k"
@@ -218,45 +218,34 @@ def plain_argv(config: Path, sets: Sequence[str], workspace: Path) -> list[str]:
 
 
 class PrefectServer:
-    """A `prefect server start` of our own on a free loopback port, in its own process group.
+    """A `prefect server start` of our own on a free loopback port (shrinkflow.deployments.processes: a session of its
+    own, stopped with everything it started).
 
     Starts at once; `api_url()` waits until it answers, so other work can run while it starts.
     """
 
     def __init__(self, home: Path) -> None:
-        from deployments.stack import free_port
-
         self.home, port = home, free_port()
         self.url = f"http://127.0.0.1:{port}/api"
         env = {**child_env(prefect_home=home), "PREFECT_API_URL": self.url, "PREFECT_SERVER_API_PORT": str(port)}
         self.started = time.perf_counter()
         self.start_s: float | None = None
-        self._log = open(home / "server.log", "wb")
-        self.process = subprocess.Popen(
-            [venv_script("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        self.process = Spawned.start(
+            "Prefect server", [venv_script("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            home / "server.log", env,
         )
 
     def api_url(self, timeout: float = 180) -> str:
-        deadline = time.monotonic() + timeout
-        while self.start_s is None:
-            if _healthy(f"{self.url}/health"):
-                self.start_s = time.perf_counter() - self.started
-            elif self.process.poll() is not None or time.monotonic() > deadline:
-                raise ChildFailed(f"Prefect server did not start; see {self.home / 'server.log'}")
-            else:
-                time.sleep(0.25)
+        if self.start_s is None:
+            try:
+                wait_until_ready({self.process: answers(f"{self.url}/health", b"true")}, timeout)
+            except ProcessError as exc:
+                raise ChildFailed(str(exc)) from None
+            self.start_s = time.perf_counter() - self.started
         return self.url
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
+        self.process.stop(timeout=20)
 
 
 @contextmanager
@@ -277,14 +266,6 @@ def prefect_home(ctx: Context, name: str) -> Path:
     subprocess.run([venv_script("prefect"), "server", "database", "upgrade", "-y"], env=child_env(prefect_home=home),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=True)
     return home
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.read().strip() == b"true"
-    except OSError:
-        return False
 
 
 # --- figures ---------------------------------------------------------------------------------------

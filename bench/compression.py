@@ -40,11 +40,12 @@ def run(ctx: Context) -> dict[str, Any] | None:
         return None
     if not MNIST.is_dir():
         return {"skipped": f"{MNIST} is absent"}
-    import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
     from shrinkflow.core.compression import convert_to_tflite
     from shrinkflow.core.config import load_config
     from shrinkflow.core.data import load_splits, prepare_dataset
     from shrinkflow.core.evaluation import evaluate_model_file
+    from shrinkflow.core.names import Quantization
+    from shrinkflow.core.steps import QuantizeStep
 
     config = load_config(MNIST_CNN, [MNIST_SOURCE])
     workspace = flow_workspace(ctx, config.config_hash())
@@ -60,7 +61,7 @@ def run(ctx: Context) -> dict[str, Any] | None:
     # The shipped file, re-evaluated from the export folder: what a user downloads is what was measured.
     reevaluated = evaluate_model_file(shipped_file, dataset, scratch, latency_repeats=1).metrics
     float_tflite = scratch / "baseline-float32.tflite"
-    convert_to_tflite(export_dir / "model.keras", "float32", dataset, config.quantize, float_tflite)
+    convert_to_tflite(export_dir / "model.keras", QuantizeStep(Quantization.NONE), dataset, float_tflite)
     models = {
         "baseline (Keras)": export_dir / "model.keras",
         "baseline float32 TFLite": float_tflite,

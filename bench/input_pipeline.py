@@ -26,7 +26,6 @@ EPOCHS = 3
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
     from shrinkflow.core.config import load_config
     from shrinkflow.core.data import load_splits, prepare_dataset
     from shrinkflow.core.training import train_baseline

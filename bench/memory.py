@@ -24,7 +24,7 @@ from pathlib import Path
 def rss():
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 steps = [("bare Python 3.11", rss())]
-import shrinkflow, shrinkflow.core.config, shrinkflow.core.data
+import shrinkflow.core.config, shrinkflow.core.data
 steps.append(("+ numpy, pandas, scikit-learn (shrinkflow.core.data)", rss()))
 import tensorflow, tf_keras
 steps.append(("+ tensorflow, tf_keras", rss()))

@@ -23,18 +23,19 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.config import PipelineConfig, load_config
 from shrinkflow.core.data import prepare_dataset
 from shrinkflow.core.export import build_manifest, export_variants
+from shrinkflow.core.names import BASELINE, clustered_name, onnx_name, pruned_name, quantized_name
+from shrinkflow.core.runtime import configure_libraries
 from shrinkflow.core.selection import select_variant
 from shrinkflow.core.stages import (
-    cluster_stage, converts_to_onnx, distill_stage, onnx_problem, onnx_stage, prune_problem, prune_stage, quantization_problem, quantize_stage, to_cluster,
-    train_stage,
+    cluster_stage, converts_to_onnx, distill_stage, onnx_problem, onnx_stage, prune_problem, prune_stage,
+    quantization_problem, quantize_stage, to_cluster, train_stage,
 )
-from shrinkflow.core.variants import (
-    BASELINE, CLUSTERED, PRUNED, SummaryRow, Variant, derived_name, format_table, student_name, summary_rows,
-)
+from shrinkflow.core.steps import Steps
+from shrinkflow.core.summary import SummaryRow, format_table, summary_rows
+from shrinkflow.core.variants import Variant
 
 STAGE_MARKER = "PLAIN_STAGE_SECONDS"
 
@@ -50,47 +51,42 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow]
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
     models = workspace / "models"
+    steps = Steps.from_config(config)
     with stage("load"):
         dataset = prepare_dataset(config.data, workspace / "datasets")
     with stage("train"):
-        baseline = train_stage(dataset, config.model, config.train, models / BASELINE)
+        baseline = train_stage(steps.train, dataset, models / BASELINE)
     students = []
-    for number, student in enumerate(config.distill.students, start=1):
-        for scratch in (False, True) if config.distill.from_scratch else (False,):
-            with stage("distill"):
-                students.append(distill_stage(
-                    baseline, number, dataset, student.model(config.model), config.distill.for_student(scratch),
-                    config.train, models / student_name(number, scratch), from_scratch=scratch,
-                ))
+    for distill_step in steps.students:
+        with stage("distill"):
+            students.append(distill_stage(distill_step, baseline, dataset, models / distill_step.variant))
     chain_starts = [baseline, *(s for s in students if s.parent == BASELINE)]
     compressed: list[Variant] = []
     for model in chain_starts:
         pruned = None
-        if config.prune.enabled and not prune_problem(config.model):
+        if steps.prune is not None and not prune_problem(config.model):
             with stage("prune"):
-                pruned = prune_stage(model, dataset, config.prune, config.train, models / derived_name(model.name, PRUNED))
+                pruned = prune_stage(steps.prune, model, dataset, models / pruned_name(model.name))
             compressed.append(pruned)
-        for source in to_cluster(config.cluster, model, pruned):
+        for source in to_cluster(steps.cluster_sources, model, pruned) if steps.cluster is not None else []:
             with stage("cluster"):
-                compressed.append(cluster_stage(
-                    source, dataset, config.cluster, config.train, models / derived_name(source.name, CLUSTERED)
-                ))
+                compressed.append(cluster_stage(steps.cluster, source, dataset, models / clustered_name(source.name)))
     sources = [*chain_starts, *compressed]
     quantized = []
     for source in sources:
-        for mode in config.quantize.modes:
-            if quantization_problem(mode, config.model):
+        for quantize_step in steps.quantize:
+            if quantization_problem(quantize_step.mode, config.model):
                 continue
-            with stage(f"quantize-{mode}"):
+            with stage(f"quantize-{quantize_step.mode}"):
                 quantized.append(quantize_stage(
-                    source, config.quantize.for_mode(mode), dataset, config.train, models / f"{source.name}-{mode}"
+                    quantize_step, source, dataset, models / quantized_name(source.name, quantize_step.mode)
                 ))
     converted = []
     for source in [*sources, *quantized]:
-        if converts_to_onnx(config.onnx, source) and not onnx_problem(source, config.model):
+        if steps.onnx is not None and converts_to_onnx(steps.onnx_sources, source) and not onnx_problem(source, config.model):
             with stage("onnx"):
-                converted.append(onnx_stage(source, config.onnx, dataset, models / f"{source.name}-onnx"))
-    variants: list[Variant] = [baseline, *students, *compressed, *quantized, *(v for v in converted if isinstance(v, Variant))]
+                converted.append(onnx_stage(steps.onnx, source, dataset, models / onnx_name(source.name)))
+    variants: list[Variant] = [baseline, *students, *compressed, *quantized, *converted]
 
     selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics, config.select)
     rows = summary_rows(variants, config.select.quality)
@@ -114,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workspace", required=True)
     args = parser.parse_args(argv)
+    configure_libraries()
     rows, seconds = run_plain(load_config(args.config, args.overrides), Path(args.workspace))
     print(format_table(rows))
     leaked = sorted(name for name in ("prefect", "mlflow") if name in sys.modules)

@@ -53,7 +53,7 @@ TRIAL_SETS = ("train.epochs=2", "prune.epochs=1", "quantize.modes=[dynamic]", "s
 GRID: dict[str, list[Any]] = {"model.hidden_units": [[16], [24], [32], [48]], "train.learning_rate": [0.003, 0.005, 0.008]}
 THROUGHPUT_TRIALS = 10  # the base config and 9 grid points: 5 full batches of 2
 
-# The sweep flow's log lines (flows/sweep.py) that mark its phases, and its trial tasks' (tasks/sweep.py).
+# The sweep flow's log lines (flows/sweep.py) that mark its phases, and its trial tasks' (flows/trial.py).
 TRIALS_BEGIN = re.compile(r"^Flow run '[^']+' - study \S+ in .*: \d+ of \d+ trials done; \d+ at a time$")
 TRIALS_END = re.compile(r"^Flow run '[^']+' - trials of ")
 TRIAL_FINISHED = re.compile(r"^Task run 'trial-(\d+)' - Finished in state")
@@ -201,7 +201,7 @@ def throughput(ctx: Context) -> dict[int, list[dict[str, Any]]]:
 
 
 def throughput_result(runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-    from tasks.sweep import worker_threads
+    from shrinkflow.tasks.sweep import worker_threads
 
     one, two = runs[1], runs[2]
     phase = {w: [r["trial_phase_s"] for r in runs[w]] for w in WORKER_COUNTS}

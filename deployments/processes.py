@@ -1,4 +1,5 @@
-"""The processes shrinkflow starts and stops: the servers of `shrinkflow up`, its runner, `run`'s temporary server.
+"""The processes shrinkflow starts and stops: the servers of `shrinkflow up`, its runner, `run`'s temporary server,
+the benchmark's servers; the ports they listen on; and a watch on what a command depends on.
 
 Each runs in a session (so a process group) of its own, with its output appended to a log: Ctrl-C in the
 terminal reaches only the command, which then stops its processes in order, and stopping one reaches
@@ -9,12 +10,15 @@ reading a JSON record written by another process, never mistakes a later process
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +29,7 @@ import psutil
 from shrinkflow.core.environment import health_problem
 from shrinkflow.core.errors import UserError
 
+LOOPBACK = "127.0.0.1"
 KILL_GRACE = 5.0  # seconds SIGKILL gets, after SIGTERM's timeout
 POLL_INTERVAL = 0.25
 LOG_TAIL_LINES = 20
@@ -231,3 +236,60 @@ def forget(path: Path, record: Mapping[str, Any]) -> None:
     with contextlib.suppress(OSError, ValueError):
         if json.loads(path.read_text()) == record:
             path.unlink()
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that is free on `host` right now (the OS picks it; someone else may take it later)."""
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """`count` distinct free ports: each stays bound until all are chosen, so none is handed out twice."""
+    family, socktype, proto, _, sockaddr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(family, socktype, proto))
+            sock.bind(sockaddr)
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why `port` cannot be bound on `host`, or None when it can.
+
+    SO_REUSEADDR, as both servers (uvicorn) set it, so a port whose connections from a stopped server
+    linger in TIME_WAIT counts as free, while one with a live listener does not.
+    """
+    try:
+        family, socktype, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        return f"cannot resolve host {host!r}: {exc}"
+    with socket.socket(family, socktype, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            return "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return None
+
+
+@contextlib.contextmanager
+def watching(check: Callable[[], str | None], on_lost: Callable[[str], None], interval: float = 2.0) -> Iterator[None]:
+    """While the block runs, call `check` every `interval` seconds in a background thread; the first time it
+    returns a reason (something the command depends on is gone), call `on_lost(reason)` once and stop watching."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(interval):
+            reason = check()
+            if reason is not None:
+                on_lost(reason)
+                return
+
+    watcher = threading.Thread(target=watch, name="shrinkflow-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()

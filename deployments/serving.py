@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
-from deployments.processes import Spawned, forget, wait_until_ready
-from deployments.stack import RunningStack, stack_dir
+from shrinkflow.deployments.processes import Spawned, forget, wait_until_ready
+from shrinkflow.deployments.stack import RunningStack, stack_dir
 from shrinkflow.core.config import PipelineConfig, load_config
 from shrinkflow.core.environment import health_problem
 from shrinkflow.core.errors import UserError
@@ -47,9 +47,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
-ENTRYPOINT = "flows/pipeline.py:pipeline"
+ENTRYPOINT = "deployments/entrypoints.py:pipeline"
 FLOW_NAME = "shrinkflow"  # the @flow's name: deployments are addressed as shrinkflow/<deployment>
-SWEEP_ENTRYPOINT = "flows/sweep.py:sweep"
+SWEEP_ENTRYPOINT = "deployments/entrypoints.py:sweep"
 SWEEP_FLOW_NAME = "shrinkflow-sweep"  # sweep deployments are shrinkflow-sweep/<deployment>
 WORK_POOL = "shrinkflow"  # a `process` work pool, for the prefect.yaml deployments
 TIMEZONE = "UTC"
@@ -217,21 +217,22 @@ def runner_deployments(workspace: Workspace) -> list[RunnerDeployment]:
     """
     from prefect.schedules import Cron
 
-    from flows.pipeline import pipeline
-    from flows.sweep import sweep
+    from shrinkflow.deployments.entrypoints import pipeline, sweep
 
     flows: dict[str, Any] = {ENTRYPOINT: pipeline, SWEEP_ENTRYPOINT: sweep}
-    # Called outside an event loop, to_deployment returns the deployment itself (its hint also allows a coroutine).
-    return [
-        cast("RunnerDeployment", flows[spec.entrypoint].to_deployment(
+    deployments = []
+    for spec in DEPLOYMENTS:
+        # Called outside an event loop, to_deployment returns the deployment itself (its hint also allows a coroutine).
+        deployment = cast("RunnerDeployment", flows[spec.entrypoint].to_deployment(
             name=spec.name,
             description=spec.description,
             tags=list(TAGS),
             parameters={**spec.parameters(), "workspace": str(workspace.root)},
             schedules=[Cron(spec.cron, timezone=spec.timezone)],
         ))
-        for spec in DEPLOYMENTS
-    ]
+        deployment.entrypoint = spec.entrypoint  # the entry module, as in prefect.yaml, not the flow's own file
+        deployments.append(deployment)
+    return deployments
 
 
 def serve(workspace: Workspace, limit: int = DEFAULT_RUN_LIMIT) -> None:
@@ -328,7 +329,7 @@ def start_runner(stack: RunningStack, limit: int = DEFAULT_RUN_LIMIT) -> Spawned
     it started) before the servers, so the runner can still pause its schedules on the server.
     """
     workspace = stack.workspace
-    argv = [sys.executable, "-m", "cli.main", "serve", "--workspace", str(workspace.root), "--limit", str(limit)]
+    argv = [sys.executable, "-m", "shrinkflow.cli.main", "serve", "--workspace", str(workspace.root), "--limit", str(limit)]
     runner = Spawned.start(RUNNER, argv, runner_log(workspace), runner_env(stack), cwd=REPO, header="shrinkflow up")
     write_json_atomically(runner_file(workspace), runner.to_json())
     return runner

@@ -17,11 +17,9 @@ Python interpreter (the project's virtual environment).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
-import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,13 +28,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from deployments.processes import Spawned, answers, forget, stop, wait_until_ready
+from shrinkflow.deployments.processes import LOOPBACK, Spawned, answers, forget, port_problem, stop, wait_until_ready
 from shrinkflow.core.errors import UserError
 from shrinkflow.core.files import write_json_atomically
 from shrinkflow.core.workspace import Workspace
 
 STATE_VERSION = 2  # 2: processes named by pid and create_time
-DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HOST = LOOPBACK
 DEFAULT_PREFECT_PORT = 4200
 DEFAULT_MLFLOW_PORT = 5000
 # A first Prefect start creates its database and runs every migration: 15 s on an idle 2-core machine,
@@ -123,42 +121,6 @@ def stack_dir(workspace: Workspace) -> Path:
 
 def state_file(workspace: Workspace) -> Path:
     return stack_dir(workspace) / "stack.json"
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """A port that is free on `host` right now (the OS picks it; someone else may take it later)."""
-    return free_ports(1, host)[0]
-
-
-def free_ports(count: int, host: str = DEFAULT_HOST) -> list[int]:
-    """`count` distinct free ports: each stays bound until all are chosen, so none is handed out twice."""
-    family, socktype, proto, _, sockaddr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
-    with contextlib.ExitStack() as held:
-        ports = []
-        for _ in range(count):
-            sock = held.enter_context(socket.socket(family, socktype, proto))
-            sock.bind(sockaddr)
-            ports.append(int(sock.getsockname()[1]))
-        return ports
-
-
-def port_problem(host: str, port: int) -> str | None:
-    """Why `port` cannot be bound on `host`, or None when it can.
-
-    SO_REUSEADDR, as both servers (uvicorn) set it, so a port whose connections from a stopped server
-    linger in TIME_WAIT counts as free, while one with a live listener does not.
-    """
-    try:
-        family, socktype, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as exc:
-        return f"cannot resolve host {host!r}: {exc}"
-    with socket.socket(family, socktype, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(sockaddr)
-        except OSError as exc:
-            return "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-    return None
 
 
 def check_ports_free(config: StackConfig) -> None:

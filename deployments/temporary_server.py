@@ -15,8 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from deployments.processes import ProcessError, Spawned, answers, wait_until_ready
-from deployments.stack import free_port
+from shrinkflow.deployments.processes import ProcessError, Spawned, answers, free_port, wait_until_ready
 
 # Run in the server's process before it becomes the server: Linux sends it SIGTERM when the process that
 # started it dies, however it dies (SIGKILL included), so a killed `shrinkflow run` leaves no server behind.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from mlflow.entities import RunStatus
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -15,14 +14,15 @@ from prefect.transactions import transaction
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.environment import check_workspace
 from shrinkflow.core.selection import select_variant
-from shrinkflow.core.variants import SummaryRow, format_table, summary_rows
+from shrinkflow.core.steps import Steps
+from shrinkflow.core.summary import SummaryRow, format_table, summary_rows
 from shrinkflow.core.workspace import Workspace
+from shrinkflow.flows.variants import build_variants
+from shrinkflow.tasks.caching import keep_results_in
+from shrinkflow.tasks.report import report_variants
+from shrinkflow.tasks.shipping import export_models, gate_champion, register_variant
+from shrinkflow.tasks.tracking import finish_tracking, record, record_dataset, start_tracking
 from shrinkflow.tracking import runs
-from tasks.build import build_variants
-from tasks.caching import keep_results_in
-from tasks.report import report_variants
-from tasks.shipping import export_models, gate_champion, register_variant
-from tasks.tracking import finish_tracking, record, record_dataset, start_tracking
 
 # The summary table in the flow run's log: the decisive columns, narrow enough for the Prefect UI's log view.
 SUMMARY_LOG_COLUMNS = {
@@ -52,7 +52,8 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
         create_markdown_artifact(links, key="mlflow-run", description=f"MLflow runs of {config.name}")
     try:
         stages = build_variants(
-            config, ws, on_dataset=lambda dataset: record_dataset(run, dataset), on_built=lambda built: record(run, built)
+            Steps.from_config(config), config.model, ws,
+            on_dataset=lambda dataset: record_dataset(run, dataset), on_built=lambda built: record(run, built),
         )
         dataset, baseline, built, variants = stages.dataset, stages.baseline, stages.built, stages.variants
 

@@ -12,14 +12,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
 from prefect.settings import get_current_settings
 from prefect_dask import DaskTaskRunner
 
-from flows.pipeline import pipeline
 from shrinkflow.core import sweep as sweeps
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.environment import EnvironmentProblem, check_workspace
@@ -27,10 +25,11 @@ from shrinkflow.core.errors import ConfigError
 from shrinkflow.core.selection import Quality
 from shrinkflow.core.sweep import TrialOutcome
 from shrinkflow.core.workspace import Workspace
-from tasks.caching import keep_results_in
-from tasks.sweep import (
-    TrialRequest, check_worker, finish_sweep_tracking, record_trial, recorded_trials, run_trial, start_sweep_tracking,
-    worker_threads,
+from shrinkflow.flows.pipeline import pipeline
+from shrinkflow.flows.trial import TrialRequest, run_trial
+from shrinkflow.tasks.caching import keep_results_in
+from shrinkflow.tasks.sweep import (
+    check_worker, finish_sweep_tracking, record_trial, recorded_trials, start_sweep_tracking, worker_threads,
 )
 
 # The study remembers its MLflow sweep parent run, so a resumed sweep adds its trials to the same run.
@@ -63,15 +62,25 @@ def dask_task_runner(workers: int | None = None, address: str | None = None) -> 
     )
 
 
-# prefect-dask's DaskTaskRunner is a TaskRunner of PrefectDaskFutures; Prefect's hint wants PrefectFuture's.
-@flow(name="shrinkflow-sweep", log_prints=True, task_runner=dask_task_runner())  # type: ignore[arg-type]
-def sweep(config: PipelineConfig, workspace: str | None = None, trials: int | None = None) -> SweepResult:
+def submit_trial(runner: DaskTaskRunner, request: TrialRequest, workspace: Workspace) -> PrefectFuture[TrialOutcome]:
+    """Run one trial on the cluster (a task run of this flow run, on a Dask worker)."""
+    future: PrefectFuture[TrialOutcome] = runner.submit(run_trial, parameters={"request": request, "workspace": workspace})
+    return future
+
+
+@flow(name="shrinkflow-sweep", log_prints=True)
+def sweep(
+    config: PipelineConfig, workspace: str | None = None, trials: int | None = None, workers: int | None = None,
+    dask_address: str | None = None,
+) -> SweepResult:
     """Search `config.sweep.parameters` for the smallest model that keeps the quality (select.quality), then ship it.
 
     Args:
         config: The base config and its `sweep` section (search space, sampler, objective, trials).
         workspace: Folder shared by every Dask worker: datasets, cached stages, the study, exports.
         trials: Trials to reach, counting those an interrupted sweep of the same study finished; empty: sweep.trials.
+        workers: Worker processes of a local Dask cluster, one trial each; empty: one per core.
+        dask_address: An existing Dask cluster's scheduler (tcp://HOST:PORT) to run the trials on instead.
 
     Returns:
         The trials' outcomes and table, the quality floor, the chosen trial and what its pipeline run shipped.
@@ -86,45 +95,46 @@ def sweep(config: PipelineConfig, workspace: str | None = None, trials: int | No
     name = sweeps.study_name(config)
     storage = spec.storage or sweeps.default_storage(ws.root / "sweeps", name)
     (ws.root / "sweeps").mkdir(parents=True, exist_ok=True)  # also how a worker tells the workspace is shared
-    slots, threads_by_host = _check_workers(ws)
-
     quality = Quality(config.select.quality)
-    study = sweeps.open_study(spec, storage, name, quality)
-    recovered = sweeps.recover_interrupted(study)
-    if recovered:
-        logger.warning("resuming: trials %s were cut off by an interrupted sweep; their parameters run again", recovered)
-    run = start_sweep_tracking(config, ws, name, study.user_attrs.get(PARENT_RUN_ATTR))
-    study.set_user_attr(PARENT_RUN_ATTR, run.parent_run_id)
-    outcomes = sweeps.finished_outcomes(study)
-    recorded = recorded_trials(run)
-    for outcome in outcomes:  # told to Optuna by a sweep that was killed before it recorded them in MLflow
-        if outcome.number not in recorded:
-            record_trial(run, outcome)
-    logger.info(
-        "study %s in %s: %d of %d trials done; %d at a time", name, storage, sweeps.trials_done(study), spec.trials, slots
-    )
 
-    more = True  # until the sampler has nothing left to try (a grid's last point)
-    while more and (remaining := spec.trials - sweeps.trials_done(study)) > 0:
-        submitted: list[tuple[Any, dict[str, Any], Any, str]] = []  # trial, values, future (None: invalid), reason
-        for trial in [study.ask() for _ in range(min(slots, remaining))]:
-            values = sweeps.sample(trial, spec)
-            try:
-                request = TrialRequest(trial.number, values, sweeps.trial_config(raw, values), threads_by_host)
-            except ConfigError as exc:  # this combination of values is invalid: a failed trial, the sweep goes on
-                submitted.append((trial, values, None, str(exc)))
-                continue
-            submitted.append((trial, values, run_trial.submit(request, ws), ""))
-        for trial, values, future, reason in submitted:
-            if future is not None:
-                state = future.wait() or future.state
-                reason = state.message or "the trial task crashed"
-            outcome = future.result() if future is not None and future.state.is_completed() else TrialOutcome(
-                trial.number, values, status="failed", reason=reason
-            )
-            outcomes.append(outcome)
-            more = sweeps.tell(study, trial, outcome, spec, sweeps.quality_floor_for(outcomes, config), quality) and more
-            record_trial(run, outcome)
+    with dask_task_runner(workers, dask_address) as runner:
+        slots, threads_by_host = _check_workers(ws, runner)
+        study = sweeps.open_study(spec, storage, name, quality)
+        recovered = sweeps.recover_interrupted(study)
+        if recovered:
+            logger.warning("resuming: trials %s were cut off by an interrupted sweep; their parameters run again", recovered)
+        run = start_sweep_tracking(config, ws, name, study.user_attrs.get(PARENT_RUN_ATTR))
+        study.set_user_attr(PARENT_RUN_ATTR, run.parent_run_id)
+        outcomes = sweeps.finished_outcomes(study)
+        recorded = recorded_trials(run)
+        for outcome in outcomes:  # told to Optuna by a sweep that was killed before it recorded them in MLflow
+            if outcome.number not in recorded:
+                record_trial(run, outcome)
+        logger.info(
+            "study %s in %s: %d of %d trials done; %d at a time", name, storage, sweeps.trials_done(study), spec.trials, slots
+        )
+
+        more = True  # until the sampler has nothing left to try (a grid's last point)
+        while more and (remaining := spec.trials - sweeps.trials_done(study)) > 0:
+            batch: list[tuple[Any, dict[str, Any], PrefectFuture[TrialOutcome] | None, str]] = []  # trial, values, future or why none
+            for trial in [study.ask() for _ in range(min(slots, remaining))]:
+                values = sweeps.sample(trial, spec)
+                try:
+                    request = TrialRequest(trial.number, values, sweeps.trial_config(raw, values), threads_by_host)
+                except ConfigError as exc:  # this combination of values is invalid: a failed trial, the sweep goes on
+                    batch.append((trial, values, None, str(exc)))
+                    continue
+                batch.append((trial, values, submit_trial(runner, request, ws), ""))
+            for trial, values, future, reason in batch:
+                if future is not None:
+                    state = future.wait() or future.state
+                    reason = state.message or "the trial task crashed"
+                outcome = future.result() if future is not None and future.state.is_completed() else TrialOutcome(
+                    trial.number, values, status="failed", reason=reason
+                )
+                outcomes.append(outcome)
+                more = sweeps.tell(study, trial, outcome, spec, sweeps.quality_floor_for(outcomes, config), quality) and more
+                record_trial(run, outcome)
 
     floor = sweeps.quality_floor_for(outcomes, config)
     best = sweeps.best_trial(outcomes, floor, quality)
@@ -153,17 +163,13 @@ def sweep(config: PipelineConfig, workspace: str | None = None, trials: int | No
     return SweepResult(outcomes, table, floor, best, shipped, run.parent_run_id, name, storage)
 
 
-def _check_workers(ws: Workspace) -> tuple[int, dict[str, int]]:
+def _check_workers(ws: Workspace, runner: DaskTaskRunner) -> tuple[int, dict[str, int]]:
     """The cluster's trial slots (worker threads) and TensorFlow threads per trial on each host, once every
     worker has shown it can run a trial: the workspace shared, the Prefect API reachable.
 
     Raises:
         EnvironmentProblem: no worker joined within WORKERS_TIMEOUT, or a worker cannot run trials.
     """
-    context = FlowRunContext.get()
-    runner = context.task_runner if context is not None else None
-    if not isinstance(runner, DaskTaskRunner):
-        raise RuntimeError("the sweep flow runs its trials on Dask: give it a DaskTaskRunner")
     client = runner.client
     try:
         client.wait_for_workers(1, timeout=WORKERS_TIMEOUT)

@@ -11,7 +11,9 @@ small result (a reference to those files) under <workspace>/cache/results/.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -30,27 +32,42 @@ from shrinkflow.core.files import file_fingerprint
 from shrinkflow.core.variants import Variant
 from shrinkflow.core.workspace import Workspace
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
 # Every package whose code decides what a stage produces.
-CODE_PACKAGES = ("shrinkflow", "tasks", "flows")
+CODE_PACKAGES = ("shrinkflow.core", "shrinkflow.tasks", "shrinkflow.flows")
 # The flow parameter that turns reuse off: the stages run again, and their new results replace the old.
 USE_CACHE_PARAMETER = "use_cache"
 
 
 @lru_cache(maxsize=None)
-def code_version(root: Path = SOURCE_ROOT) -> str:
+def code_version() -> str:
     """A digest of the pipeline's source files: editing any of them invalidates every cached stage."""
+    return source_digest({package: package_folder(package) for package in CODE_PACKAGES})
+
+
+def source_digest(folders: dict[str, Path]) -> str:
+    """A digest of the .py files under each package's folder, with their paths."""
     digest = hashlib.sha256()
-    for source in sorted(path for package in CODE_PACKAGES for path in (root / package).rglob("*.py")):
-        digest.update(source.relative_to(root).as_posix().encode())
-        digest.update(source.read_bytes())
+    for package, folder in sorted(folders.items()):
+        for source in sorted(folder.rglob("*.py")):
+            digest.update(f"{package}/{source.relative_to(folder).as_posix()}".encode())
+            digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def package_folder(package: str) -> Path:
+    """Where an installed package's source files are (the repository's folder, for an editable install)."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations, f"{package} is not an installed package"
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def fingerprint(value: Any) -> Any:
     """What identifies an input of a cached stage, as JSON-able data."""
     if isinstance(value, DataConfig):
         return [value.model_dump(mode="json"), source_stamp(value)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type) and not isinstance(value, (Variant, DatasetRef, Workspace)):
+        # a step's parameters (shrinkflow.core.steps): its kind and every field
+        return [type(value).__name__, {field.name: fingerprint(getattr(value, field.name)) for field in dataclasses.fields(value)}]
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, Variant):
@@ -61,7 +78,9 @@ def fingerprint(value: Any) -> Any:
         return str(value.root)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    raise TypeError(f"a cached stage cannot take a {type(value).__name__}: give it configs, datasets and variants")
+    if isinstance(value, tuple):
+        return [fingerprint(item) for item in value]
+    raise TypeError(f"a cached stage cannot take a {type(value).__name__}: give it steps, configs, datasets and variants")
 
 
 class StageInputs(CachePolicy):

@@ -5,7 +5,7 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from shrinkflow.core.errors import UserError
-from tasks.caching import StageInputs
+from shrinkflow.tasks.caching import StageInputs
 
 
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:

@@ -25,9 +25,9 @@ from shrinkflow.core.files import sha256_file
 from shrinkflow.core.selection import Promotion, Quality, decide_promotion
 from shrinkflow.core.variants import Variant
 from shrinkflow.core.workspace import Workspace
-from shrinkflow.tracking import registry, runs
+from shrinkflow.tasks.options import SHIPPING_TASK
+from shrinkflow.tracking import models, registry, runs
 from shrinkflow.tracking.runs import TrackingRef
-from tasks.options import SHIPPING_TASK
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,9 @@ class Registration:
 @task(name="register-model", **SHIPPING_TASK)
 def register_variant(name: str, config_hash: str, variant: Variant, tracking_ref: TrackingRef) -> Registration:
     """Log the variant's model to its child run and register it as a new version of the model `name`."""
-    client = tracking_ref.client()
+    uri = tracking_ref.tracking_uri
     sha256 = sha256_file(variant.model_path)
-    champion = registry.champion_version(client, name)
+    champion = registry.champion_version(uri, name)
     if champion is not None and champion.tags.get(registry.FILE_SHA256_TAG) == sha256:
         get_run_logger().info(
             "the champion, version %s of %r, is this very file: nothing new to register", champion.version, name
@@ -55,27 +55,24 @@ def register_variant(name: str, config_hash: str, variant: Variant, tracking_ref
     tags: dict[str, str] = {
         "variant": variant.name,
         "sparsity": f"{variant.sparsity:.4f}",
-        "quantization": variant.quantization,
-        "runtime": variant.runtime,
+        "quantization": str(variant.quantization),
+        "runtime": str(variant.runtime),
         **quality,
         "size_bytes": str(int(metrics["size_bytes"])),
         "gzip_size_bytes": str(int(metrics["gzip_size_bytes"])),
         "config_hash": config_hash,
         registry.FILE_SHA256_TAG: sha256,
     }
-    register = {
-        "tflite": registry.log_and_register_tflite_model, "onnxruntime": registry.log_and_register_onnx_model,
-    }.get(variant.runtime, runs.log_and_register_keras_model)
-    version = str(register(tracking_ref, variant.run_id, variant.model_path, name, tags).version)
-    _remember(registered_name=name, registered_version=version, tracking_uri=tracking_ref.tracking_uri)
+    version = models.register_variant(tracking_ref, variant, name, tags)
+    _remember(registered_name=name, registered_version=version, tracking_uri=uri)
     try:
         registry.describe(
-            client, name, version,
+            uri, name, version,
             model_description=registry.model_description(name),
             version_description=registry.version_description(variant, tracking_ref.parent_run_id),
         )
     except BaseException:  # a failed task is not rolled back: its version must not stay behind
-        registry.delete_version(client, name, version)
+        registry.delete_version(uri, name, version)
         raise
     get_run_logger().info("registered %s as version %s of the model %r", variant.name, version, name)
     return Registration(version, new=True)
@@ -83,8 +80,7 @@ def register_variant(name: str, config_hash: str, variant: Variant, tracking_ref
 
 @register_variant.on_rollback
 def _delete_version(transaction: Transaction) -> None:
-    client = runs.client_for(transaction.get("tracking_uri"))
-    registry.delete_version(client, transaction.get("registered_name"), transaction.get("registered_version"))
+    registry.delete_version(transaction.get("tracking_uri"), transaction.get("registered_name"), transaction.get("registered_version"))
 
 
 @task(name="export", **SHIPPING_TASK)
@@ -102,16 +98,17 @@ def export_models(
     """exports/<name>/<version>/: the baseline SavedModel at the root, every variant beside it."""
     provenance = {"mlflow_run_id": tracking_ref.parent_run_id, "mlflow_tracking_uri": tracking_ref.tracking_uri}
     manifest = build_manifest(name, version, selected, variants, dataset, config_hash, provenance)
-    client = tracking_ref.client()
     # Version folders the registry does not know (a workspace reused with a fresh MLflow store) would clash
     # with the new versions, and TF Serving would serve the highest of them: set them aside.
-    moved = set_aside_versions(workspace.exports / name, lambda folder: registry.holds_export(client, name, folder))
+    moved = set_aside_versions(
+        workspace.exports / name, lambda folder: registry.holds_export(tracking_ref.tracking_uri, name, folder)
+    )
     _remember(set_aside=[(str(a), str(b)) for a, b in moved])
     for original, aside in moved:
         get_run_logger().warning("moved %s aside to %s: the MLflow registry has no such version", original, aside)
     path = export_variants(workspace.exports / name / version, variants, export_cfg, manifest, dataset)
     _remember(export_path=str(path))
-    client.set_tag(tracking_ref.parent_run_id, "export_path", str(path))
+    runs.tag_parent(tracking_ref, "export_path", str(path))
     get_run_logger().info("exported version %s (%s) to %s", version, selected.name, path)
     return str(path)
 
@@ -131,10 +128,9 @@ def gate_champion(
 ) -> Promotion:
     """Move the alias `champion` to the new version only if it is not worse than the champion on this test set
     (on the quality metric, select.quality)."""
-    client = tracking_ref.client()
-    champion = registry.champion_version(client, name)
-    _remember(previous_champion=champion.version if champion else None, model_name=name,
-              tracking_uri=tracking_ref.tracking_uri)
+    uri = tracking_ref.tracking_uri
+    champion = registry.champion_version(uri, name)
+    _remember(previous_champion=champion.version if champion else None, model_name=name, tracking_uri=uri)
     quality = Quality(select_cfg.quality)
     candidate = selected.metrics[quality.metric]
     if champion is None:
@@ -142,20 +138,17 @@ def gate_champion(
     else:
         splits = load_splits(dataset)
         try:
-            outputs = registry.predict_with_version(tracking_ref.tracking_uri, name, champion.version, splits.x_test)
+            outputs = registry.predict_with_version(uri, name, champion.version, splits.x_test)
             champion_quality = task_metrics(dataset, splits.y_test, outputs)[quality.metric]
         except Exception as exc:  # an incompatible or unloadable champion cannot vouch for a regression check
             decision = Promotion(False, f"could not evaluate champion version {champion.version} on this run's test set: {exc}")
         else:
             decision = decide_promotion(candidate, champion_quality, select_cfg.max_regression, quality)
-            client.set_model_version_tag(
-                name, version, f"champion_{quality.metric}_on_this_test_set", f"{champion_quality:.4f}"
-            )
+            registry.tag_version(uri, name, version, {f"champion_{quality.metric}_on_this_test_set": f"{champion_quality:.4f}"})
     if decision.promote:
-        client.set_registered_model_alias(name, registry.CHAMPION_ALIAS, version)
-    client.set_model_version_tag(name, version, "promoted", str(decision.promote).lower())
-    client.set_model_version_tag(name, version, "promotion_reason", decision.reason[:5000])
-    client.set_tag(tracking_ref.parent_run_id, "promoted", str(decision.promote).lower())
+        registry.set_champion(uri, name, version)
+    registry.tag_version(uri, name, version, {"promoted": str(decision.promote).lower(), "promotion_reason": decision.reason[:5000]})
+    runs.tag_parent(tracking_ref, "promoted", str(decision.promote).lower())
     if decision.promote:
         get_run_logger().info("champion gate: version %s is now the champion (%s)", version, decision.reason)
     else:
@@ -165,8 +158,7 @@ def gate_champion(
 
 @gate_champion.on_rollback
 def _restore_champion(transaction: Transaction) -> None:
-    client = runs.client_for(transaction.get("tracking_uri"))
-    registry.restore_champion(client, transaction.get("model_name"), transaction.get("previous_champion"))
+    registry.restore_champion(transaction.get("tracking_uri"), transaction.get("model_name"), transaction.get("previous_champion"))
 
 
 def _remember(**values: Any) -> None:

@@ -1,88 +1,23 @@
-"""A sweep's trial as a Prefect task (it runs on a Dask worker), and the sweep's MLflow tasks.
-
-A trial runs the pipeline's real stages for its config through `tasks.build.build_variants`: the cached
-stage tasks, called from inside the trial task, run inline in it as nested task runs, and their cache
-policy applies, so a trial whose stages an earlier trial (or run) built reuses them, and the chosen trial's
-`pipeline` run afterwards finds every stage cached. A trial hands back a TrialOutcome, never a model.
-"""
+"""What a sweep's trials need on their Dask workers (their address, TensorFlow's share of the cores, a check that
+a worker can run trials), and the sweep's MLflow tasks. The trial itself is shrinkflow.flows.trial."""
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads, also on a Dask worker)
-from prefect import get_run_logger, runtime, task
-from prefect.cache_policies import NO_CACHE
+from prefect import runtime, task
 
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.environment import check_prefect_api, check_workspace
-from shrinkflow.core.selection import select_variant
-from shrinkflow.core.sweep import TrialOutcome, shipped_outcome
+from shrinkflow.core.sweep import TrialOutcome
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.tracking import sweeps
 from shrinkflow.tracking.runs import TrackingRef
-from tasks.build import build_variants
-from tasks.options import IO_TASK
-
-
-@dataclass(frozen=True)
-class TrialRequest:
-    """What a worker needs to run one trial: its number, sampled values and resulting config, and how many
-    threads TensorFlow may use on each host (its cores shared among the trials that run there at once)."""
-
-    number: int
-    params: dict[str, Any]
-    config: PipelineConfig
-    threads_by_host: dict[str, int]
-
-
-def _trial_run_name() -> str:
-    return f"trial-{runtime.task_run.parameters['request'].number}"
-
-
-@task(name="sweep-trial", task_run_name=_trial_run_name, cache_policy=NO_CACHE)
-def run_trial(request: TrialRequest, workspace: Workspace) -> TrialOutcome:
-    """Build the trial config's variants with the pipeline's cached stages, select one as `pipeline` would,
-    and return what ships. A failure (a stage, nothing selected) is an outcome, not an exception, so the
-    sweep goes on."""
-    started = time.perf_counter()
-    worker = dask_worker_address()
-    threads = request.threads_by_host.get(_host(worker), 1) if worker else 0
-    if threads:
-        limit_tensorflow_threads(threads)
-    quality = request.config.select.quality
-    common: dict[str, Any] = {"number": request.number, "params": request.params, "worker": worker, "metric": quality}
-    try:
-        built = build_variants(request.config, workspace)
-        selection = select_variant({v.name: v.metrics for v in built.variants}, built.baseline.metrics, request.config.select)
-        shipped = shipped_outcome(selection, built.variants, quality)
-    except Exception as exc:
-        get_run_logger().error("trial %d failed: %s: %s", request.number, type(exc).__name__, exc)
-        return TrialOutcome(
-            **common, status="failed", reason=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started
-        )
-    stage_seconds = time.perf_counter() - started
-    baseline_quality = built.baseline.metrics[quality]
-    if shipped is None:
-        return TrialOutcome(
-            **common, status="failed", reason="no variant passed the selection policy", baseline_quality=baseline_quality,
-            seconds=stage_seconds, stage_seconds=stage_seconds,
-        )
-    variant, value, gzip_size = shipped
-    get_run_logger().info(
-        "trial %d on %s: ships %s, %s %.4f, %s bytes gzipped", request.number, worker or "the flow's process",
-        variant, quality, value, f"{gzip_size:,}",
-    )
-    return TrialOutcome(
-        **common, variant=variant, quality=value, gzip_size_bytes=gzip_size, baseline_quality=baseline_quality,
-        seconds=time.perf_counter() - started, stage_seconds=stage_seconds,
-    )
+from shrinkflow.tasks.options import IO_TASK
 
 
 def dask_worker_address() -> str:
@@ -95,7 +30,7 @@ def dask_worker_address() -> str:
         return ""
 
 
-def _host(address: str) -> str:
+def host_of(address: str) -> str:
     return address.split("://")[-1].rsplit(":", 1)[0]
 
 
@@ -139,7 +74,7 @@ def worker_threads(workers: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
     """
     slots: dict[str, int] = {}
     for address, info in workers.items():
-        slots[_host(address)] = slots.get(_host(address), 0) + int(info.get("nthreads", 1))
+        slots[host_of(address)] = slots.get(host_of(address), 0) + int(info.get("nthreads", 1))
     cores = os.cpu_count() or 1
     here = {"127.0.0.1", "localhost", socket.gethostname(), _local_ip()}
     return {host: max(1, cores // count) if host in here else 1 for host, count in slots.items()}

@@ -11,11 +11,12 @@ from prefect import get_run_logger, runtime, task
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.data import DatasetRef
 from shrinkflow.core.evaluation import describe_metrics
-from shrinkflow.core.variants import Failure, SummaryRow, Variant
+from shrinkflow.core.summary import SummaryRow
+from shrinkflow.core.variants import Failure, Variant
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.tracking import runs
 from shrinkflow.tracking.runs import TrackingRef
-from tasks.options import IO_TASK, SHIPPING_TASK
+from shrinkflow.tasks.options import IO_TASK, SHIPPING_TASK
 
 
 @task(name="start-tracking", **IO_TASK)

@@ -9,8 +9,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.config import PipelineConfig, load_config
+from shrinkflow.core.runtime import configure_libraries
+
+configure_libraries()  # the test harness is an entry point, as the command is
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_T10K = REPO.parent / "shared" / "data" / "mnist-t10k"

@@ -28,7 +28,7 @@ def run_and_read_task_states(config, workspace: Path, use_cache: bool = True) ->
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
 
     state = pipeline(config, workspace=str(workspace), use_cache=use_cache, return_state=True)
     assert state.is_completed(), state.message
@@ -41,13 +41,13 @@ def run_and_read_task_states(config, workspace: Path, use_cache: bool = True) ->
 
 
 def stage_states(states: dict[str, str]) -> dict[str, str]:
-    """The states of the cached stages, by a stable name (Prefect suffixes some task run names)."""
+    """The states of the cached stages: a stage's task run is named after the variant it builds (load-data gets a
+    suffix from Prefect); the tracking tasks' runs are left out."""
     stable = {}
     for name, state in states.items():
-        for stage in ("load-data", "train-baseline", "prune"):
-            if name.startswith(f"{stage}-"):
-                stable[stage] = state
-        if name.startswith("quantize-"):
+        if name.startswith("load-data-"):
+            stable["load-data"] = state
+        elif name.startswith(("baseline", "pruned")):
             stable[name] = state
     return stable
 
@@ -63,9 +63,9 @@ def first_run(prefect_harness, tmp_path_factory):
 def test_first_run_computes_every_stage(first_run) -> None:
     _, _, states = first_run
     assert states == {
-        "load-data": "Completed", "train-baseline": "Completed", "prune": "Completed",
-        "quantize-baseline-dynamic": "Completed", "quantize-baseline-int8": "Completed",
-        "quantize-pruned-dynamic": "Completed", "quantize-pruned-int8": "Completed",
+        "load-data": "Completed", "baseline": "Completed", "pruned": "Completed",
+        "baseline-dynamic": "Completed", "baseline-int8": "Completed",
+        "pruned-dynamic": "Completed", "pruned-int8": "Completed",
     }
 
 
@@ -118,16 +118,16 @@ def test_the_code_version_covers_the_tasks_and_the_flow(tmp_path: Path) -> None:
     """Editing a task or the flow changes the code version in every cache key, so no stale output is reused."""
     import shutil
 
-    from tasks.caching import CODE_PACKAGES, code_version
+    from shrinkflow.tasks.caching import CODE_PACKAGES, package_folder, source_digest
 
-    for package in CODE_PACKAGES:
-        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    versions = {code_version(tmp_path)}
-    for edited in ("tasks/stages.py", "flows/pipeline.py", "shrinkflow/core/training.py"):
-        with open(tmp_path / edited, "a") as source:
+    copies = {package: tmp_path / package for package in CODE_PACKAGES}
+    for package, copy in copies.items():
+        shutil.copytree(package_folder(package), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    versions = {source_digest(copies)}
+    for package, edited in (("shrinkflow.tasks", "stages.py"), ("shrinkflow.flows", "variants.py"), ("shrinkflow.core", "training.py")):
+        with open(copies[package] / edited, "a") as source:
             source.write("\n# edited\n")
-        code_version.cache_clear()
-        versions.add(code_version(tmp_path))
+        versions.add(source_digest(copies))
     assert len(versions) == 4
 
 
@@ -135,18 +135,18 @@ def test_changing_modes_keeps_training_and_pruning(first_run) -> None:
     config, workspace, _ = first_run
     changed = config.model_copy(update={"quantize": config.quantize.model_copy(update={"modes": ("dynamic", "float16")})})
     states = stage_states(run_and_read_task_states(changed, workspace))
-    assert states["train-baseline"] == states["prune"] == states["load-data"] == "Cached"
-    assert states["quantize-baseline-dynamic"] == states["quantize-pruned-dynamic"] == "Cached"
-    assert states["quantize-baseline-float16"] == states["quantize-pruned-float16"] == "Completed"
+    assert states["baseline"] == states["pruned"] == states["load-data"] == "Cached"
+    assert states["baseline-dynamic"] == states["pruned-dynamic"] == "Cached"
+    assert states["baseline-float16"] == states["pruned-float16"] == "Completed"
 
 
 def test_changing_pruning_recomputes_only_downstream_of_it(first_run) -> None:
     config, workspace, _ = first_run
     changed = config.model_copy(update={"prune": config.prune.model_copy(update={"target_sparsity": 0.5})})
     states = stage_states(run_and_read_task_states(changed, workspace))
-    assert states["train-baseline"] == states["load-data"] == "Cached"
-    assert states["quantize-baseline-dynamic"] == states["quantize-baseline-int8"] == "Cached"
-    assert states["prune"] == states["quantize-pruned-dynamic"] == states["quantize-pruned-int8"] == "Completed"
+    assert states["baseline"] == states["load-data"] == "Cached"
+    assert states["baseline-dynamic"] == states["baseline-int8"] == "Cached"
+    assert states["pruned"] == states["pruned-dynamic"] == states["pruned-int8"] == "Completed"
 
 
 def test_no_cache_recomputes_everything(first_run) -> None:
@@ -162,12 +162,12 @@ def test_a_deleted_cached_file_is_rebuilt(first_run) -> None:
     for model in (Workspace(workspace).root / "cache").glob("quantize-*/model.tflite"):
         model.unlink()
     states = stage_states(run_and_read_task_states(changed, workspace))
-    assert states["train-baseline"] == "Cached"
-    assert states["quantize-baseline-dynamic"] == states["quantize-pruned-dynamic"] == "Completed"
+    assert states["baseline"] == "Cached"
+    assert states["baseline-dynamic"] == states["pruned-dynamic"] == "Completed"
 
 
 def cli(workspace: Path, *overrides: str) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "cli.main", "run", str(REPO / "configs" / "digits_cnn.yaml"), "--workspace", str(workspace)]
+    args = [sys.executable, "-m", "shrinkflow.cli.main", "run", str(REPO / "configs" / "digits_cnn.yaml"), "--workspace", str(workspace)]
     for key, value in {**{k: str(v) for k, v in QUICK.items()}, "model.conv_filters": "[8]", "model.hidden_units": "[16]",
                        "train.epochs": "2", **ONLY_PRUNE_AND_QUANTIZE, **dict(o.split("=", 1) for o in overrides)}.items():
         args += ["--set", f"{key}={value}"]

@@ -16,7 +16,7 @@ DIGITS = str(REPO / "configs" / "digits_cnn.yaml")
 
 def shrinkflow(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=cwd,
+        [sys.executable, "-m", "shrinkflow.cli.main", *args], capture_output=True, text=True, cwd=cwd,
         env=env or subprocess_env(), timeout=600,
     )
 
@@ -62,7 +62,7 @@ def test_cnn_on_a_flat_table_is_a_config_error(tmp_path: Path) -> None:
 
 def closed_port() -> int:
     """A loopback port nothing listens on."""
-    from deployments.stack import free_port
+    from shrinkflow.deployments.processes import free_port
 
     return free_port()
 
@@ -164,7 +164,7 @@ def test_run_succeeds_and_prints_the_summary(tmp_path: Path) -> None:
 def test_up_refuses_a_taken_port_with_exit_2(tmp_path: Path) -> None:
     import socket
 
-    from deployments.stack import free_port
+    from shrinkflow.deployments.processes import free_port
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", free_port()))

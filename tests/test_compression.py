@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,26 +10,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shrinkflow.core.compression import (
-    CompressionError,
-    convert_to_tflite,
-    keras_sparsity,
-    prune,
-    quantization_aware_train,
-    tflite_sparsity,
-)
-from shrinkflow.core.config import DataConfig, ModelConfig, PruneConfig, QuantizeConfig, TrainConfig
+from shrinkflow.core.compression import CompressionError, convert_to_tflite, prune, quantization_aware_train
+from shrinkflow.core.config import DataConfig, ModelConfig, TrainConfig
 from shrinkflow.core.data import DatasetRef, prepare_dataset
 from shrinkflow.core.evaluation import evaluate_model_file
+from shrinkflow.core.kernels.keras import keras_sparsity
+from shrinkflow.core.kernels.tflite import tflite_sparsity
+from shrinkflow.core.names import Quantization
+from shrinkflow.core.steps import FineTuning, PruneStep, QuantizeStep
 from shrinkflow.core.training import load_keras_model, train_baseline
 
 # 280 training samples make 10 full batches of 28: no ragged last batch, so Keras traces each
 # training function once, which keeps this file fast.
 TRAIN = TrainConfig(epochs=3, batch_size=28, learning_rate=0.02, early_stopping_patience=None)
 TARGET_SPARSITY = 0.8
-PRUNE = PruneConfig(enabled=True, target_sparsity=TARGET_SPARSITY, epochs=2, learning_rate=3e-3)
+PRUNE = PruneStep(TARGET_SPARSITY, "polynomial", FineTuning(2, 3e-3, TRAIN.batch_size, TRAIN.seed, "crossentropy"))
 # Enough fine-tuning for plain QAT to visibly move a pruned model's zeros.
-QAT = QuantizeConfig(qat_epochs=2, qat_learning_rate=1e-3)
+QAT = QuantizeStep(Quantization.QAT, tuning=FineTuning(2, 1e-3, TRAIN.batch_size, TRAIN.seed, "crossentropy"))
+
+
+def post_training(mode: str, representative_samples: int = 0, int8_io: bool = False) -> QuantizeStep:
+    """The step of a post-training conversion; "float32" is the plain reference conversion."""
+    return QuantizeStep(Quantization.NONE if mode == "float32" else Quantization(mode), representative_samples, int8_io)
 CHANCE = 0.1  # ten digit classes
 
 
@@ -70,7 +73,7 @@ def baseline(digits: DatasetRef, tmp_path_factory: pytest.TempPathFactory) -> Ba
 @pytest.fixture(scope="module")
 def pruned(baseline: Baseline, digits: DatasetRef, tmp_path_factory: pytest.TempPathFactory) -> Pruned:
     path = tmp_path_factory.mktemp("pruned") / "model.keras"
-    return Pruned(path, prune(baseline.path, digits, PRUNE, TRAIN, path))
+    return Pruned(path, prune(baseline.path, digits, PRUNE, path))
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +83,16 @@ def baseline_tflite(
     """The baseline converted in every mode, int8 twice: with float and with int8 input and output."""
     out_dir = tmp_path_factory.mktemp("baseline-tflite")
     variants = {
-        "float32": ("float32", QuantizeConfig()),
-        "dynamic": ("dynamic", QuantizeConfig()),
-        "float16": ("float16", QuantizeConfig()),
-        "int8": ("int8", QuantizeConfig(representative_samples=100)),
-        "int8-io": ("int8", QuantizeConfig(representative_samples=100, int8_io=True)),
+        "float32": post_training("float32"),
+        "dynamic": post_training("dynamic"),
+        "float16": post_training("float16"),
+        "int8": post_training("int8", representative_samples=100),
+        "int8-io": post_training("int8", representative_samples=100, int8_io=True),
     }
     paths = {}
-    for name, (mode, quantize_cfg) in variants.items():
+    for name, step in variants.items():
         paths[name] = out_dir / f"{name}.tflite"
-        convert_to_tflite(baseline.path, mode, digits, quantize_cfg, paths[name])
+        convert_to_tflite(baseline.path, step, digits, paths[name])
     return paths
 
 
@@ -126,7 +129,7 @@ def test_pruning_reaches_the_target_and_leaves_the_baseline_untouched(
 
 def test_constant_schedule_reaches_the_target_too(baseline: Baseline, digits: DatasetRef, tmp_path: Path) -> None:
     out_path = tmp_path / "constant.keras"
-    sparsity = prune(baseline.path, digits, PRUNE.model_copy(update={"schedule": "constant"}), TRAIN, out_path)
+    sparsity = prune(baseline.path, digits, dataclasses.replace(PRUNE, schedule="constant"), out_path)
     assert sparsity == pytest.approx(TARGET_SPARSITY, abs=0.02)
     assert keras_sparsity(load_keras_model(out_path)) == sparsity
     assert sha256(baseline.path) == baseline.sha256
@@ -193,7 +196,7 @@ def test_tflite_sparsity_counts_the_same_zeros_as_keras(tmp_path: Path, digits: 
     path, expected = hand_made_model(tmp_path)
     for mode in ("float32", "float16", "dynamic"):
         out_path = tmp_path / f"{mode}.tflite"
-        convert_to_tflite(path, mode, digits, QuantizeConfig(), out_path)
+        convert_to_tflite(path, post_training(mode), digits, out_path)
         # Kernel values are at least 0.1 in magnitude: no weight but the pruned ones rounds to 0.
         assert tflite_sparsity(out_path) == pytest.approx(expected, abs=1e-12), mode
 
@@ -203,7 +206,7 @@ def test_pruned_model_keeps_its_sparsity_through_conversion(
     mode: str, pruned: Pruned, baseline_tflite: dict[str, Path], digits: DatasetRef, tmp_path: Path
 ) -> None:
     out_path = tmp_path / f"pruned-{mode}.tflite"
-    convert_to_tflite(pruned.path, mode, digits, QuantizeConfig(representative_samples=100), out_path)
+    convert_to_tflite(pruned.path, post_training(mode, representative_samples=100), digits, out_path)
     assert tflite_sparsity(out_path) == pytest.approx(pruned.sparsity, abs=0.01)
     assert accuracy(out_path, digits, tmp_path) == pytest.approx(accuracy(pruned.path, digits, tmp_path), abs=0.1)
     if mode == "float16":  # stored sparse-encoded
@@ -215,7 +218,7 @@ def test_pruned_model_keeps_its_sparsity_through_conversion(
 
 def test_qat_converts_to_an_int8_model_that_runs(baseline: Baseline, digits: DatasetRef, tmp_path: Path) -> None:
     out_path = tmp_path / "qat.tflite"
-    quantization_aware_train(baseline.path, digits, QAT, TRAIN, out_path, preserve_sparsity=False)
+    quantization_aware_train(baseline.path, digits, QAT, out_path, preserve_sparsity=False)
     assert accuracy(out_path, digits, tmp_path) == pytest.approx(baseline.accuracy, abs=0.1)
     assert litert_io_dtypes(out_path) == (np.float32, np.float32)
     assert sha256(baseline.path) == baseline.sha256
@@ -225,8 +228,8 @@ def test_pruning_preserving_qat_keeps_the_zeros_that_plain_qat_loses(
     pruned: Pruned, digits: DatasetRef, tmp_path: Path
 ) -> None:
     preserving, plain = tmp_path / "pqat.tflite", tmp_path / "qat.tflite"
-    quantization_aware_train(pruned.path, digits, QAT, TRAIN, preserving, preserve_sparsity=True)
-    quantization_aware_train(pruned.path, digits, QAT, TRAIN, plain, preserve_sparsity=False)
+    quantization_aware_train(pruned.path, digits, QAT, preserving, preserve_sparsity=True)
+    quantization_aware_train(pruned.path, digits, QAT, plain, preserve_sparsity=False)
     assert tflite_sparsity(preserving) == pytest.approx(pruned.sparsity, abs=0.01)
     assert tflite_sparsity(plain) < pruned.sparsity - 0.2
     pruned_accuracy = accuracy(pruned.path, digits, tmp_path)
@@ -244,21 +247,19 @@ def test_a_missing_or_corrupt_model_raises_and_writes_nothing(digits: DatasetRef
     out_dir.mkdir()
     for source, problem in ((tmp_path / "missing.keras", "model file not found"), (corrupt, "cannot load")):
         with pytest.raises(CompressionError, match=problem):
-            convert_to_tflite(source, "dynamic", digits, QuantizeConfig(), out_dir / "model.tflite")
+            convert_to_tflite(source, post_training("dynamic"), digits, out_dir / "model.tflite")
         with pytest.raises(CompressionError, match=problem):
-            quantization_aware_train(source, digits, QAT, TRAIN, out_dir / "model.tflite", preserve_sparsity=True)
+            quantization_aware_train(source, digits, QAT, out_dir / "model.tflite", preserve_sparsity=True)
         with pytest.raises(CompressionError, match=problem):
-            prune(source, digits, PRUNE, TRAIN, out_dir / "model.keras")
+            prune(source, digits, PRUNE, out_dir / "model.keras")
     assert no_files_but(out_dir)
 
 
 def test_bad_requests_are_refused_before_any_work(baseline: Baseline, digits: DatasetRef, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown TFLite mode 'int4'"):
-        convert_to_tflite(baseline.path, "int4", digits, QuantizeConfig(), tmp_path / "model.tflite")
+    with pytest.raises(ValueError, match="qat is not a post-training mode"):
+        convert_to_tflite(baseline.path, QAT, digits, tmp_path / "model.tflite")
     with pytest.raises(ValueError, match="representative_samples"):
-        convert_to_tflite(
-            baseline.path, "int8", digits, QuantizeConfig(representative_samples=0), tmp_path / "model.tflite"
-        )
+        convert_to_tflite(baseline.path, post_training("int8", representative_samples=0), digits, tmp_path / "model.tflite")
     not_tflite = tmp_path / "model.tflite"
     not_tflite.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="not a TFLite model"):

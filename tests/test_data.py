@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.config import DataConfig
 from shrinkflow.core.data import DatasetRef, Splits, load_splits, prepare_dataset
 from shrinkflow.core.errors import DataError

@@ -27,11 +27,11 @@ from mlflow import MlflowClient
 from prefect.exceptions import PrefectHTTPStatusError
 
 from shrinkflow.core.config import PipelineConfig
-from deployments.processes import log_tail
-from deployments.serving import DEPLOYMENTS, WORK_POOL, runner_file, runner_log
+from shrinkflow.deployments.processes import free_ports, log_tail, port_problem
+from shrinkflow.deployments.serving import DEPLOYMENTS, WORK_POOL, runner_file, runner_log
 from shrinkflow.tracking.registry import CHAMPION_ALIAS
-from deployments.stack import (
-    RunningStack, StackConfig, free_ports, port_problem, stack_dir, start_stack, state_file,
+from shrinkflow.deployments.stack import (
+    RunningStack, StackConfig, stack_dir, start_stack, state_file,
 )
 from shrinkflow.core.workspace import Workspace
 from tests.conftest import REPO

@@ -15,7 +15,7 @@ from shrinkflow.core.config import PipelineConfig, load_config
 from shrinkflow.core.data import DatasetRef, load_splits, prepare_dataset
 from shrinkflow.core.errors import ConfigError, DataError
 from shrinkflow.core.evaluation import load_predictor
-from shrinkflow.core.variants import SummaryRow
+from shrinkflow.core.summary import SummaryRow
 from shrinkflow.core.workspace import Workspace
 from tests.conftest import REPO
 from tests.test_cli import shrinkflow
@@ -46,7 +46,7 @@ def family_config(family: str) -> PipelineConfig:
 
 @pytest.fixture(scope="module")
 def family_runs(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[PipelineConfig, Path, list[SummaryRow]]]:
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
 
     runs = {}
     for family in FAMILIES:

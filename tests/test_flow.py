@@ -23,7 +23,7 @@ from tests.conftest import REPO, subprocess_env, tiny_digits_config
 @pytest.fixture(scope="module")
 def finished_run(prefect_harness, tmp_path_factory):
     """One tiny digits run, shared by the read-back tests below."""
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
 
     root = tmp_path_factory.mktemp("flow") / "workspace"
     config = tiny_digits_config(**{"prune.epochs": 2, "quantize.qat_epochs": 1})
@@ -177,7 +177,7 @@ def test_registered_version_is_the_selected_variant_and_predicts(finished_run) -
     assert {"sparsity", "quantization", "accuracy", "size_bytes", "gzip_size_bytes"} <= set(version.tags)
     assert version.tags["promoted"] == "true"
     assert str(client.get_model_version_by_alias(config.name, "champion").version) == "1"
-    from shrinkflow.tracking.runs import fluent_mlflow
+    from shrinkflow.tracking.store import fluent_mlflow
 
     with fluent_mlflow(workspace.tracking_uri()):
         model = mlflow.pyfunc.load_model(f"models:/{config.name}/1")
@@ -235,7 +235,7 @@ print(json.dumps(float((probabilities.argmax(1) == splits.y_test).mean())))
 
 
 def test_a_worse_model_is_registered_but_does_not_take_the_champion_alias(finished_run) -> None:
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
 
     config, _, workspace, client = finished_run
     worse = config.model_copy(
@@ -256,15 +256,15 @@ def test_a_worse_model_is_registered_but_does_not_take_the_champion_alias(finish
 
 def test_a_failing_conversion_is_isolated(prefect_harness, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection: float16 conversion raises; every other variant still completes and ships."""
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
     from shrinkflow.core import compression
 
     real_convert = compression.convert_to_tflite
 
-    def convert_failing_float16(keras_path, mode, *args, **kwargs):
-        if mode == "float16":
+    def convert_failing_float16(keras_path, step, *args, **kwargs):
+        if step.mode == "float16":
             raise RuntimeError("injected converter failure")
-        return real_convert(keras_path, mode, *args, **kwargs)
+        return real_convert(keras_path, step, *args, **kwargs)
 
     monkeypatch.setattr(compression, "convert_to_tflite", convert_failing_float16)
     config = tiny_digits_config(**{"name": "isolated", "prune.enabled": "false", "quantize.modes": "[dynamic, float16]"})
@@ -294,7 +294,7 @@ def test_a_failing_conversion_is_isolated(prefect_harness, workspace: Path, monk
 def test_a_failed_run_marks_mlflow_failed_and_ships_nothing(
     prefect_harness, workspace: Path, name: str, overrides: dict[str, str], error: str
 ) -> None:
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
     from shrinkflow.core.errors import UserError
 
     config = tiny_digits_config(name=name, **overrides)

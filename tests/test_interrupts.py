@@ -46,7 +46,7 @@ def start_run(workspace: Path, *args: str) -> subprocess.Popen[str]:
     """`shrinkflow run` as a shell starts it: the leader of its own process group, SIGINT ignored as in a
     background job of a non-interactive shell (the command must handle Ctrl-C itself)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "run", str(REPO / "configs" / "digits_cnn.yaml"),
+        [sys.executable, "-m", "shrinkflow.cli.main", "run", str(REPO / "configs" / "digits_cnn.yaml"),
          "--workspace", str(workspace), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(),
         start_new_session=True, preexec_fn=background_job,
@@ -144,12 +144,12 @@ def test_a_killed_run_leaves_no_temporary_server_behind(tmp_path: Path) -> None:
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_up_stops_everything_it_started_with_both_cores_busy(tmp_path: Path, busy_cores: None, stop: str) -> None:
     """Before: `up` started as a background job inherited SIGINT ignored, so Ctrl-C never reached it."""
-    from deployments.stack import free_ports, port_problem
+    from shrinkflow.deployments.processes import free_ports, port_problem
 
     workspace = tmp_path / "ws"
     ports = free_ports(2)
     up = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "up", "--workspace", str(workspace),
+        [sys.executable, "-m", "shrinkflow.cli.main", "up", "--workspace", str(workspace),
          "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(),
         start_new_session=True, preexec_fn=background_job,

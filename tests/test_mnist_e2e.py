@@ -10,7 +10,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.skipif(not MNIST_T10K.is_dir(), reason="the shared MNIST test set is not beside the repository")
 def test_mnist_cnn_preset_reaches_98_percent(prefect_harness, workspace) -> None:
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
 
     # The baseline alone: the compression stages on MNIST are measured by `make bench-compression`.
     config = load_config(

@@ -12,16 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from shrinkflow.core.predictors import load_predictor
 from shrinkflow.tracking import tflite_pyfunc
-from shrinkflow.core.evaluation import load_predictor
-from shrinkflow.tracking.registry import (
-    CHAMPION_ALIAS,
-    champion_version,
-    log_and_register_tflite_model,
-    predict_with_version,
-)
-from shrinkflow.tracking.runs import TrackingRef, fluent_mlflow
+from shrinkflow.tracking.models import log_and_register_tflite_model
+from shrinkflow.tracking.registry import CHAMPION_ALIAS, champion_version, predict_with_version
+from shrinkflow.tracking.runs import TrackingRef
+from shrinkflow.tracking.store import client_for, fluent_mlflow
 
 INPUT_SHAPE = (4, 4, 1)
 NUM_CLASSES = 3
@@ -83,7 +79,7 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> TrackingRef:
 
 def child_run(tracking: TrackingRef, name: str) -> str:
     """A run to log a model into, nested under the module's parent run as a variant's would be."""
-    run = tracking.client().create_run(
+    run = client_for(tracking.tracking_uri).create_run(
         tracking.experiment_id, run_name=name, tags={"mlflow.parentRunId": tracking.parent_run_id}
     )
     return str(run.info.run_id)
@@ -157,16 +153,16 @@ def test_predictions_span_several_interpreter_batches(
 def test_champion_is_none_until_the_alias_is_set(
     tflite_files: dict[str, Path], tracking: TrackingRef, features: np.ndarray
 ) -> None:
-    client = tracking.client()
-    assert champion_version(client, "digits") is None
+    uri = tracking.tracking_uri
+    assert champion_version(uri, "digits") is None
 
     for kind in ("float", "int8"):
         run_id = child_run(tracking, kind)
         log_and_register_tflite_model(tracking, run_id, str(tflite_files[kind]), "digits", {"variant": kind})
-    assert champion_version(client, "digits") is None
+    assert champion_version(uri, "digits") is None
 
-    client.set_registered_model_alias("digits", CHAMPION_ALIAS, "2")
-    champion = champion_version(client, "digits")
+    client_for(uri).set_registered_model_alias("digits", CHAMPION_ALIAS, "2")
+    champion = champion_version(uri, "digits")
     assert champion is not None and int(champion.version) == 2 and champion.tags["variant"] == "int8"
 
     probabilities = predict_with_version(tracking.tracking_uri, "digits", champion.version, features)

@@ -26,7 +26,7 @@ def test_a_run_that_fails_after_shipping_rolls_the_shipment_back(
 ) -> None:
     """Fault injection at the last step before the run completes (the comparison report): the version the run
     registered is deleted, its export removed, and the alias goes back to the champion it had."""
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
 
     config = tiny_digits_config(name="rolled_back", **QUICK)
     [first] = [row for row in pipeline(config, workspace=str(workspace)) if row.selected]
@@ -35,7 +35,7 @@ def test_a_run_that_fails_after_shipping_rolls_the_shipment_back(
     def report_fails(*args: object, **kwargs: object) -> None:
         raise OSError("disk full while writing the report")
 
-    monkeypatch.setattr("tasks.report.write_comparison", report_fails)
+    monkeypatch.setattr("shrinkflow.tasks.report.write_comparison", report_fails)
     better = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 4})})
     with pytest.raises(OSError, match="disk full"):
         pipeline(better, workspace=str(workspace))
@@ -52,9 +52,9 @@ def test_a_run_that_fails_after_shipping_rolls_the_shipment_back(
 def test_the_first_shipment_rolled_back_leaves_no_registered_model(
     prefect_harness, workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
 
-    monkeypatch.setattr("tasks.report.write_comparison", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr("shrinkflow.tasks.report.write_comparison", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         pipeline(tiny_digits_config(name="never_shipped", **QUICK), workspace=str(workspace))
     client = client_of(workspace)
@@ -67,7 +67,7 @@ def test_a_workspace_reused_with_a_fresh_store_ships_and_sets_the_old_exports_as
 ) -> None:
     """Before: FileExistsError on exports/<name>/1 after registering version 1 in the new store. The old
     folders are moved aside, so TF Serving (which serves the highest number) serves what the registry says."""
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
 
     config = tiny_digits_config(name="reused", **QUICK)
     pipeline(config, workspace=str(workspace))

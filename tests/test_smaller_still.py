@@ -10,14 +10,14 @@ import pytest
 from mlflow import MlflowClient
 
 from shrinkflow.core import stages
-from shrinkflow.core.compression import tflite_sparsity
-from shrinkflow.core.config import (
-    ClusterConfig, DataConfig, DistillConfig, ModelConfig, OnnxConfig, PruneConfig, QuantizeConfig, TrainConfig,
-)
+from shrinkflow.core.config import DataConfig, ModelConfig, TrainConfig
 from shrinkflow.core.data import DatasetRef, prepare_dataset
 from shrinkflow.core.errors import ConfigError
+from shrinkflow.core.kernels import kernel_stats, weight_stats
+from shrinkflow.core.kernels.tflite import tflite_sparsity
+from shrinkflow.core.names import Quantization
+from shrinkflow.core.steps import ClusterStep, DistillStep, FineTuning, OnnxStep, PruneStep, QuantizeStep, TrainStep
 from shrinkflow.core.variants import Variant
-from shrinkflow.core.weights import kernel_stats, weight_stats
 from shrinkflow.core.workspace import Workspace
 from tests.conftest import REPO, tiny_digits_config
 
@@ -25,10 +25,20 @@ from tests.conftest import REPO, tiny_digits_config
 TRAIN = TrainConfig(epochs=4, batch_size=28, learning_rate=0.02, early_stopping_patience=None)
 TEACHER = ModelConfig(conv_filters=(16,), hidden_units=(32,))
 STUDENT = ModelConfig(conv_filters=(4,), hidden_units=(8,))
-DISTILL = DistillConfig(epochs=6, learning_rate=0.02)
+
+
+def tuning(epochs: int, learning_rate: float) -> FineTuning:
+    return FineTuning(epochs, learning_rate, TRAIN.batch_size, TRAIN.seed, "crossentropy")
+
+
+TEMPERATURE = 4.0
+DISTILLED = DistillStep(1, False, STUDENT, tuning(6, 0.02), temperature=TEMPERATURE, alpha=0.7)
+FROM_SCRATCH = DistillStep(1, True, STUDENT, tuning(6, 0.02))
 CLUSTERS = 4
-CLUSTER = ClusterConfig(enabled=True, clusters=CLUSTERS, per_channel=False, epochs=1, learning_rate=1e-3)
-PRUNE = PruneConfig(enabled=True, target_sparsity=0.6, epochs=2, learning_rate=3e-3)
+CLUSTER = ClusterStep(CLUSTERS, per_channel=False, tuning=tuning(1, 1e-3))
+PRUNE = PruneStep(0.6, "polynomial", tuning(2, 3e-3))
+QAT = QuantizeStep(Quantization.QAT, tuning=tuning(1, 1e-4))
+INT8 = QuantizeStep(Quantization.INT8, representative_samples=100)
 CHANCE = 0.1
 
 
@@ -39,28 +49,23 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
 
 @pytest.fixture(scope="module")
 def teacher(digits: DatasetRef, tmp_path_factory: pytest.TempPathFactory) -> Variant:
-    return stages.train_stage(digits, TEACHER, TRAIN, tmp_path_factory.mktemp("teacher"))
+    return stages.train_stage(TrainStep(TEACHER, TRAIN), digits, tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.fixture(scope="module")
 def students(teacher: Variant, digits: DatasetRef, tmp_path_factory: pytest.TempPathFactory) -> tuple[Variant, Variant]:
     """The student distilled from the teacher, and the same student trained from the labels alone."""
     return tuple(  # type: ignore[return-value]
-        stages.distill_stage(
-            teacher, 1, digits, STUDENT, DISTILL.for_student(scratch), TRAIN, tmp_path_factory.mktemp("student"),
-            from_scratch=scratch,
-        )
-        for scratch in (False, True)
+        stages.distill_stage(step, teacher, digits, tmp_path_factory.mktemp("student")) for step in (DISTILLED, FROM_SCRATCH)
     )
 
 
 @pytest.fixture(scope="module")
 def chain(teacher: Variant, digits: DatasetRef, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Variant]:
     """The collaborative chain on the teacher: pruned, then sparsity-preserving clustering, then PCQAT."""
-    pruned = stages.prune_stage(teacher, digits, PRUNE, TRAIN, tmp_path_factory.mktemp("pruned"))
-    clustered = stages.cluster_stage(pruned, digits, CLUSTER, TRAIN, tmp_path_factory.mktemp("clustered"))
-    qat = QuantizeConfig(modes=("qat",), qat_epochs=1, qat_learning_rate=1e-4)
-    pcqat = stages.quantize_stage(clustered, qat, digits, TRAIN, tmp_path_factory.mktemp("pcqat"))
+    pruned = stages.prune_stage(PRUNE, teacher, digits, tmp_path_factory.mktemp("pruned"))
+    clustered = stages.cluster_stage(CLUSTER, pruned, digits, tmp_path_factory.mktemp("clustered"))
+    pcqat = stages.quantize_stage(QAT, clustered, digits, tmp_path_factory.mktemp("pcqat"))
     return {"pruned": pruned, "clustered": clustered, "pcqat": pcqat}
 
 
@@ -74,9 +79,9 @@ def test_a_student_is_smaller_than_its_teacher_and_learns(teacher: Variant, stud
         assert student.metrics["param_bits"] < teacher.metrics["param_bits"] / 4
         assert student.metrics["gzip_size_bytes"] < teacher.metrics["gzip_size_bytes"] / 2
         assert student.metrics["accuracy"] > 3 * CHANCE  # it learned
-    settings = dict(distilled.settings)
+    settings = distilled.lineage()["step"]
     assert (settings["conv_filters"], settings["hidden_units"]) == ([4], [8])
-    assert settings["temperature"] == DISTILL.temperature and "temperature" not in dict(scratch.settings)
+    assert settings["temperature"] == TEMPERATURE and "temperature" not in scratch.lineage()["step"]
 
 
 # --- clustering and the chain ----------------------------------------------------------------------
@@ -85,13 +90,11 @@ def test_a_student_is_smaller_than_its_teacher_and_learns(teacher: Variant, stud
 def test_a_clustered_kernel_has_at_most_k_values_in_the_tflite_file(
     teacher: Variant, digits: DatasetRef, tmp_path: Path
 ) -> None:
-    clustered = stages.cluster_stage(
-        teacher, digits, CLUSTER.model_copy(update={"apply_to": ("unpruned",)}), TRAIN, tmp_path / "clustered"
-    )
+    clustered = stages.cluster_stage(CLUSTER, teacher, digits, tmp_path / "clustered")
     float32 = tmp_path / "float32.tflite"
     from shrinkflow.core.compression import convert_to_tflite
 
-    convert_to_tflite(clustered.model_path, "float32", digits, QuantizeConfig(), float32)
+    convert_to_tflite(clustered.model_path, QuantizeStep(Quantization.NONE), digits, float32)
     for path in (clustered.model_path, float32):
         kernels = weight_stats(path).kernels
         assert len(kernels) == 3 and all(kernel.unique <= CLUSTERS for kernel in kernels), kernels
@@ -103,8 +106,8 @@ def test_a_clustered_kernel_has_at_most_k_values_in_the_tflite_file(
 
 def test_pcqat_keeps_the_sparsity_and_the_clusters(chain: dict[str, Variant]) -> None:
     pruned, clustered, pcqat = chain["pruned"], chain["clustered"], chain["pcqat"]
-    assert dict(clustered.settings)["preserve_sparsity"] is True
-    assert dict(pcqat.settings)["preserve_clusters"] is True and dict(pcqat.settings)["preserve_sparsity"] is True
+    assert clustered.lineage()["step"]["preserve_sparsity"] is True
+    assert pcqat.lineage()["step"]["preserve_clusters"] is True and pcqat.lineage()["step"]["preserve_sparsity"] is True
     assert clustered.sparsity == pytest.approx(pruned.sparsity, abs=0.02)
     assert tflite_sparsity(pcqat.model_path) == pytest.approx(pruned.sparsity, abs=0.02)
     # int8 per output channel: each channel keeps at most k distinct non-zero values.
@@ -123,27 +126,22 @@ def test_onnx_matches_the_accuracy_of_its_source(
     if source == "keras":
         original = teacher
     elif source == "int8":
-        int8 = QuantizeConfig(modes=("int8",), representative_samples=100)
-        original = stages.quantize_stage(teacher, int8, digits, TRAIN, tmp_path / "int8")
+        original = stages.quantize_stage(INT8, teacher, digits, tmp_path / "int8")
     else:
         original = chain["pcqat"]
-    onnx = stages.onnx_stage(original, OnnxConfig(enabled=True, opset=15), digits, tmp_path / "onnx")
+    onnx = stages.onnx_stage(OnnxStep(15), original, digits, tmp_path / "onnx")
     assert onnx.runtime == "onnxruntime" and onnx.name == f"{original.name}-onnx"
     assert onnx.metrics["accuracy"] == pytest.approx(original.metrics["accuracy"], abs=0.01)
     # The same weights: int8 stays int8 (QDQ), and the same kernels count the same.
     assert onnx.metrics["param_bits"] == original.metrics["param_bits"]
-    assert dict(onnx.settings)["route"] == ("saved_model" if source == "keras" else "tflite")
+    assert onnx.lineage()["step"]["route"] == ("saved_model" if source == "keras" else "tflite")
 
 
-def test_onnx_of_an_integer_input_model_is_a_not_applicable_row(teacher: Variant, digits: DatasetRef, tmp_path: Path) -> None:
-    from shrinkflow.core.variants import Failure, summary_row
-
-    int8_io = QuantizeConfig(modes=("int8",), representative_samples=50, int8_io=True)
-    source = stages.quantize_stage(teacher, int8_io, digits, TRAIN, tmp_path / "int8-io")
-    outcome = stages.onnx_stage(source, OnnxConfig(enabled=True), digits, tmp_path / "onnx")
-    assert isinstance(outcome, Failure) and outcome.not_applicable
-    assert summary_row(outcome, teacher.metrics).status.startswith("not applicable: integer input and output")
-    assert not (tmp_path / "onnx").exists()  # nothing was converted
+def test_onnx_of_an_integer_input_model_is_not_applicable(teacher: Variant, digits: DatasetRef, tmp_path: Path) -> None:
+    int8_io = QuantizeStep(Quantization.INT8, representative_samples=50, int8_io=True)
+    source = stages.quantize_stage(int8_io, teacher, digits, tmp_path / "int8-io")
+    assert (stages.onnx_problem(source, TEACHER) or "").startswith("integer input and output")
+    assert stages.onnx_problem(teacher, TEACHER) is None
 
 
 # --- param_bits ----------------------------------------------------------------------------------
@@ -197,7 +195,7 @@ NEW_STAGES = {
 @pytest.fixture(scope="module")
 def flow_runs(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, list]:
     """Two runs in one workspace: every new stage, then the same with a second student added."""
-    from flows.pipeline import pipeline
+    from shrinkflow.flows.pipeline import pipeline
 
     workspace = tmp_path_factory.mktemp("smaller") / "workspace"
     first = pipeline(tiny_digits_config(**NEW_STAGES), workspace=str(workspace))
@@ -228,10 +226,10 @@ def test_mlflow_compares_the_new_variants_by_params(flow_runs) -> None:
         run.data.tags["variant"]: run for run in client.search_runs([experiment.experiment_id], "tags.variant != ''")
     }
     onnx = children["clustered-qat-onnx"].data
-    assert onnx.params["runtime"] == "onnxruntime" and onnx.params["clusters"] == str(CLUSTER.model_fields["clusters"].default)
+    assert onnx.params["runtime"] == "onnxruntime" and onnx.params["clusters"] == "16"  # cluster.clusters' default
     assert onnx.params["step.opset"] == "15" and onnx.metrics["param_bits"] > 0
     student = children["student-1"].data
-    assert student.params["parent_variant"] == "baseline" and student.params["step.temperature"] == "4.0"
+    assert student.params["parent_variant"] == "baseline" and student.params["step.temperature"] == "4"
 
 
 def test_adding_a_student_retrains_neither_the_teacher_nor_the_first_student(flow_runs) -> None:
@@ -251,20 +249,20 @@ def test_an_onnx_variant_registers_with_the_onnx_flavor_and_predicts(
     chain: dict[str, Variant], digits: DatasetRef, tmp_path: Path
 ) -> None:
     from shrinkflow.core.data import load_splits
-    from shrinkflow.tracking import registry
+    from shrinkflow.tracking import models, registry
     from shrinkflow.tracking.runs import TrackingRef
 
-    onnx = stages.onnx_stage(chain["pcqat"], OnnxConfig(enabled=True), digits, tmp_path / "onnx")
+    onnx = stages.onnx_stage(OnnxStep(15), chain["pcqat"], digits, tmp_path / "onnx")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment_id = client.create_experiment("onnx", artifact_location=(tmp_path / "artifacts").as_uri())
     run_id = client.create_run(experiment_id).info.run_id
-    version = registry.log_and_register_onnx_model(
+    version = models.log_and_register_onnx_model(
         TrackingRef(uri, experiment_id, run_id), run_id, onnx.model_path, "digits_onnx", {"variant": onnx.name}
     )
     import mlflow
 
-    from shrinkflow.tracking.runs import fluent_mlflow
+    from shrinkflow.tracking.store import fluent_mlflow
 
     with fluent_mlflow(uri):
         model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/digits_onnx/{version.version}", dst_path=str(tmp_path / "dl")))

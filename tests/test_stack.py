@@ -17,17 +17,14 @@ import pytest
 
 from shrinkflow.core.errors import UserError
 from tests.conftest import pids_alive
-from deployments.processes import ProcessError, Spawned, wait_until_ready
-from deployments.stack import (
+from shrinkflow.deployments.processes import ProcessError, Spawned, free_port, free_ports, port_problem, wait_until_ready
+from shrinkflow.deployments.stack import (
     PortInUseError,
     SchedulerWatch,
     StackAlreadyRunningError,
     StackConfig,
     StackError,
     check_ports_free,
-    free_port,
-    free_ports,
-    port_problem,
     stack_dir,
     start_stack,
     state_file,

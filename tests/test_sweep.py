@@ -66,7 +66,7 @@ def test_the_cli_exits_2_on_a_bad_spec_with_one_message_and_no_traceback(tmp_pat
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(sweep_raw({"model.nope": {"int": [1, 4]}})))
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", "sweep", str(path), "--workspace", str(tmp_path / "ws")],
+        [sys.executable, "-m", "shrinkflow.cli.main", "sweep", str(path), "--workspace", str(tmp_path / "ws")],
         capture_output=True, text=True, cwd=REPO, env=subprocess_env(), timeout=120,
     )
     assert done.returncode == 2, done.stderr
@@ -81,7 +81,7 @@ def test_an_unreachable_dask_address_fails_fast_naming_the_option(tmp_path: Path
         path = tmp_path / "sweep.yaml"
         path.write_text(yaml.safe_dump(sweep_raw({"model.hidden_units": {"choice": [[8]]}})))
         done = subprocess.run(
-            [sys.executable, "-m", "cli.main", "sweep", str(path), "--workspace", str(tmp_path / "ws"), "--dask-address", address],
+            [sys.executable, "-m", "shrinkflow.cli.main", "sweep", str(path), "--workspace", str(tmp_path / "ws"), "--dask-address", address],
             capture_output=True, text=True, cwd=REPO, env=subprocess_env(), timeout=120,
         )
     assert done.returncode == 2, done.stderr

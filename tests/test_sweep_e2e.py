@@ -19,6 +19,7 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from shrinkflow.deployments.processes import free_port
 from shrinkflow.core.sweep import INTERRUPTED_ATTR, OUTCOME_ATTR, TrialOutcome
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.tracking.sweeps import STUDY_TAG, TRIAL_TAG
@@ -29,12 +30,6 @@ pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 TIMEOUT = 300  # a deadline for a step, not a timing assertion
 TRIALS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -90,7 +85,7 @@ def sweep_config(tmp_path: Path) -> Path:
 
 def start_sweep(config: Path, workspace: Path, address: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "sweep", str(config), "--workspace", str(workspace), "--dask-address", address],
+        [sys.executable, "-m", "shrinkflow.cli.main", "sweep", str(config), "--workspace", str(workspace), "--dask-address", address],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(),
         start_new_session=True,
     )
@@ -132,7 +127,7 @@ def test_a_sweep_runs_on_the_dask_workers_and_resumes_after_a_kill(
 
     # Second run: resumes, and completes.
     second = subprocess.run(
-        [sys.executable, "-m", "cli.main", "sweep", str(config), "--workspace", str(workspace), "--dask-address", address],
+        [sys.executable, "-m", "shrinkflow.cli.main", "sweep", str(config), "--workspace", str(workspace), "--dask-address", address],
         capture_output=True, text=True, cwd=REPO, env=subprocess_env(), timeout=TIMEOUT,
     )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
@@ -169,7 +164,7 @@ def test_a_trial_that_cannot_run_is_failed_in_optuna_and_mlflow_and_the_sweep_go
     runs in this process, so the trials cost only the base config's stages."""
     from prefect_dask import DaskTaskRunner
 
-    from flows.sweep import sweep as sweep_flow
+    from shrinkflow.flows.sweep import sweep as sweep_flow
     from shrinkflow.core.config import validate_config
 
     raw = tiny_digits_config(**{"prune.enabled": "false", "quantize.modes": "[]", "cluster.apply_to": "[unpruned]"}).model_dump(mode="json")

@@ -6,6 +6,7 @@ wrong with it and how to fix it, within seconds: an unreachable server is asked 
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import tempfile
@@ -84,6 +85,8 @@ def health_problem(url: str, expect: bytes) -> str | None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return f"{reason}" if str(reason) else type(exc).__name__
+    except http.client.HTTPException as exc:  # something that is not an HTTP server listens there
+        return f"{url} answered, but not in HTTP ({type(exc).__name__})"
     return None if expect in body else f"{url} answered, but not as that server does"
 
 

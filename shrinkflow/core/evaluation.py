@@ -10,22 +10,18 @@ from __future__ import annotations
 import gzip
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.data import DatasetRef, load_splits
 from shrinkflow.core.files import atomic_path
+from shrinkflow.core.predictors import BatchPredictor, load_predictor
 
 SIZE_METRIC_NAMES = ("size_bytes", "gzip_size_bytes", "latency_ms")
 METRIC_NAMES = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", *SIZE_METRIC_NAMES)
 REGRESSION_METRIC_NAMES = ("rmse", "mae", "mse", "r2", *SIZE_METRIC_NAMES)
-
-BatchPredictor = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -130,73 +126,6 @@ def median_latency_ms(predict: BatchPredictor, sample: np.ndarray, repeats: int 
         predict(sample)
         timings.append(time.perf_counter() - start)
     return statistics.median(timings) * 1000.0
-
-
-def load_predictor(model_path: str | Path) -> BatchPredictor:
-    """A function from a batch of scaled features to class probabilities, for any of the three file types."""
-    path = Path(model_path)
-    if path.suffix == ".tflite":
-        return _tflite_predictor(path)
-    if path.suffix == ".keras":
-        return _keras_predictor(path)
-    if path.suffix == ".onnx":
-        from shrinkflow.core.onnx_models import onnx_predictor
-
-        return onnx_predictor(path)
-    raise ValueError(f"cannot evaluate {path}: expected a .keras, .tflite or .onnx file")
-
-
-def _keras_predictor(path: Path) -> BatchPredictor:
-    import tensorflow as tf
-
-    from shrinkflow.core.training import load_keras_model
-
-    model = load_keras_model(path)
-    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        if len(batch) <= 64:
-            return call(tf.constant(batch, dtype=tf.float32)).numpy()
-        return model.predict(batch, batch_size=256, verbose=0)
-
-    return predict
-
-
-def _tflite_predictor(path: Path) -> BatchPredictor:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        outputs = []
-        for sample in batch:
-            interpreter.set_tensor(input_detail["index"], _quantize(sample[None, ...], input_detail))
-            # A fused LSTM keeps its state in variable tensors that carry over between calls: start from zero.
-            interpreter.reset_all_variables()
-            interpreter.invoke()
-            outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
-        return np.concatenate(outputs, axis=0)
-
-    return predict
-
-
-def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = detail["dtype"]
-    if np.issubdtype(dtype, np.integer):
-        scale, zero_point = detail["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-    return x.astype(dtype)
-
-
-def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    if np.issubdtype(detail["dtype"], np.integer):
-        scale, zero_point = detail["quantization"]
-        return (y.astype(np.float32) - zero_point) * scale
-    return y.astype(np.float32)
 
 
 def save_predicted_vs_actual(

@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.config import ExportConfig
 from shrinkflow.core.files import atomic_path, sha256_file
 from shrinkflow.core.data import DatasetRef, load_vocabulary
-from shrinkflow.core.variants import BASELINE, PRUNED, Variant
+from shrinkflow.core.names import BASELINE, PRUNED
+from shrinkflow.core.variants import Variant
 
 MANIFEST_NAME = "manifest.json"
 KERAS_FILE_NAME = "model.keras"
@@ -120,9 +120,9 @@ def build_manifest(
                 "file": export_file_name(variant),
                 "mlflow_run_id": variant.run_id,
                 "parent_variant": variant.parent,
-                "quantization": variant.quantization,
+                "quantization": str(variant.quantization),
                 "sparsity": variant.sparsity,
-                "settings": dict(variant.settings),
+                "settings": variant.lineage()["step"],
                 "metrics": variant.metrics,
             }
             for variant in variants

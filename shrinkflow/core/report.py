@@ -11,7 +11,7 @@ import pandas as pd
 
 from shrinkflow.core.selection import pareto_front
 from shrinkflow.core.tables import markdown_table
-from shrinkflow.core.variants import SummaryRow
+from shrinkflow.core.summary import SummaryRow
 
 
 def write_comparison(rows: Sequence[SummaryRow], out_dir: str | Path) -> list[Path]:

@@ -1,25 +1,28 @@
 """The pipeline's stages as plain functions: each builds one variant's file, measures it and evaluates it.
 
-The Prefect tasks call these, and so does the benchmark's plain script (bench/plain.py): one place for
-each stage's logic. Each writes only into `out_dir` (a fresh folder of its own) and reads its inputs
-without changing them.
+Each takes its step (shrinkflow.core.steps: the parameters, built once from the config), the variant it starts
+from and the dataset; it writes only into `out_dir` (a fresh folder of its own) and reads its inputs without
+changing them. The Prefect tasks call these, and so does the benchmark's plain script (bench/plain.py). Which
+stage applies to which variant is decided here too (the "not applicable" rules), so every caller agrees.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from shrinkflow.core import compression, training
-from shrinkflow.core.config import (
-    ClusterConfig, DistillConfig, ModelConfig, OnnxConfig, PruneConfig, QuantizeConfig, TrainConfig,
-)
-from shrinkflow.core.onnx_models import convert_to_onnx
+from shrinkflow.core.config import ModelConfig
 from shrinkflow.core.data import DatasetRef
 from shrinkflow.core.evaluation import evaluate_model_file
+from shrinkflow.core.kernels import weight_stats
+from shrinkflow.core.names import (
+    BASELINE, Quantization, Runtime, clustered_name, onnx_name, pruned_name, quantized_name,
+)
+from shrinkflow.core.steps import ClusterStep, DistillStep, OnnxStep, PruneStep, QuantizeStep, TrainStep
 from shrinkflow.core.training import EpochCallback
-from shrinkflow.core.variants import BASELINE, CLUSTERED, ONNX, PRUNED, Failure, Variant, derived_name, student_name
-from shrinkflow.core.weights import weight_stats
+from shrinkflow.core.variants import Variant
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,7 @@ def measure(model_path: Path, dataset: DatasetRef, out_dir: Path) -> Measured:
 
 
 def train_stage(
-    dataset: DatasetRef, model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: Path,
-    on_epoch: EpochCallback | None = None, built_by: str = "",
+    step: TrainStep, dataset: DatasetRef, out_dir: Path, on_epoch: EpochCallback | None = None, built_by: str = ""
 ) -> Variant:
     """Train the baseline, measure its sparsity and evaluate it; its per-epoch history comes along."""
     history: dict[str, list[float]] = {}
@@ -54,150 +56,96 @@ def train_stage(
             on_epoch(epoch, logs)
 
     model_path = out_dir / "model.keras"
-    summary = training.train_baseline(dataset, model_cfg, train_cfg, model_path, on_epoch=record_epoch)
+    summary = training.train_baseline(dataset, step.model, step.train, model_path, on_epoch=record_epoch)
     measured = measure(model_path, dataset, out_dir)
     return Variant(
-        BASELINE, str(model_path), measured.metrics, measured.plot_png, sparsity=measured.sparsity,
+        BASELINE, str(model_path), measured.metrics, measured.plot_png, step=step, sparsity=measured.sparsity,
         history=history, training={name: summary[name] for name in ("epochs_run", "train_seconds", "train_samples_per_s")},
         built_by=built_by,
     )
 
 
-def distill_stage(
-    teacher: Variant, number: int, dataset: DatasetRef, student_model: ModelConfig, distill_cfg: DistillConfig,
-    train_cfg: TrainConfig, out_dir: Path, from_scratch: bool = False, built_by: str = "",
-) -> Variant:
-    """Train student `number` from the teacher (or, `from_scratch`, from the hard labels alone) and evaluate it."""
+def distill_stage(step: DistillStep, teacher: Variant, dataset: DatasetRef, out_dir: Path, built_by: str = "") -> Variant:
+    """Train the student from the teacher (or, from scratch, from the hard labels alone) and evaluate it."""
     model_path = out_dir / "model.keras"
-    params = compression.distill(
-        teacher.model_path, dataset, student_model, distill_cfg, train_cfg, model_path, from_scratch=from_scratch
-    )
+    params = compression.distill(teacher.model_path, dataset, step, model_path)
     measured = measure(model_path, dataset, out_dir)
-    settings: dict[str, object] = {
-        "conv_filters": list(student_model.conv_filters) if student_model.family == "cnn" else [],
-        "hidden_units": list(student_model.hidden_units), "dropout": student_model.dropout, "params": params,
-        "epochs": distill_cfg.epochs, "learning_rate": distill_cfg.learning_rate,
-        "early_stopping_patience": distill_cfg.early_stopping_patience,
-        "batch_size": train_cfg.batch_size, "seed": train_cfg.seed,
-    }
-    if not from_scratch:
-        settings |= {"temperature": distill_cfg.temperature, "alpha": distill_cfg.alpha}
     return Variant(
-        student_name(number, from_scratch), str(model_path), measured.metrics,
-        measured.plot_png, parent=None if from_scratch else teacher.name,
-        sparsity=measured.sparsity,
-        settings=tuple(settings.items()), built_by=built_by,
+        step.variant, str(model_path), measured.metrics | {"params": float(params)}, measured.plot_png,
+        parent=None if step.from_scratch else teacher.name, step=step, sparsity=measured.sparsity, built_by=built_by,
     )
 
 
-def prune_stage(
-    source: Variant, dataset: DatasetRef, prune_cfg: PruneConfig, train_cfg: TrainConfig, out_dir: Path,
-    built_by: str = "",
-) -> Variant:
-    """Prune a copy of the baseline or a student (fine-tuned with the baseline's batch size and seed) and
-    evaluate it."""
+def prune_stage(step: PruneStep, source: Variant, dataset: DatasetRef, out_dir: Path, built_by: str = "") -> Variant:
+    """Prune a copy of the baseline or a student and evaluate it."""
     model_path = out_dir / "model.keras"
-    compression.prune(source.model_path, dataset, prune_cfg, train_cfg, model_path)
+    compression.prune(source.model_path, dataset, step, model_path)
     measured = measure(model_path, dataset, out_dir)
-    settings = {**prune_cfg.model_dump(mode="json", exclude={"enabled"}), "batch_size": train_cfg.batch_size,
-                "seed": train_cfg.seed}
     return Variant(
-        derived_name(source.name, PRUNED), str(model_path), measured.metrics,
-        measured.plot_png, parent=source.name, sparsity=measured.sparsity,
-        target_sparsity=prune_cfg.target_sparsity, settings=tuple(settings.items()), built_by=built_by,
+        pruned_name(source.name), str(model_path), measured.metrics, measured.plot_png, parent=source.name, step=step,
+        sparsity=measured.sparsity, target_sparsity=step.target_sparsity, built_by=built_by,
     )
 
 
-def cluster_stage(
-    source: Variant, dataset: DatasetRef, cluster_cfg: ClusterConfig, train_cfg: TrainConfig, out_dir: Path,
-    built_by: str = "",
-) -> Variant:
+def cluster_stage(step: ClusterStep, source: Variant, dataset: DatasetRef, out_dir: Path, built_by: str = "") -> Variant:
     """Cluster a copy of `source`'s weights (sparsity-preserving when it is pruned) and evaluate it."""
     model_path = out_dir / "model.keras"
-    preserve_sparsity = source.target_sparsity > 0
-    clustered_kernels = compression.cluster(source.model_path, dataset, cluster_cfg, train_cfg, model_path, preserve_sparsity)
+    clustered_kernels = compression.cluster(source.model_path, dataset, step, model_path, source.target_sparsity > 0)
     measured = measure(model_path, dataset, out_dir)
-    settings = {
-        **cluster_cfg.model_dump(mode="json", exclude={"enabled", "apply_to"}), "preserve_sparsity": preserve_sparsity,
-        "clustered_kernels": clustered_kernels, "batch_size": train_cfg.batch_size, "seed": train_cfg.seed,
-    }
     return Variant(
-        derived_name(source.name, CLUSTERED), str(model_path), measured.metrics,
-        measured.plot_png, parent=source.name,
-        sparsity=measured.sparsity,
-        target_sparsity=source.target_sparsity, clusters=cluster_cfg.clusters, settings=tuple(settings.items()),
-        built_by=built_by,
+        clustered_name(source.name), str(model_path), measured.metrics | {"clustered_kernels": float(clustered_kernels)},
+        measured.plot_png, parent=source.name, step=step, sparsity=measured.sparsity,
+        target_sparsity=source.target_sparsity, clusters=step.clusters, built_by=built_by,
     )
 
 
-def quantize_stage(
-    source: Variant, quantize_cfg: QuantizeConfig, dataset: DatasetRef, train_cfg: TrainConfig, out_dir: Path,
-    built_by: str = "",
-) -> Variant:
-    """Convert `source` to TFLite in the one mode of `quantize_cfg` (see QuantizeConfig.for_mode) and evaluate
-    it. QAT fine-tunes first, keeping what earlier steps made: the zeros of a pruned source, the clusters of
-    a clustered one (PCQAT)."""
-    [mode] = quantize_cfg.modes
+def quantize_stage(step: QuantizeStep, source: Variant, dataset: DatasetRef, out_dir: Path, built_by: str = "") -> Variant:
+    """Convert `source` to TFLite in the step's mode and evaluate it. QAT fine-tunes first, keeping what earlier
+    steps made: the zeros of a pruned source, the clusters of a clustered one (PCQAT)."""
     model_path = out_dir / "model.tflite"
-    preserve_sparsity = source.target_sparsity > 0
-    preserve_clusters = source.clusters > 0
-    if mode == "qat":
+    if step.mode is Quantization.QAT:
         compression.quantization_aware_train(
-            source.model_path, dataset, quantize_cfg, train_cfg, model_path, preserve_sparsity, preserve_clusters
+            source.model_path, dataset, step, model_path,
+            preserve_sparsity=source.target_sparsity > 0, preserve_clusters=source.clusters > 0,
         )
     else:
-        compression.convert_to_tflite(source.model_path, mode, dataset, quantize_cfg, model_path)
+        compression.convert_to_tflite(source.model_path, step, dataset, model_path)
     measured = measure(model_path, dataset, out_dir)
-    settings: dict[str, object] = {"mode": mode}
-    if mode == "int8":
-        settings |= {"int8_io": quantize_cfg.int8_io, "representative_samples": quantize_cfg.representative_samples}
-    if mode == "qat":
-        settings |= {
-            "qat_epochs": quantize_cfg.qat_epochs, "qat_learning_rate": quantize_cfg.qat_learning_rate,
-            "preserve_sparsity": preserve_sparsity, "preserve_clusters": preserve_clusters,
-            "batch_size": train_cfg.batch_size, "seed": train_cfg.seed,
-        }
     return Variant(
-        f"{source.name}-{mode}", str(model_path), measured.metrics, measured.plot_png,
-        parent=source.name, quantization=mode, sparsity=measured.sparsity,
-        target_sparsity=source.target_sparsity, clusters=source.clusters, settings=tuple(settings.items()),
-        built_by=built_by,
+        quantized_name(source.name, step.mode), str(model_path), measured.metrics, measured.plot_png,
+        parent=source.name, step=step, quantization=step.mode, sparsity=measured.sparsity,
+        target_sparsity=source.target_sparsity, clusters=source.clusters, built_by=built_by,
     )
 
 
-def onnx_stage(
-    source: Variant, onnx_cfg: OnnxConfig, dataset: DatasetRef, out_dir: Path, built_by: str = ""
-) -> Variant | Failure:
-    """Convert `source` to ONNX (see OnnxConfig) and evaluate it in onnxruntime; "not applicable" for a
-    TFLite file with integer input and output (quantize.int8_io), which onnxruntime would need fed as such."""
-    name = f"{source.name}-{ONNX}"
-    if dict(source.settings).get("int8_io"):
-        return Failure(name, "integer input and output (quantize.int8_io); convert the float-input variant", not_applicable=True)
+def onnx_stage(step: OnnxStep, source: Variant, dataset: DatasetRef, out_dir: Path, built_by: str = "") -> Variant:
+    """Convert `source` to ONNX and evaluate it in onnxruntime (see onnx_problem for what cannot be converted)."""
     model_path = out_dir / "model.onnx"
-    convert_to_onnx(source.model_path, onnx_cfg.opset, model_path)
+    compression.convert_to_onnx(source.model_path, step.opset, model_path)
     measured = measure(model_path, dataset, out_dir)
-    route = "tflite" if source.is_tflite else "saved_model"
     return Variant(
-        name, str(model_path), measured.metrics, measured.plot_png,
-        parent=source.name, quantization=source.quantization, sparsity=source.sparsity,
-        target_sparsity=source.target_sparsity, clusters=source.clusters,
-        settings=(("opset", onnx_cfg.opset), ("route", route)), built_by=built_by,
+        onnx_name(source.name), str(model_path), measured.metrics, measured.plot_png, parent=source.name, step=step,
+        quantization=source.quantization, sparsity=source.sparsity, target_sparsity=source.target_sparsity,
+        clusters=source.clusters, built_by=built_by,
     )
+
+
+# --- which stage applies to what: a "not applicable" row, not a failure ---
 
 
 def prune_problem(model_cfg: ModelConfig) -> str | None:
-    """Why pruning cannot apply to this model: a "not applicable" row, not a failure."""
+    """Why pruning cannot apply to this model."""
     if model_cfg.is_recurrent and model_cfg.bidirectional:
         return "tfmot cannot prune Bidirectional layers (model.bidirectional)"
     return None
 
 
-def quantization_problem(mode: str, model_cfg: ModelConfig) -> str | None:
-    """Why a quantization mode cannot apply to this model family: a "not applicable" row, not a failure."""
-    if mode == "int8" and model_cfg.is_recurrent and model_cfg.cell == "gru":
+def quantization_problem(mode: Quantization, model_cfg: ModelConfig) -> str | None:
+    """Why a quantization mode cannot apply to this model family."""
+    if mode is Quantization.INT8 and model_cfg.is_recurrent and model_cfg.cell == "gru":
         # Not a failure row: the converter crashes the process (a segmentation fault in TensorFlow 2.21).
         return "the TFLite converter crashes calibrating GRU layers for int8 (TF 2.21); dynamic and float16 apply"
-    if mode == "qat" and model_cfg.family in ("rnn", "text"):
+    if mode is Quantization.QAT and model_cfg.family in ("rnn", "text"):
         layers = " and ".join(
             ["Embedding"] * (model_cfg.family == "text") + [model_cfg.cell.upper()] * model_cfg.is_recurrent
         )
@@ -205,24 +153,26 @@ def quantization_problem(mode: str, model_cfg: ModelConfig) -> str | None:
     return None
 
 
-def to_cluster(cluster_cfg: ClusterConfig, model: Variant, pruned: Variant | Failure | None) -> list[Variant]:
-    """Which of a chain's models the clustering stage takes (ClusterConfig.apply_to): the model itself, its
-    pruned copy (if it was built), both, or none when clustering is off."""
-    if not cluster_cfg.enabled:
-        return []
-    chosen = [model] if "unpruned" in cluster_cfg.apply_to else []
-    return chosen + ([pruned] if "pruned" in cluster_cfg.apply_to and isinstance(pruned, Variant) else [])
-
-
 def onnx_problem(source: Variant, model_cfg: ModelConfig) -> str | None:
-    """Why a variant cannot be converted to ONNX: a "not applicable" row, not a failure."""
+    """Why a variant cannot be converted to ONNX."""
+    if source.int8_io:
+        return "integer input and output (quantize.int8_io); convert the float-input variant"
     if source.is_tflite and model_cfg.is_recurrent:
         return "tf2onnx cannot convert TFLite's quantized LSTM/GRU; onnx.convert: [float] converts the Keras variants"
     return None
 
 
-def converts_to_onnx(onnx_cfg: OnnxConfig, variant: Variant | Failure) -> bool:
-    """Whether the ONNX stage takes this variant (OnnxConfig.convert: float Keras files, int8 or QAT TFLite)."""
-    if not onnx_cfg.enabled or not isinstance(variant, Variant) or variant.runtime == "onnxruntime":
+def to_cluster(
+    sources: tuple[Literal["pruned", "unpruned"], ...], model: Variant, pruned: Variant | None
+) -> list[Variant]:
+    """Which of a chain's models clustering takes (cluster.apply_to): the model itself, its pruned copy (if it was
+    built), or both."""
+    return [model] * ("unpruned" in sources) + ([pruned] if "pruned" in sources and pruned is not None else [])
+
+
+def converts_to_onnx(sources: tuple[Literal["float", "int8", "qat"], ...], variant: Variant) -> bool:
+    """Whether the ONNX stage takes this variant (onnx.convert: float Keras files, int8 or QAT TFLite files)."""
+    if variant.runtime is Runtime.ONNXRUNTIME:
         return False
-    return (variant.quantization if variant.is_tflite else "float") in onnx_cfg.convert
+    kind = str(variant.quantization) if variant.is_tflite else "float"
+    return kind in sources

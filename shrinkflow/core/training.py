@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from shrinkflow.core.config import ModelConfig, TrainConfig, resolve_loss
 from shrinkflow.core.data import DatasetRef, load_splits
 from shrinkflow.core.errors import ConfigError

@@ -6,26 +6,23 @@ here addresses runs by id through an `MlflowClient` instead of relying on `mlflo
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import shutil
-import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.entities.model_registry import ModelVersion
 
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.data import DatasetRef
-from shrinkflow.core.files import atomic_path
-from shrinkflow.core.variants import BASELINE, Failure, SummaryRow, Variant
+from shrinkflow.core.names import BASELINE
+from shrinkflow.core.summary import SummaryRow
+from shrinkflow.core.variants import Failure, Variant
+from shrinkflow.tracking.store import (
+    LEASE_FILE, client_for, lease_is_abandoned, release_lease, store_creation_lock, take_lease,
+)
 
 MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
 # What the MLflow UI shows as a run's, an experiment's or a model version's description (markdown).
@@ -35,11 +32,6 @@ MLFLOW_EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_EXPERIMENT = "custom_model_development"
 MLFLOW_UI_WORKFLOW = "workflowType=machine_learning"
 ABANDONED_TAG = "abandoned"
-# <workspace>/runs/<parent run id>/lease is locked (flock) by the process running that pipeline run: the
-# kernel drops the lock when the process dies, however it dies, so a later run can tell the run was abandoned.
-LEASE_FILE = "lease"
-# The runs this process holds a lease on: parent run id -> open file descriptor of the locked lease.
-_HELD_LEASES: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -49,9 +41,6 @@ class TrackingRef:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
-
-    def client(self) -> MlflowClient:
-        return client_for(self.tracking_uri)
 
     def ui_links(self) -> str | None:
         """Markdown links to the parent run and to the experiment's runs in the MLflow UI, when tracking goes
@@ -67,18 +56,6 @@ def mlflow_ui_url(server: str, page: str = "experiments") -> str:
     """A page of the MLflow UI in its model-training view. MLflow 3.17's UI opens in its GenAI view unless the
     address says otherwise (a browser remembers the choice only once the user has switched it by hand)."""
     return f"{server.rstrip('/')}/#/{page}?{MLFLOW_UI_WORKFLOW}"
-
-
-def client_for(tracking_uri: str) -> MlflowClient:
-    """A client of the tracking store at `tracking_uri`, which is also the model registry."""
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-def prepare_tracking_store(tracking_uri: str) -> None:
-    """Import what MLflow needs for a database store (SQLAlchemy's models: over a second) ahead of time, so
-    a caller can do it while it waits anyway. MLflow imports it on first use otherwise."""
-    if not tracking_uri.startswith(("http://", "https://", "databricks")):
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
@@ -122,7 +99,7 @@ def start_parent_run(
     resolved YAML as an artifact, tags. This process holds the run's lease under `runs_root` until
     `finish_pipeline`; runs of this experiment whose lease nobody holds any more are closed first.
     """
-    with _store_creation_lock(tracking_uri):  # the client creates (and migrates) a new store as it starts
+    with store_creation_lock(tracking_uri):  # the client creates (and migrates) a new store as it starts
         client = client_for(tracking_uri)
         experiment_id = ensure_experiment(client, config.name, artifact_root)
     tags = {
@@ -133,7 +110,7 @@ def start_parent_run(
         tags["prefect.flow_run_id"] = prefect_flow_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
-    _take_lease(runs_root / run_id)
+    take_lease(runs_root / run_id)
     close_abandoned_runs(client, experiment_id, runs_root, closed_by=run_id)
     params = [Param(key, str(value)) for key, value in flatten(config.model_dump(mode="json", exclude={"sweep"})).items()]
     client.log_batch(run_id, params=params)
@@ -141,105 +118,26 @@ def start_parent_run(
     return TrackingRef(tracking_uri, experiment_id, run_id)
 
 
-@contextmanager
-def fluent_mlflow(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (log_model, register_model, "models:/" URIs) at `tracking_uri` for
-    the block only. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which would otherwise
-    redirect every later run in this process (Workspace.tracking_uri reads it)."""
-    import mlflow
-
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None resets it (MLflow's hint says str)
-        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextmanager
-def _store_creation_lock(tracking_uri: str) -> Iterator[None]:
-    """Serialise first use of a SQLite store across processes (two runs starting at once on a new workspace
-    would otherwise both create MLflow's tables, and one would fail), and create a new store as a copy of an
-    empty one: MLflow's migrations take over a second and a half, copying the result a few milliseconds."""
-    if not tracking_uri.startswith("sqlite:///"):
-        yield
-        return
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    with _file_lock(database.with_name(database.name + ".lock")):
-        if not database.exists():
-            _copy_empty_store(database)
-        yield
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _copy_empty_store(database: Path) -> None:
-    """A new SQLite store: a copy of an empty store this version of MLflow made (and keeps in the user's cache)."""
-    import mlflow
-
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shrinkflow"
-    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
-    with _file_lock(template.with_name(template.name + ".lock")):
-        if not template.exists():
-            with atomic_path(template) as partial:
-                client_for(f"sqlite:///{partial}").search_experiments()  # creating the client migrates the store
-    with atomic_path(database) as partial:
-        shutil.copyfile(template, partial)
-        # The Default experiment, which MLflow creates with the store, keeps its artifacts beside the store.
-        with contextlib.closing(sqlite3.connect(partial)) as connection, connection:
-            connection.execute(
-                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                ((database.parent / "mlartifacts" / "0").as_uri(),),
-            )
-
-
-def variant_params(variant: Variant) -> dict[str, str]:
-    """How a variant was made, as MLflow params: the same keys for every variant, so MLflow's compare
-    view and parallel-coordinates plot line variants up, plus the settings of the step that made it."""
-    return {
-        "parent_variant": variant.parent or "none",
-        "quantization": variant.quantization,
-        "runtime": variant.runtime,
-        "target_sparsity": f"{variant.target_sparsity:g}",
-        "clusters": str(variant.clusters),
-        "sparsity": f"{variant.sparsity:.4f}",  # measured in the variant's own file
-        **{f"step.{key}": str(value) for key, value in variant.settings},
-    }
-
-
 def record_variant(tracking: TrackingRef, variant: Variant, reused: bool) -> str:
-    """The variant's child run, written in one go: its lineage as params, its test metrics and measured
-    sparsity, its training history (step-indexed, for the baseline), its confusion matrix; then closed.
+    """The variant's child run, written in one go: its lineage as params (Variant.lineage: the same keys for every
+    variant, so MLflow's compare view and parallel-coordinates plot line them up, then the settings of the step
+    that made it), its test metrics and measured sparsity, its training history (step-indexed, for the baseline), its confusion matrix; then closed.
 
     A variant an earlier run built (`reused`) is recorded all the same, tagged `cache_hit=true` with the
     Prefect flow run that built it. Returns the child run's id.
     """
-    client = tracking.client()
+    client = client_for(tracking.tracking_uri)
     tags = {"variant": variant.name, "cache_hit": str(reused).lower()}
     if reused:
         tags |= {"reused_from_flow_run": variant.built_by, "reused_artifact": variant.model_path}
     run_id = _child_run(tracking, variant.name, tags)
-    now = _now_ms()
+    now = now_ms()
     metrics = [Metric(name, value, now, 0) for name, value in {**variant.metrics, **variant.training}.items()]
     metrics.append(Metric("sparsity", variant.sparsity, now, 0))
     metrics += [Metric(name, value, now, step) for name, values in variant.history.items() for step, value in enumerate(values)]
-    client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in variant_params(variant).items()])
+    lineage = {**flatten(variant.lineage()), "sparsity": f"{variant.sparsity:.4f}"}  # measured in the variant's own file
+    params = [Param(key, f"{value:g}" if isinstance(value, float) else str(value)) for key, value in lineage.items()]
+    client.log_batch(run_id, metrics=metrics, params=params)
     client.log_artifact(run_id, variant.plot_png)
     client.set_terminated(run_id)
     return run_id
@@ -252,12 +150,12 @@ def record_failure(tracking: TrackingRef, failure: Failure) -> str:
     tag = {"not_applicable": reason} if failure.not_applicable else {"error": reason}
     run_id = _child_run(tracking, failure.name, {"variant": failure.name, **tag})
     outcome = RunStatus.FINISHED if failure.not_applicable else RunStatus.FAILED
-    tracking.client().set_terminated(run_id, status=RunStatus.to_string(outcome))
+    client_for(tracking.tracking_uri).set_terminated(run_id, status=RunStatus.to_string(outcome))
     return run_id
 
 
 def _child_run(tracking: TrackingRef, name: str, tags: dict[str, str]) -> str:
-    run = tracking.client().create_run(
+    run = client_for(tracking.tracking_uri).create_run(
         tracking.experiment_id, run_name=name, tags={MLFLOW_PARENT_RUN_TAG: tracking.parent_run_id, **tags}
     )
     return str(run.info.run_id)
@@ -265,7 +163,7 @@ def _child_run(tracking: TrackingRef, name: str, tags: dict[str, str]) -> str:
 
 def log_dataset(tracking: TrackingRef, dataset: DatasetRef, reused: bool) -> None:
     """The dataset's fingerprint, shape and class counts, on the parent run."""
-    client = tracking.client()
+    client = client_for(tracking.tracking_uri)
     run_id = tracking.parent_run_id
     client.log_batch(
         run_id,
@@ -291,46 +189,17 @@ def log_dataset(tracking: TrackingRef, dataset: DatasetRef, reused: bool) -> Non
     )
 
 
-def log_and_register_keras_model(
-    tracking: TrackingRef, run_id: str, keras_path: str, registered_name: str, tags: dict[str, str]
-) -> ModelVersion:
-    """Log the Keras model with the `mlflow.tensorflow` flavor and register it as a new version."""
-    import mlflow
-    import mlflow.tensorflow
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras
-    from mlflow.models import infer_signature
-
-    from shrinkflow.core.training import load_keras_model
-
-    model = load_keras_model(keras_path)
-    example = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)
-    signature = infer_signature(example, model(example, training=False).numpy())
-    with fluent_mlflow(tracking.tracking_uri), mlflow.start_run(run_id=run_id):
-        info = mlflow.tensorflow.log_model(
-            model,
-            name="model",
-            signature=signature,
-            # Listing requirements skips MLflow's slow inference of them in a subprocess.
-            pip_requirements=[f"tensorflow=={tf.__version__}", f"tf-keras=={tf_keras.__version__}"],
-        )
-    with fluent_mlflow(tracking.tracking_uri):
-        version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
-    return tracking.client().get_model_version(registered_name, version.version)
-
-
 def finish_pipeline(tracking: TrackingRef, outcome: int, error: str | None = None) -> None:
     """Close the parent run and any child run still open with `outcome` (a RunStatus: FINISHED, FAILED, or
     KILLED when interrupted), with the `error` that ended it as a tag; let go of the run's lease."""
-    client = tracking.client()
+    client = client_for(tracking.tracking_uri)
     status = RunStatus.to_string(outcome)
     if error:
         client.set_tag(tracking.parent_run_id, "error", error[:5000])
     for child in _open_children(client, tracking.experiment_id, tracking.parent_run_id):
         client.set_terminated(child.info.run_id, status=status)
     client.set_terminated(tracking.parent_run_id, status=status)
-    _release_lease(tracking.parent_run_id)
+    release_lease(tracking.parent_run_id)
 
 
 def close_abandoned_runs(client: MlflowClient, experiment_id: str, runs_root: Path, closed_by: str) -> list[str]:
@@ -345,7 +214,7 @@ def close_abandoned_runs(client: MlflowClient, experiment_id: str, runs_root: Pa
     closed = []
     for run in running:
         run_id = run.info.run_id
-        if MLFLOW_PARENT_RUN_TAG in run.data.tags or not _lease_is_abandoned(runs_root / run_id / LEASE_FILE):
+        if MLFLOW_PARENT_RUN_TAG in run.data.tags or not lease_is_abandoned(runs_root / run_id / LEASE_FILE):
             continue
         killed = RunStatus.to_string(RunStatus.KILLED)
         for child in _open_children(client, experiment_id, run_id):
@@ -355,35 +224,6 @@ def close_abandoned_runs(client: MlflowClient, experiment_id: str, runs_root: Pa
         (runs_root / run_id / LEASE_FILE).unlink(missing_ok=True)
         closed.append(run_id)
     return closed
-
-
-def _take_lease(run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(run_dir / LEASE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(descriptor, fcntl.LOCK_EX)
-    _HELD_LEASES[run_dir.name] = descriptor
-
-
-def _release_lease(run_id: str) -> None:
-    descriptor = _HELD_LEASES.pop(run_id, None)
-    if descriptor is not None:
-        os.close(descriptor)  # closing drops the lock
-
-
-def _lease_is_abandoned(lease: Path) -> bool:
-    """Whether `lease` exists and no process holds its lock (flock locks belong to an open file, so this
-    tells even a run of this very process apart)."""
-    try:
-        descriptor = os.open(lease, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(descriptor)
-    return True
 
 
 def _open_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
@@ -399,7 +239,7 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
     The `shipped_*` metrics put runs of one experiment side by side in the runs table: what each run
     shipped, how accurate and how much smaller than its baseline.
     """
-    client = tracking.client()
+    client = client_for(tracking.tracking_uri)
     run_id = tracking.parent_run_id
     client.log_text(run_id, json.dumps([row.display() for row in rows], indent=2), "summary.json")
     baseline = next((row for row in rows if row.variant == BASELINE and row.ok), None)
@@ -420,7 +260,7 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
     tags = {MLFLOW_NOTE_TAG: run_description(rows), "shipped_variant": shipped.variant if shipped else "none"}
     client.log_batch(
         run_id,
-        metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items() if v is not None],
+        metrics=[Metric(k, float(v), now_ms(), 0) for k, v in metrics.items() if v is not None],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
 
@@ -464,7 +304,20 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
+
+
+def log_comparison(tracking: TrackingRef, paths: Sequence[Path], reasons: dict[str, str]) -> None:
+    """The variant comparison's files and why each variant was or was not eligible, under comparison/ on the
+    parent run."""
+    client = client_for(tracking.tracking_uri)
+    for path in paths:
+        client.log_artifact(tracking.parent_run_id, str(path), "comparison")
+    client.log_dict(tracking.parent_run_id, reasons, "comparison/selection.json")
+
+
+def tag_parent(tracking: TrackingRef, key: str, value: str) -> None:
+    client_for(tracking.tracking_uri).set_tag(tracking.parent_run_id, key, value)

@@ -19,7 +19,8 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.sweep import TrialOutcome
 from shrinkflow.tracking import runs
-from shrinkflow.tracking.runs import MLFLOW_NOTE_TAG, MLFLOW_PARENT_RUN_TAG, TrackingRef
+from shrinkflow.tracking.runs import MLFLOW_NOTE_TAG, MLFLOW_PARENT_RUN_TAG, TrackingRef, now_ms
+from shrinkflow.tracking.store import client_for, take_lease
 
 STUDY_TAG = "shrinkflow.sweep_study"
 TRIAL_TAG = "sweep.trial"
@@ -30,14 +31,14 @@ def start_sweep_run(
     prefect_flow_run_id: str | None, study: str, resume_run_id: str | None,
 ) -> TrackingRef:
     """Open the sweep's parent run, or reopen `resume_run_id` (the run of an interrupted sweep of the study)."""
-    client = runs.client_for(tracking_uri)
+    client = client_for(tracking_uri)
     if resume_run_id:
         try:
             previous = client.get_run(resume_run_id)
         except Exception:  # deleted, or another store: start a new parent run
             previous = None
         if previous is not None and previous.info.lifecycle_stage == "active":
-            runs._take_lease(runs_root / resume_run_id)
+            take_lease(runs_root / resume_run_id)
             client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             client.set_tag(resume_run_id, "resumed_by_flow_run", prefect_flow_run_id or "")
             return TrackingRef(tracking_uri, previous.info.experiment_id, resume_run_id)
@@ -51,7 +52,7 @@ def start_sweep_run(
 
 def recorded_trials(tracking: TrackingRef) -> set[int]:
     """The trial numbers that already have a child run under the sweep parent."""
-    found = tracking.client().search_runs(
+    found = client_for(tracking.tracking_uri).search_runs(
         [tracking.experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_TAG}` = '{tracking.parent_run_id}'",
         max_results=50000,
     )
@@ -60,7 +61,7 @@ def recorded_trials(tracking: TrackingRef) -> set[int]:
 
 def record_trial(tracking: TrackingRef, outcome: TrialOutcome) -> str:
     """The trial's child run, written and closed in one go: FINISHED with its outcome, or FAILED with why."""
-    client = tracking.client()
+    client = client_for(tracking.tracking_uri)
     tags = {
         MLFLOW_PARENT_RUN_TAG: tracking.parent_run_id, TRIAL_TAG: str(outcome.number), "sweep.status": outcome.status,
         "sweep.worker": outcome.worker or "local", "shipped_variant": outcome.variant or "none",
@@ -74,7 +75,7 @@ def record_trial(tracking: TrackingRef, outcome: TrialOutcome) -> str:
         outcome.metric: outcome.quality, "gzip_size_bytes": outcome.gzip_size_bytes,
         f"baseline_{outcome.metric}": outcome.baseline_quality, "seconds": outcome.seconds, "stage_seconds": outcome.stage_seconds,
     }
-    now = runs._now_ms()
+    now = now_ms()
     client.log_batch(
         run_id, params=[Param(key, value) for key, value in params.items()],
         metrics=[Metric(name, float(value), now, 0) for name, value in measured.items() if value is not None],
@@ -89,7 +90,7 @@ def finish_sweep(
 ) -> None:
     """The trials table (an MLflow table and markdown), the Pareto plot and the chosen trial on the sweep
     parent; then close it as FINISHED."""
-    client = tracking.client()
+    client = client_for(tracking.tracking_uri)
     run_id = tracking.parent_run_id
     client.log_table(run_id, data={column: [row[column] for row in rows] for column in (rows[0] if rows else {})}, artifact_file="trials.json")
     client.log_text(run_id, table_markdown, "trials.md")
@@ -112,7 +113,7 @@ def finish_sweep(
         note = f"Sweep of {len(rows)} trials: no trial kept the quality floor; nothing shipped."
     tags[MLFLOW_NOTE_TAG] = note
     client.log_batch(
-        run_id, metrics=[Metric(k, v, runs._now_ms(), 0) for k, v in metrics.items()],
+        run_id, metrics=[Metric(k, v, now_ms(), 0) for k, v in metrics.items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
     runs.finish_pipeline(tracking, RunStatus.FINISHED)

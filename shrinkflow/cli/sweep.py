@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cli.run import orchestrated
+from shrinkflow.cli.run import orchestrated
 
 EXIT_OK = 0
 
@@ -23,14 +23,12 @@ def sweep(args: argparse.Namespace) -> int:
 
     stopped = "the sweep stopped; run it again to resume: finished trials are kept"
     with orchestrated(args, stopped, check_search) as (config, workspace, api_url):
-        from flows.sweep import dask_task_runner
-        from flows.sweep import sweep as sweep_flow
+        from shrinkflow.flows.sweep import sweep as sweep_flow
 
         # A local cluster's worker processes start from this environment: they reach the same Prefect server.
         os.environ["PREFECT_API_URL"] = api_url
-        runner = dask_task_runner(args.workers, args.dask_address)
-        result = sweep_flow.with_options(task_runner=runner)(  # type: ignore[arg-type]
-            config, workspace=str(workspace.root), trials=args.trials
+        result = sweep_flow(
+            config, workspace=str(workspace.root), trials=args.trials, workers=args.workers, dask_address=args.dask_address
         )
     print(f"\nshrinkflow: sweep of {config.name} done (study {result.study} in {result.storage})\n")
     print(result.table)

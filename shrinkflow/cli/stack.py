@@ -10,18 +10,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.signals import ignore_stop_signals, signals_interrupt
+from shrinkflow.cli.signals import ignore_stop_signals, signals_interrupt
 from shrinkflow.core.errors import UserError
 
 if TYPE_CHECKING:
-    from deployments.processes import Spawned
-    from deployments.stack import RunningStack, SchedulerWatch
+    from shrinkflow.deployments.processes import Spawned
+    from shrinkflow.deployments.stack import RunningStack, SchedulerWatch
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
 
 def serve(args: argparse.Namespace) -> int:
-    from deployments.serving import DEFAULT_RUN_LIMIT, serve
+    from shrinkflow.deployments.serving import DEFAULT_RUN_LIMIT, serve
     from shrinkflow.core.workspace import Workspace
 
     serve(Workspace.resolve(args.workspace), limit=args.limit or DEFAULT_RUN_LIMIT)
@@ -29,8 +29,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def up(args: argparse.Namespace) -> int:
-    from deployments import serving as deploy
-    from deployments.stack import (
+    from shrinkflow.deployments import serving as deploy
+    from shrinkflow.deployments.stack import (
         DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT, SchedulerWatch, StackConfig, stack_dir, start_stack,
     )
     from shrinkflow.tracking.runs import mlflow_ui_url
@@ -141,8 +141,8 @@ def _until_stopped(
 
 
 def down(args: argparse.Namespace) -> int:
-    from deployments import serving as deploy
-    from deployments.stack import stop_stack
+    from shrinkflow.deployments import serving as deploy
+    from shrinkflow.deployments.stack import stop_stack
     from shrinkflow.core.workspace import Workspace
 
     workspace = Workspace.resolve(args.workspace)
@@ -157,7 +157,7 @@ def down(args: argparse.Namespace) -> int:
 
 
 def deployments(args: argparse.Namespace) -> int:
-    from deployments import serving as deploy
+    from shrinkflow.deployments import serving as deploy
 
     relative = deploy.PREFECT_FILE.relative_to(deploy.REPO)
     if args.write:

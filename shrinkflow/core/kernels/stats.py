@@ -6,15 +6,14 @@ stored width (32 bits for float32, 16 for float16, 8 for int8); or an index of c
 codebook of its k distinct values (the codebook counted at the stored width), with one codebook for the
 whole kernel or one per output channel. Zeros cost nothing and the positions of the non-zeros are not
 counted, as in "non-zero weights x bits per weight + codebooks". Biases and other small tensors are left
-out: only kernels count, the weights pruning and clustering act on (see compression.keras_sparsity).
+out: only kernels count, the weights pruning and clustering act on.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,7 +45,7 @@ class WeightStats:
 
     @property
     def sparsity(self) -> float:
-        """Share of zeros among the kernels' weights (compression.keras_sparsity and tflite_sparsity count
+        """Share of zeros among the kernels' weights (keras_sparsity and tflite_sparsity count
         the same kernels the same way)."""
         weights = sum(kernel.weights for kernel in self.kernels)
         return 1 - sum(kernel.nonzero for kernel in self.kernels) / weights if weights else 0.0
@@ -86,42 +85,3 @@ def _codebook_bits(nonzero: int, uniques: Iterable[int], stored_bits: int) -> in
     most = max(uniques, default=0)
     index_bits = math.ceil(math.log2(most)) if most > 1 else (1 if most else 0)
     return nonzero * index_bits + sum(uniques) * stored_bits
-
-
-def weight_stats(path: str | Path) -> WeightStats:
-    """The kernels of a `.keras`, `.tflite` or `.onnx` file."""
-    suffix = Path(path).suffix
-    if suffix == ".tflite":
-        return WeightStats(tuple(_tflite_kernel_stats(path)))
-    if suffix == ".onnx":
-        from shrinkflow.core.onnx_models import onnx_kernel_stats
-
-        return WeightStats(tuple(onnx_kernel_stats(path)))
-    return WeightStats(tuple(_keras_kernel_stats(path)))
-
-
-def _keras_kernel_stats(path: str | Path) -> Iterator[KernelStats]:
-    from shrinkflow.core.compression import keras_kernels
-    from shrinkflow.core.training import load_keras_model
-
-    for name, kernel in keras_kernels(load_keras_model(path)):
-        yield kernel_stats(name, kernel, 32, channel_axis=kernel.ndim - 1)  # Keras kernels end in the output axis
-
-
-def _tflite_kernel_stats(path: str | Path) -> Iterator[KernelStats]:
-    from shrinkflow.core.compression import tflite_kernel_values, tflite_kernels
-
-    content = Path(path).read_bytes()
-    for tensor, data in tflite_kernels(content, str(path)):
-        values = tflite_kernel_values(tensor, data)
-        shape = tuple(int(size) for size in tensor.shape)
-        zero_points = getattr(tensor.quantization, "zeroPoint", None)
-        # TFLite's int8 weights are symmetric (zero point 0, per channel too); one zero point serves.
-        zero = int(zero_points[0]) if zero_points is not None and len(zero_points) else 0
-        dense = tensor.sparsity is None and values.size == int(np.prod(shape))
-        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-        # TFLite kernels start with the output channels (OHWI, and [out, in] for FULLY_CONNECTED).
-        yield kernel_stats(
-            name, values.reshape(shape) if dense else values, values.itemsize * 8, zero,
-            channel_axis=0 if dense else None, weights=int(np.prod(shape)),
-        )

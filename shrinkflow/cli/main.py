@@ -13,10 +13,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import shrinkflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from cli import run, stack, sweep
-from cli.signals import Interrupted, ServerLost
+from shrinkflow.cli import run, stack, sweep
+from shrinkflow.cli.signals import Interrupted, ServerLost
 from shrinkflow.core.errors import UserError
+from shrinkflow.core.runtime import configure_libraries
 
 EXIT_FAILURE, EXIT_USER_ERROR = 1, 2
 
@@ -100,6 +100,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_libraries()
     args = build_parser().parse_args(argv)
     commands = {
         "run": run.run, "sweep": sweep.sweep, "serve": stack.serve, "up": stack.up, "down": stack.down, "deployments": stack.deployments,

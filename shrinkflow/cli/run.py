@@ -6,14 +6,13 @@ import argparse
 import contextlib
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from cli.signals import SERVER_LOST_SIGNAL, ServerLost, signals_interrupt
+from shrinkflow.cli.signals import SERVER_LOST_SIGNAL, ServerLost, signals_interrupt
 
 if TYPE_CHECKING:
-    from deployments.temporary_server import TemporaryPrefectServer
+    from shrinkflow.deployments.temporary_server import TemporaryPrefectServer
     from shrinkflow.core.config import PipelineConfig
     from shrinkflow.core.workspace import Workspace
 
@@ -21,12 +20,12 @@ EXIT_OK = 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from shrinkflow.core.variants import format_table
+    from shrinkflow.core.summary import format_table
 
     with orchestrated(args, "the run stopped; its MLflow runs are marked KILLED and nothing from it was shipped") as (
         config, workspace, _,
     ):
-        from flows.pipeline import pipeline
+        from shrinkflow.flows.pipeline import pipeline
 
         rows = pipeline(config, workspace=str(workspace.root), use_cache=args.use_cache)
     print(f"\nshrinkflow: {config.name} done\n")
@@ -78,8 +77,8 @@ def orchestrated(
         server = None if api_url else _start_temporary_server(workspace)
         dataset = prepare_dataset(config.data, workspace.datasets)
         check_model_fits_data(config.model, dataset.input_shape)
-        import flows.pipeline  # noqa: F401  (Prefect and MLflow: seconds of imports, while the server starts)
-        from shrinkflow.tracking.runs import prepare_tracking_store
+        import shrinkflow.flows.pipeline  # noqa: F401  (Prefect and MLflow: seconds of imports, while the server starts)
+        from shrinkflow.tracking.store import prepare_tracking_store
 
         if server is not None:
             prepare_tracking_store(workspace.tracking_uri())  # a second of imports, while the server starts
@@ -101,7 +100,7 @@ def _start_temporary_server(workspace: Workspace) -> TemporaryPrefectServer:
     (atexit runs last what was registered first)."""
     import atexit
 
-    from deployments.temporary_server import TemporaryPrefectServer
+    from shrinkflow.deployments.temporary_server import TemporaryPrefectServer
 
     server = TemporaryPrefectServer(workspace.root / "prefect-server.log")
     atexit.register(server.stop)
@@ -123,41 +122,37 @@ def _stopped_if_lost(api_url: str, server: TemporaryPrefectServer | None) -> Ite
     """Stop the run (ServerLost, raised in the main thread) as soon as its Prefect server is gone: tasks run
     on without it and would ship a model whose run Prefect can no longer record."""
     from shrinkflow.core.environment import PROBE_TIMEOUT, health_problem
+    from shrinkflow.deployments.processes import watching
 
     lost: list[str] = []
-    done = threading.Event()
+    misses = [0]  # a busy server may miss a beat: three health checks in a row must fail
 
-    def watch() -> None:
-        failures = 0
-        while not done.wait(2.0):
-            if server is not None and server.process.poll() is not None:
-                lost.append(
-                    f"the temporary Prefect server stopped unexpectedly (exit code {server.process.returncode}); "
-                    f"its log is {server.log}"
-                )
-            elif server is None and (problem := health_problem(f"{api_url.rstrip('/')}/health", b"true")):
-                failures += 1
-                if failures < 3:  # a busy server may miss a beat
-                    continue
-                lost.append(f"the Prefect server at {api_url} stopped answering ({problem}, {3 * PROBE_TIMEOUT:.0f} s)")
-            else:
-                failures = 0
-                continue
-            os.kill(os.getpid(), SERVER_LOST_SIGNAL)
-            return
+    def gone() -> str | None:
+        if server is not None:
+            code = server.process.poll()
+            if code is None:
+                return None
+            return f"the temporary Prefect server stopped unexpectedly (exit code {code}); its log is {server.log}"
+        problem = health_problem(f"{api_url.rstrip('/')}/health", b"true")
+        misses[0] = misses[0] + 1 if problem else 0
+        if misses[0] < 3:
+            return None
+        return f"the Prefect server at {api_url} stopped answering ({problem}, {3 * PROBE_TIMEOUT:.0f} s)"
+
+    def stop_run(reason: str) -> None:
+        lost.append(reason)
+        os.kill(os.getpid(), SERVER_LOST_SIGNAL)
 
     def raise_lost(signum: int, frame: object) -> None:
         raise ServerLost(lost[0] if lost else "the Prefect server is gone")
 
     previous = signal.signal(SERVER_LOST_SIGNAL, raise_lost)
-    watcher = threading.Thread(target=watch, name="watch-prefect-server", daemon=True)
-    watcher.start()
     try:
-        yield
+        with watching(gone, stop_run):
+            yield
     except Exception:
         if lost:  # what failed is Prefect's last call to the server that is gone: say why, not how
             raise ServerLost(lost[0]) from None
         raise
     finally:
-        done.set()
         signal.signal(SERVER_LOST_SIGNAL, previous)

@@ -1,5 +1,4 @@
-"""ONNX Runtime as a second target: convert a variant to ONNX with tf2onnx, run it in onnxruntime, and read
-what its weights store.
+"""ONNX Runtime as a second target: convert a variant to ONNX with tf2onnx.
 
 Two conversion routes work with tf2onnx 1.17 on this TensorFlow (its `from_keras` does not, on
 TensorFlow >= 2.16): a Keras model through its SavedModel (the serving signature shrinkflow exports,
@@ -13,26 +12,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from shrinkflow.core.export import write_saved_model
 from shrinkflow.core.files import atomic_path
-from shrinkflow.core.weights import KernelStats, kernel_stats
+from shrinkflow.core.predictors import onnx_predictor
 
 # The opsets tf2onnx 1.17 can target (tf2onnx.constants.OPSET_TO_IR_VERSION) from the first with
 # per-channel QuantizeLinear / DequantizeLinear, which QDQ models need.
 MIN_OPSET, MAX_OPSET = 13, 18
 # How long one SavedModel conversion may take; tf2onnx needs seconds for the models shrinkflow trains.
 CONVERT_TIMEOUT_S = 600
-# ONNX operators whose second input is a weight kernel, and the axis of its output channels there.
-KERNEL_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": -1, "Gemm": -1, "LSTM": 1, "GRU": 1, "Gather": -1}
-# Which inputs of those nodes are kernels: the weights of a Conv, MatMul or Gemm; the input and recurrent
-# weights (W, R) of an LSTM or GRU; the table of a Gather (an embedding lookup).
-KERNEL_INPUTS = {"LSTM": (1, 2), "GRU": (1, 2), "Gather": (0,)}
-# onnx.TensorProto data types of stored weights, with their width in bits.
-STORED_BITS = {1: 32, 3: 8, 2: 8, 10: 16, 11: 64}
 
 
 class OnnxConversionError(RuntimeError):
@@ -68,8 +60,6 @@ def _convert_tflite(model_path: Path, opset: int, out_path: Path) -> None:
 def _convert_saved_model(model_path: Path, opset: int, out_path: Path) -> None:
     """Through the SavedModel shrinkflow exports, converted by tf2onnx's command in a process of its own (its
     Python API takes only graphs and functions, and it changes global TensorFlow state)."""
-    from shrinkflow.core.export import write_saved_model
-
     with tempfile.TemporaryDirectory(prefix="shrinkflow-onnx-") as scratch:
         saved_model = Path(scratch) / "saved_model"
         write_saved_model(model_path, saved_model)
@@ -98,53 +88,3 @@ def _input_shape(path: str | Path) -> tuple[int, ...]:
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return tuple(int(size) if isinstance(size, int) else 1 for size in session.get_inputs()[0].shape[1:])
-
-
-def onnx_predictor(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from a batch of scaled features to class probabilities, run by onnxruntime on the CPU."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: QDQ models log a warning per node otherwise
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {input_name: batch.astype(np.float32)})[0], dtype=np.float32)
-
-    return predict
-
-
-def onnx_kernel_stats(path: str | Path) -> Iterator[KernelStats]:
-    """The weight kernels of an ONNX file: the stored initializers behind the kernel inputs of Conv, MatMul,
-    Gemm, LSTM, GRU and Gather nodes (KERNEL_INPUTS), followed back through DequantizeLinear (int8 weights of
-    a QDQ model)."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(path)).graph
-    initializers = {tensor.name: tensor for tensor in graph.initializer}
-    producers = {output: node for node in graph.node for output in node.output}
-    seen: set[str] = set()
-    kernel_inputs = [
-        (node, position) for node in graph.node if node.op_type in KERNEL_CHANNEL_AXIS
-        for position in KERNEL_INPUTS.get(node.op_type, (1,)) if position < len(node.input)
-    ]
-    for node, position in kernel_inputs:
-        name, zero_point = node.input[position], None
-        while name in producers and producers[name].op_type in ("DequantizeLinear", "Transpose", "Identity"):
-            producer = producers[name]
-            if producer.op_type == "DequantizeLinear" and len(producer.input) > 2:
-                zero_point = producer.input[2]
-            name = producer.input[0]
-        if name not in initializers or name in seen:
-            continue
-        seen.add(name)
-        tensor = initializers[name]
-        values = numpy_helper.to_array(tensor)
-        zero = 0
-        if zero_point in initializers:
-            zero_points = numpy_helper.to_array(initializers[zero_point]).ravel()
-            zero = int(zero_points[0]) if zero_points.size else 0  # symmetric int8 weights: all zero
-        axis = KERNEL_CHANNEL_AXIS[node.op_type] % max(values.ndim, 1)
-        yield kernel_stats(name, values, STORED_BITS.get(tensor.data_type, 32), zero, channel_axis=axis)

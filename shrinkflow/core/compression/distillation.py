@@ -1,0 +1,95 @@
+"""Knowledge distillation: a smaller student of the teacher's family trained on its softened outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shrinkflow.core.compression.tuning import load_model
+from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.steps import DistillStep
+from shrinkflow.core.training import keras_loss, make_dataset, model_for, save_for_inference
+
+
+def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, out_path: str | Path) -> int:
+    """Train the step's student from the teacher's soft targets and the hard labels, and save it.
+
+    Classification: the loss is alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels,
+    student), where x_T is the softmax of log-probabilities divided by the temperature T (Hinton et al., 2015).
+    Regression: alpha * MSE(teacher's predictions, student's) + (1 - alpha) * the task's loss on the targets
+    (there are no probabilities to soften, so the temperature does not apply). The teacher's outputs are
+    computed once, before training. From scratch (`step.from_scratch`) the student learns from the labels alone,
+    with the same settings: the comparison that measures what distillation adds. Epochs, learning rate (Adam),
+    batch size, seed and early stopping on the validation loss as in `step.tuning`.
+
+    Returns:
+        The student's number of parameters.
+    """
+    import tensorflow as tf
+    import tf_keras
+    from tf_keras.callbacks import EarlyStopping
+
+    tuning = step.tuning
+    tf_keras.utils.set_random_seed(tuning.seed)
+    splits = load_splits(dataset)
+    alpha = step.alpha or 0.0
+    temperature = step.temperature or 1.0
+    classification = dataset.task == "classification"
+    labels_width = 1 if classification else dataset.num_outputs
+
+    teacher = None if alpha == 0 else load_model(teacher_path)
+
+    def targets(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Each sample's label (or targets), then the teacher's softened probabilities (or predictions)."""
+        if teacher is None:
+            taught = np.zeros((len(x), dataset.num_outputs), dtype=np.float32)
+        elif classification:
+            log_probabilities = np.log(np.clip(teacher.predict(x, batch_size=512, verbose=0), 1e-7, 1.0))
+            taught = tf.nn.softmax(log_probabilities / temperature).numpy()
+        else:
+            taught = teacher.predict(x, batch_size=512, verbose=0)
+        return np.concatenate([y.reshape(len(y), -1).astype(np.float32), taught], axis=1)
+
+    task_loss = None if classification else keras_loss(tuning.loss)
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        truth, taught = y_true[:, :labels_width], y_true[:, labels_width:]
+        if classification:
+            hard = tf_keras.losses.sparse_categorical_crossentropy(tf.cast(truth[:, 0], tf.int32), y_pred)
+        else:
+            assert task_loss is not None
+            hard = task_loss(truth, y_pred)
+        if alpha == 0:
+            return hard
+        if not classification:
+            return alpha * tf_keras.losses.mean_squared_error(taught, y_pred) + (1 - alpha) * hard
+        soft_student = tf.nn.softmax(tf.math.log(tf.clip_by_value(y_pred, 1e-7, 1.0)) / temperature)
+        soft = tf_keras.losses.kl_divergence(taught, soft_student)
+        return alpha * temperature**2 * soft + (1 - alpha) * hard
+
+    def accuracy(y_true: Any, y_pred: Any) -> Any:
+        return tf_keras.metrics.sparse_categorical_accuracy(tf.cast(y_true[:, 0], tf.int32), y_pred)
+
+    def rmse(y_true: Any, y_pred: Any) -> Any:
+        return tf.sqrt(tf_keras.losses.mean_squared_error(y_true[:, :labels_width], y_pred))
+
+    train_targets, val_targets = targets(splits.x_train, splits.y_train), targets(splits.x_val, splits.y_val)
+    student = model_for(step.student, dataset)
+    student.compile(
+        optimizer=tf_keras.optimizers.Adam(tuning.learning_rate), loss=loss,
+        metrics=[accuracy if classification else rmse],
+    )
+    callbacks: list[Any] = []
+    if tuning.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=tuning.early_stopping_patience, restore_best_weights=True))
+    student.fit(
+        make_dataset(splits.x_train, train_targets, tuning.batch_size, shuffle_seed=tuning.seed),
+        validation_data=make_dataset(splits.x_val, val_targets, tuning.batch_size),
+        epochs=tuning.epochs,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    save_for_inference(student, out_path)
+    return int(student.count_params())

@@ -1,0 +1,93 @@
+"""Running a model file: a function from a batch of model inputs to its outputs, for each file type shrinkflow
+writes (Keras in TensorFlow, TFLite in LiteRT, ONNX in ONNX Runtime)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shrinkflow.core.training import load_keras_model
+
+BatchPredictor = Callable[[np.ndarray], np.ndarray]
+
+
+def load_predictor(model_path: str | Path) -> BatchPredictor:
+    """A function from a batch of model inputs (scaled features, token ids) to the model's outputs (class
+    probabilities, standardized regression targets), for any of the three file types."""
+    path = Path(model_path)
+    if path.suffix == ".tflite":
+        return _tflite_predictor(path)
+    if path.suffix == ".keras":
+        return _keras_predictor(path)
+    if path.suffix == ".onnx":
+        return onnx_predictor(path)
+    raise ValueError(f"cannot evaluate {path}: expected a .keras, .tflite or .onnx file")
+
+
+def _keras_predictor(path: Path) -> BatchPredictor:
+    import tensorflow as tf
+
+    model = load_keras_model(path)
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        if len(batch) <= 64:
+            return call(tf.constant(batch, dtype=tf.float32)).numpy()
+        return model.predict(batch, batch_size=256, verbose=0)
+
+    return predict
+
+
+def _tflite_predictor(path: Path) -> BatchPredictor:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        outputs = []
+        for sample in batch:
+            interpreter.set_tensor(input_detail["index"], _quantize(sample[None, ...], input_detail))
+            # A fused LSTM keeps its state in variable tensors that carry over between calls: start from zero.
+            interpreter.reset_all_variables()
+            interpreter.invoke()
+            outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
+        return np.concatenate(outputs, axis=0)
+
+    return predict
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.integer):
+        scale, zero_point = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if np.issubdtype(detail["dtype"], np.integer):
+        scale, zero_point = detail["quantization"]
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def onnx_predictor(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a batch of scaled features to class probabilities, run by onnxruntime on the CPU."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: QDQ models log a warning per node otherwise
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {input_name: batch.astype(np.float32)})[0], dtype=np.float32)
+
+    return predict
