@@ -94,7 +94,7 @@ def test_unchanged_rerun_skips_every_cached_stage(first_run) -> None:
     )
     assert baseline.data.metrics["accuracy"] == first_baseline.data.metrics["accuracy"]
     assert baseline.data.metrics["latency_ms"] == first_baseline.data.metrics["latency_ms"]
-    assert [m.step for m in client.get_metric_history(baseline.info.run_id, "val_loss")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(baseline.info.run_id, "epoch/val_loss")] == [0, 1]
     assert by_variant["pruned-int8"].data.params["parent_variant"] == "pruned"  # a cache hit carries its params too
     # The same file ships, and it already is the champion: no second version of it.
     assert [str(v.version) for v in client.search_model_versions(f"name='{config.name}'")] == ["1"]
