@@ -12,6 +12,7 @@ rounds' medians. The teacher's int8 pair (baseline-int8) shows the settings on a
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -78,8 +79,6 @@ def run(ctx: Context) -> dict[str, Any] | None:
 
 def measure(export_dir: Path) -> dict[str, Any]:
     """Latencies of the shipped variant's TFLite file and ONNX twin (and of baseline-int8's) in `export_dir`."""
-    import json
-
     from shrinkflow.core.predictors import onnx_predictor, tflite_predictor
 
     manifest = json.loads((export_dir / "manifest.json").read_text())
@@ -100,8 +99,8 @@ def measure(export_dir: Path) -> dict[str, Any]:
     ratio = student[f"onnxruntime: {CHOSEN}"]["batch1_ms"] / student["LiteRT"]["batch1_ms"]
     before = student["onnxruntime: defaults (shrinkflow before)"]["batch1_ms"] / student["LiteRT"]["batch1_ms"]
     return {
-        "data": f"export {export_dir} of configs/mnist_cnn.yaml on MNIST t10k (shipped: {shipped}); inputs random, "
-                f"{ROUNDS} rounds of {REPEATS_ONE} single-sample and {REPEATS_BATCH} {BATCH}-sample calls per side",
+        "data": f"version {export_dir.name} of the export of configs/mnist_cnn.yaml on MNIST t10k (shipped: {shipped}); "
+                f"inputs random, {ROUNDS} rounds of {REPEATS_ONE} single-sample and {REPEATS_BATCH} {BATCH}-sample calls per side",
         "shipped": shipped,
         "latency": results,
         "onnx_over_litert_batch1": {"before": round(before, 2), "after": round(ratio, 2)},
@@ -137,7 +136,9 @@ def render(result: dict[str, Any]) -> str:
         lines += [f"**{variant}**:", "", markdown_table(["runtime and settings", *columns], [[name, *row.values()] for name, row in sides.items()])]
     ratio = result["onnx_over_litert_batch1"]
     lines += [f"ONNX Runtime / LiteRT, one sample per call, shipped student: {ratio['before']}x with the defaults, "
-              f"{ratio['after']}x with shrinkflow's settings.", ""]
+              f"{ratio['after']}x with shrinkflow's settings. The {BATCH}-sample columns spread more from run to run on a "
+              f"loaded machine (load average at the end: {result.get('load_average_at_end', 'not recorded')}) than the "
+              "single-sample ones.", ""]
     return "\n".join(lines)
 
 
@@ -161,8 +162,9 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     result = measure(args.export.resolve())
     ctx = Context(out_dir=args.out, work_dir=args.out / ".work")
-    print(render(result))
-    print(write_result(ctx, NAME, result, "python -m bench.onnx_latency " + " ".join(argv), time.perf_counter() - started))
+    path = write_result(ctx, NAME, result, "python -m bench.onnx_latency " + " ".join(argv), time.perf_counter() - started)
+    print(render(json.loads(path.read_text())))
+    print(path)
     if args.out.resolve() == RESULTS:
         from bench.__main__ import BENCHMARKS
         from bench.common import DOCS
