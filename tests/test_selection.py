@@ -33,6 +33,10 @@ def test_size_cap_and_other_metrics() -> None:
     metrics["tiny"]["latency_ms"] = 5.0
     assert select_variant(metrics, {"accuracy": 0.99}, SelectConfig(metric="latency_ms")).selected == "baseline"  # tie -> name order
     assert select_variant(metrics, {"accuracy": 0.99}, SelectConfig(max_size_bytes=250)).selected == "tiny"
+    # Serving batches: the fastest at 64 samples per call, which need not be the fastest at one.
+    for name, batch_ms in (("baseline", 3.0), ("mid", 0.5), ("tiny", 0.9)):
+        metrics[name]["batch64_latency_ms"] = batch_ms
+    assert select_variant(metrics, {"accuracy": 0.99}, SelectConfig(metric="batch64_latency_ms")).selected == "mid"
     capped = select_variant(metrics, {"accuracy": 0.99}, SelectConfig(max_size_bytes=100))
     assert capped.selected is None
     assert capped.reasons["tiny"] == "size 200 bytes exceeds max_size_bytes 100"
