@@ -19,7 +19,8 @@ TITLES = {
     "scaling": "6. Scaling",
     "sweep": "7. Sweep: 1 against 2 Dask workers, orchestration per trial, quality on digits",
     "sweep_mnist": "8. Sweep on MNIST",
-    "onnx_latency": "9. ONNX Runtime against LiteRT: session settings",
+    "unseen": "9. Numbers that hold on unseen data",
+    "onnx_latency": "10. ONNX Runtime against LiteRT: session settings",
 }
 ANALYSIS = REPO / "bench" / "analysis.md"
 BEFORE = "before"  # results/before/<name>.json: the figures before a fix, shown beside the current ones

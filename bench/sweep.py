@@ -420,7 +420,8 @@ def render(result: dict[str, Any]) -> str:
 def trials_table(rows: list[dict[str, Any]]) -> str:
     from shrinkflow.core.sweep import format_trials
 
-    return format_trials(rows, markdown=True)
+    # Results written before trials were compared on validation have one `quality` column: the test split's.
+    return format_trials([{"val_quality": "", "test_quality": row.get("quality"), **row} for row in rows], markdown=True)
 
 
 def described_params(params: dict[str, Any]) -> str:

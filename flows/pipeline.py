@@ -26,7 +26,10 @@ from shrinkflow.tracking import runs
 
 # The summary table in the flow run's log: the decisive columns, narrow enough for the Prefect UI's log view.
 SUMMARY_LOG_COLUMNS = {
-    task: ("variant", "selected", "promoted", "version", "status", *quality, "quality_delta", "gzip_size_bytes", "compression_ratio")
+    task: (
+        "variant", "selected", "promoted", "version", "status", *quality, "ci", "quality_delta", "delta_ci",
+        "gzip_size_bytes", "compression_ratio",
+    )
     for task, quality in (("classification", ("accuracy",)), ("regression", ("rmse", "r2")))
 }
 
@@ -57,9 +60,14 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
         )
         dataset, baseline, built, variants = stages.dataset, stages.baseline, stages.built, stages.variants
 
-        selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics, config.select)
+        selection = select_variant(
+            {v.name: v.metrics for v in variants}, baseline.metrics, config.select, dataset.split_size("validation")
+        )
+        logger.info("selection rule: %s", selection.rule)
         for name, reason in selection.reasons.items():
             logger.info("selection: %s: %s", name, reason)
+        if selection.note:
+            logger.warning("selection: %s", selection.note)
         rows = summary_rows(built, config.select.quality)
         # Shipping is all or nothing: if anything up to the end of the run fails, or the run is interrupted,
         # the tasks' rollback hooks move the alias back, remove the export and delete the version.

@@ -94,7 +94,7 @@ def test_unchanged_rerun_skips_every_cached_stage(first_run) -> None:
     )
     assert baseline.data.metrics["accuracy"] == first_baseline.data.metrics["accuracy"]
     assert baseline.data.metrics["latency_ms"] == first_baseline.data.metrics["latency_ms"]
-    assert [m.step for m in client.get_metric_history(baseline.info.run_id, "val_loss")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(baseline.info.run_id, "epoch/val_loss")] == [0, 1]
     assert by_variant["pruned-int8"].data.params["parent_variant"] == "pruned"  # a cache hit carries its params too
     # The same file ships, and it already is the champion: no second version of it.
     assert [str(v.version) for v in client.search_model_versions(f"name='{config.name}'")] == ["1"]
@@ -103,13 +103,15 @@ def test_unchanged_rerun_skips_every_cached_stage(first_run) -> None:
 
 def test_each_stage_keeps_its_files_in_a_folder_of_its_own(first_run) -> None:
     """A stage's folder is named after its cache key and shared by every run that reuses it: it holds the
-    stage's model and plot, written whole (no partial files), and Prefect keeps the stage's result beside."""
+    stage's model, plot and row predictions, written whole (no partial files), and Prefect keeps the stage's
+    result beside."""
     _, workspace, _ = first_run
     stages = [path for path in (workspace / "cache").iterdir() if path.name != "results"]
     assert len(stages) == 6  # train, prune and four quantizations; load-data writes under datasets/
     for stage in stages:
         assert sorted(path.name for path in stage.iterdir()) in (
-            ["confusion_matrix.png", "model.keras"], ["confusion_matrix.png", "model.tflite"]
+            ["confusion_matrix.png", "model.keras", "predictions.npz"],
+            ["confusion_matrix.png", "model.tflite", "predictions.npz"],
         ), stage
     assert len(list((workspace / "cache" / "results").iterdir())) == 1 + len(stages)
 

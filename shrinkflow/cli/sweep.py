@@ -35,7 +35,8 @@ def sweep(args: argparse.Namespace) -> int:
     if result.best is not None:
         chosen = ", ".join(f"{key}={value}" for key, value in result.best.params.items()) or "the base config"
         print(
-            f"\nchosen: trial {result.best.number} ({chosen}): {result.best.variant}, {result.best.metric} {result.best.quality:.4f}, "
+            f"\nchosen: trial {result.best.number} ({chosen}): {result.best.variant}, validation {result.best.metric} "
+            f"{result.best.quality:.4f} (test {result.best.test_quality or 0:.4f}), "
             f"{result.best.gzip_size_bytes:,} bytes gzipped (floor {result.floor:.4f})\n{result.shipped}"
         )
     else:

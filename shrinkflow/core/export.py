@@ -119,6 +119,7 @@ def build_manifest(
         "preprocessing": dict(dataset.preprocessing),
         "class_names": list(dataset.class_names),
         "input_shape": list(dataset.input_shape),
+        "split_sizes": dict(dataset.split_sizes),  # how many rows each reported figure rests on
         **serving_fields(dataset),
         "metrics": selected.metrics,
         "variants": {

@@ -14,7 +14,9 @@ from shrinkflow.core.variants import Failure, Variant
 @dataclass(frozen=True)
 class SummaryRow:
     """One line of the run summary. The fields are in display order: the decision first (which variant
-    shipped, as which version, and whether it became the champion), then how accurate and how small."""
+    shipped, as which version, and whether it became the champion), then how good on the test rows (with the 95 %
+    interval, and the difference from the baseline with its paired interval), then how small. The validation
+    difference the selection decided on comes after the test figures."""
 
     variant: str
     selected: bool = False
@@ -24,7 +26,12 @@ class SummaryRow:
     accuracy: float | None = None  # classification
     rmse: float | None = None  # regression, in the target's units
     r2: float | None = None  # regression
-    quality_delta: float | None = None  # the quality metric (select.quality) against the baseline
+    quality_ci_low: float | None = None  # the 95 % interval of the quality metric (select.quality) on the test rows
+    quality_ci_high: float | None = None
+    quality_delta: float | None = None  # the quality metric against the baseline's, on the test rows
+    quality_delta_ci_low: float | None = None  # its 95 % interval, paired over the test rows
+    quality_delta_ci_high: float | None = None
+    val_quality_delta: float | None = None  # the same on the validation rows: what the selection decided on
     gzip_size_bytes: int | None = None
     compression_ratio: float | None = None
     param_bits_ratio: float | None = None
@@ -41,8 +48,20 @@ class SummaryRow:
         return self.status == "ok"
 
     def display(self) -> dict[str, Any]:
-        """The row as table cells: marks as yes/no, missing values blank."""
-        cells = {column.name: getattr(self, column.name) for column in fields(self)}
+        """The row as table cells: marks as yes/no, each interval in one cell, missing values blank."""
+        cells: dict[str, Any] = {}
+        for column in fields(self):
+            name = column.name
+            if name.endswith("_ci_high"):
+                continue
+            if name.endswith("_ci_low"):
+                interval = name.removesuffix("_ci_low")
+                low, high = getattr(self, name), getattr(self, f"{interval}_ci_high")
+                cells[f"{interval.removeprefix('quality_')}_ci" if interval != "quality" else "ci"] = (
+                    None if low is None else f"{low:+.4f}..{high:+.4f}" if "delta" in interval else f"{low:.4f}..{high:.4f}"
+                )
+                continue
+            cells[name] = getattr(self, name)
         cells["selected"] = "yes" if self.selected else ""
         cells["promoted"] = "" if self.promoted is None else ("yes" if self.promoted else "no")
         return {name: "" if value is None else value for name, value in cells.items()}
@@ -69,7 +88,12 @@ def summary_row(variant: Variant | Failure, baseline: dict[str, float], quality:
         accuracy=rounded("accuracy"),
         rmse=rounded("rmse"),
         r2=rounded("r2"),
-        quality_delta=round(metrics[quality] - baseline[quality], 4),
+        quality_ci_low=rounded(f"{quality}_ci_low"),
+        quality_ci_high=rounded(f"{quality}_ci_high"),
+        quality_delta=rounded("quality_delta"),
+        quality_delta_ci_low=rounded("quality_delta_ci_low"),
+        quality_delta_ci_high=rounded("quality_delta_ci_high"),
+        val_quality_delta=rounded("val_quality_delta"),
         gzip_size_bytes=int(metrics["gzip_size_bytes"]),
         compression_ratio=round(baseline["gzip_size_bytes"] / metrics["gzip_size_bytes"], 2),
         param_bits_ratio=round(baseline["param_bits"] / metrics["param_bits"], 2) if metrics["param_bits"] else None,
