@@ -238,7 +238,10 @@ def serving_description(dataset: DatasetRef) -> dict[str, Any]:
             "takes": "raw texts, string [n]" if request["kind"] == TEXT else model_input,
             "returns": {SERVING_OUTPUTS[dataset.task]: "class probabilities in class_names order" if dataset.task == "classification"
                         else "targets in their own units"},
-            "tf_serving_request": "POST /v1/models/NAME:predict {\"instances\": [sample, ...]}",
+            "tf_serving_request": "POST /v1/models/NAME:predict {\"instances\": [sample, ...]}" + (
+                "; encoded images to an image-bytes signature as {\"instances\": [{\"b64\": \"<base64 of the file>\"}, ...]}"
+                if request["kind"] == IMAGE_BYTES else ""
+            ),
         },
         "model_files": {
             "takes": model_input, "returns": model_output,

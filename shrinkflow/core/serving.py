@@ -130,14 +130,14 @@ class ServedModel:
         if name not in frame.columns:
             raise RequestError(f"missing input column {name!r}; the model takes {self._names()}")
         values = list(frame[name])
+        text = self._input["kind"] == TEXT
         for row, value in enumerate(values):
-            if isinstance(value, (bytes, np.bytes_)) and self._input["kind"] == TEXT:
+            if text and isinstance(value, (bytes, np.bytes_)):
                 values[row] = value = bytes(value).decode("utf-8", errors="replace")
-            expected = str if self._input["kind"] == TEXT else (bytes, np.bytes_)
-            if not isinstance(value, expected):
+            if not isinstance(value, str if text else (bytes, np.bytes_)):
                 raise RequestError(
                     f"column {name!r}, row {row}: {type(value).__name__} {str(value)[:40]!r}; "
-                    f"expected {'text' if expected is str else 'encoded image bytes'}"
+                    f"expected {'text' if text else 'encoded image bytes'}"
                 )
         return values
 
