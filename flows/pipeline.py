@@ -74,7 +74,7 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
         with transaction():
             if selection.selected is not None:
                 selected = next(variant for variant in variants if variant.name == selection.selected)
-                registration = register_variant(config.name, config.config_hash(), selected, run)
+                registration = register_variant(config.name, config.config_hash(), selected, dataset, run)
                 promoted = True  # an unchanged re-run: the selected file is the champion already
                 if registration.new:
                     export_models(

@@ -42,8 +42,11 @@ class Registration:
 
 
 @task(name="register-model", **SHIPPING_TASK)
-def register_variant(name: str, config_hash: str, variant: Variant, tracking_ref: TrackingRef) -> Registration:
-    """Log the variant's model to its child run and register it as a new version of the model `name`."""
+def register_variant(
+    name: str, config_hash: str, variant: Variant, dataset: DatasetRef, tracking_ref: TrackingRef
+) -> Registration:
+    """Log the variant's model to its child run, behind `dataset`'s serving contract, and register it as a new
+    version of the model `name`."""
     uri = tracking_ref.tracking_uri
     sha256 = sha256_file(variant.model_path)
     champion = registry.champion_version(uri, name)
@@ -65,7 +68,7 @@ def register_variant(name: str, config_hash: str, variant: Variant, tracking_ref
         "config_hash": config_hash,
         registry.FILE_SHA256_TAG: sha256,
     }
-    version = models.register_variant(tracking_ref, variant, name, tags)
+    version = models.register_variant(tracking_ref, variant, name, tags, dataset)
     _remember(registered_name=name, registered_version=version, tracking_uri=uri)
     try:
         registry.describe(
@@ -141,7 +144,7 @@ def gate_champion(
     else:
         splits = load_splits(dataset)
         try:
-            outputs = registry.predict_with_version(uri, name, champion.version, splits.x_test)
+            outputs = registry.predict_with_version(uri, name, champion.version, dataset, splits.x_test)
         except Exception as exc:  # an incompatible or unloadable champion cannot vouch for a regression check
             decision = Promotion(False, f"could not evaluate champion version {champion.version} on this run's test set: {exc}")
         else:

@@ -65,6 +65,10 @@ def test_size_cap_and_other_metrics() -> None:
     metrics["tiny"]["latency_ms"] = 5.0
     assert select_variant(metrics, baseline_row(), SelectConfig(metric="latency_ms"), 100).selected == "baseline"  # tie -> name
     assert select_variant(metrics, baseline_row(), SelectConfig(max_size_bytes=250), 100).selected == "tiny"
+    # Serving batches: the fastest at 64 samples per call, which need not be the fastest at one.
+    for name, batch_ms in (("baseline", 3.0), ("mid", 0.5), ("tiny", 0.9)):
+        metrics[name]["batch64_latency_ms"] = batch_ms
+    assert select_variant(metrics, baseline_row(), SelectConfig(metric="batch64_latency_ms"), 100).selected == "mid"
     capped = select_variant(metrics, baseline_row(), SelectConfig(max_size_bytes=100), 100)
     assert capped.selected is None
     assert capped.reasons["tiny"] == "size 200 bytes exceeds max_size_bytes 100"

@@ -36,7 +36,8 @@ class SummaryRow:
     compression_ratio: float | None = None
     param_bits_ratio: float | None = None
     size_bytes: int | None = None
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # one sample per call
+    batch64_samples_per_s: float | None = None  # throughput with 64 samples per call
     sparsity: float | None = None
     quantization: str = ""
     max_unique_weights: int | None = None
@@ -98,6 +99,7 @@ def summary_row(variant: Variant | Failure, baseline: dict[str, float], quality:
         param_bits_ratio=round(baseline["param_bits"] / metrics["param_bits"], 2) if metrics["param_bits"] else None,
         size_bytes=int(metrics["size_bytes"]),
         latency_ms=round(metrics["latency_ms"], 3),
+        batch64_samples_per_s=rounded("batch64_samples_per_s", 0),
         sparsity=round(variant.sparsity, 3),
         quantization=str(variant.quantization),
         max_unique_weights=int(metrics["max_unique_weights"]),

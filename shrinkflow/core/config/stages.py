@@ -12,7 +12,8 @@ from shrinkflow.core.config.model import StudentConfig
 
 Optimizer = Literal["adam", "sgd", "rmsprop", "adagrad"]
 QuantizationMode = Literal["dynamic", "float16", "int8", "qat"]
-SelectionMetric = Literal["gzip_size_bytes", "size_bytes", "latency_ms"]
+# latency_ms: one sample per call (serving single requests); batch64_latency_ms: 64 per call (scoring batches).
+SelectionMetric = Literal["gzip_size_bytes", "size_bytes", "latency_ms", "batch64_latency_ms"]
 QualityMetric = Literal["accuracy", "rmse", "r2"]
 # The quality metrics each task can be selected on; the first is the default.
 QUALITY_METRICS: dict[str, tuple[str, ...]] = {"classification": ("accuracy",), "regression": ("rmse", "r2")}
@@ -175,7 +176,10 @@ class SelectConfig(Section):
     model_config = ConfigDict(title="Selection and champion gate")
 
     metric: SelectionMetric = Field(
-        "gzip_size_bytes", title="Ship the lowest", description="Among the variants within the quality budget, ship the one lowest on this."
+        "gzip_size_bytes", title="Ship the lowest", description=(
+            "Among the variants within the quality budget, ship the one lowest on this: gzipped or plain file size, "
+            "latency of one sample per call (latency_ms) or of 64 per call (batch64_latency_ms)."
+        ),
     )
     quality: QualityMetric = Field(
         "accuracy", title="Quality metric",
