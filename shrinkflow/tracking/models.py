@@ -5,6 +5,8 @@ ONNX files with the `onnx` flavor. Each loads with `mlflow.pyfunc.load_model("mo
 
 from __future__ import annotations
 
+import contextlib
+import io
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
@@ -30,7 +32,9 @@ def register_variant(tracking: TrackingRef, variant: Variant, registered_name: s
     register = {
         Runtime.TFLITE: log_and_register_tflite_model, Runtime.ONNXRUNTIME: log_and_register_onnx_model,
     }.get(variant.runtime, log_and_register_keras_model)
-    return str(register(tracking, variant.run_id, variant.model_path, registered_name, tags).version)
+    # mlflow.register_model prints "Successfully registered model ..." to stderr itself; the run says it in its log.
+    with contextlib.redirect_stderr(io.StringIO()):
+        return str(register(tracking, variant.run_id, variant.model_path, registered_name, tags).version)
 
 
 def log_and_register_keras_model(
