@@ -68,6 +68,7 @@ def run_trial(request: TrialRequest, workspace: Workspace) -> TrialOutcome:
     stage_seconds = time.perf_counter() - started
     baseline_quality = built.baseline.metrics[f"val_{quality}"]
     if shipped is None:
+        get_run_logger().info("trial %d on %s: no variant passed the selection policy", request.number, worker or "the flow's process")
         return TrialOutcome(
             **common, status="failed", reason="no variant passed the selection policy", baseline_quality=baseline_quality,
             seconds=stage_seconds, stage_seconds=stage_seconds,

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Override a config value, e.g. --set train.epochs=2 (repeatable).",
     )
     run.add_argument("--workspace", help=workspace_help)
+    run.add_argument("-v", "--verbose", action="store_true", help="Show Prefect's full log in the terminal, not one line per variant.")
     run.add_argument(
         "--no-cache", dest="use_cache", action="store_false",
         help="Recompute every stage instead of reusing what an earlier run with the same inputs produced.",
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                        help="Run the trials on an existing Dask cluster (its scheduler's address).")
     search.add_argument("--workspace", help=workspace_help + " Shared by every Dask worker.")
+    search.add_argument("-v", "--verbose", action="store_true", help="Show Prefect's full log in the terminal, not one line per trial.")
 
     serve = commands.add_parser(
         "serve",

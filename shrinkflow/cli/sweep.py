@@ -11,6 +11,7 @@ EXIT_OK = 0
 
 
 def sweep(args: argparse.Namespace) -> int:
+    from shrinkflow.cli.run import show_progress
     from shrinkflow.core.config import PipelineConfig
     from shrinkflow.core.environment import check_dask_address
     from shrinkflow.core.sweep import check_sweep
@@ -21,6 +22,7 @@ def sweep(args: argparse.Namespace) -> int:
         if args.dask_address:
             check_dask_address(args.dask_address)
 
+    show_progress(args.verbose)
     stopped = "the sweep stopped; run it again to resume: finished trials are kept"
     with orchestrated(args, stopped, check_search) as (config, workspace, api_url):
         from shrinkflow.flows.sweep import sweep as sweep_flow

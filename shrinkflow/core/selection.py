@@ -28,6 +28,11 @@ class Selection:
     rule: str = ""
     note: str | None = None
 
+    @property
+    def eligible(self) -> tuple[str, ...]:
+        """The variants the rule let through (the selected one among them)."""
+        return tuple(name for name, reason in self.reasons.items() if reason.startswith(("eligible", "selected")))
+
 
 @dataclass(frozen=True)
 class Promotion:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from shrinkflow.core.names import BASELINE
@@ -20,6 +20,7 @@ class SummaryRow:
 
     variant: str
     selected: bool = False
+    eligible: bool = False  # within the budget on the validation rows (the selection rule)
     promoted: bool | None = None  # None: not shipped, so no gate decision
     version: str = ""
     status: str = "ok"  # or "failed: <reason>", "not applicable: <why>"
@@ -63,15 +64,18 @@ class SummaryRow:
                 continue
             cells[name] = getattr(self, name)
         cells["selected"] = "yes" if self.selected else ""
+        cells["eligible"] = "yes" if self.eligible else ""
         cells["promoted"] = "" if self.promoted is None else ("yes" if self.promoted else "no")
         return {name: "" if value is None else value for name, value in cells.items()}
 
 
-def summary_rows(variants: Sequence[Variant | Failure], quality: str = "accuracy") -> list[SummaryRow]:
+def summary_rows(
+    variants: Sequence[Variant | Failure], quality: str = "accuracy", eligible: Collection[str] = ()
+) -> list[SummaryRow]:
     """One row per variant, its metrics next to the baseline's (the first variant); `quality` is the metric
-    the delta is of (select.quality)."""
+    the delta is of (select.quality); `eligible` names the variants the selection rule let through."""
     baseline = next(variant for variant in variants if isinstance(variant, Variant) and variant.name == BASELINE)
-    return [summary_row(variant, baseline.metrics, quality) for variant in variants]
+    return [replace(summary_row(variant, baseline.metrics, quality), eligible=variant.name in eligible) for variant in variants]
 
 
 def summary_row(variant: Variant | Failure, baseline: dict[str, float], quality: str = "accuracy") -> SummaryRow:
@@ -109,15 +113,82 @@ def summary_row(variant: Variant | Failure, baseline: dict[str, float], quality:
 
 # The decision columns a table always shows; a metric column blank in every row (rmse in a classification) is left out.
 DECISION_COLUMNS = ("variant", "selected", "promoted", "version", "status")
+# What the terminal, the flow run's log and the Prefect summary artifact show: the decision, the test quality with
+# its 95 % interval, the paired difference from the baseline with its interval, and how small and how fast. The
+# full table (every column) is comparison.md / comparison.csv in the workspace and on the MLflow parent run.
+DECISIVE_COLUMNS = (
+    "variant", "selected", "eligible", "promoted", "version", "status", "accuracy", "rmse", "r2", "ci", "quality_delta",
+    "delta_ci", "gzip_size_bytes", "compression_ratio", "latency_ms",
+)
+# The compact table's most rows: the shipped and eligible variants first, then the nearest misses.
+COMPACT_ROWS = 12
+
+
+def compact_rows(rows: Sequence[SummaryRow], most: int = COMPACT_ROWS) -> tuple[list[SummaryRow], int]:
+    """The rows a glance needs, in order: the shipped variant, the other eligible ones smallest first, then the rest
+    that were measured, closest to the baseline first; failed and not-applicable rows last. At most `most` rows
+    (every eligible one, whatever `most` is); returns them and how many were left out."""
+    def order(row: SummaryRow) -> tuple[int, float]:
+        if row.selected:
+            return 0, 0.0
+        if row.eligible:
+            return 1, float(row.gzip_size_bytes or 0)
+        if row.ok:
+            return 2, abs(row.quality_delta or 0.0)
+        return 3, 0.0
+
+    ordered = sorted(rows, key=order)
+    keep = max(most, sum(row.eligible or row.selected for row in rows))
+    return ordered[:keep], max(0, len(ordered) - keep)
+
+
+def headline(rows: Sequence[SummaryRow], name: str) -> str:
+    """What the run shipped, how much smaller and at what cost, in one line."""
+    shipped = next((row for row in rows if row.selected), None)
+    if shipped is None:
+        eligible = sum(row.eligible for row in rows)
+        return f"{name}: nothing shipped: no variant passed the selection rule ({eligible} eligible of {len(rows)})"
+    quality, value = ("accuracy", shipped.accuracy) if shipped.accuracy is not None else ("RMSE", shipped.rmse or 0.0)
+    delta = shipped.quality_delta or 0.0
+    scale, unit = (100, " pt") if shipped.accuracy is not None else (1, "")
+    low, high = shipped.quality_delta_ci_low, shipped.quality_delta_ci_high
+    paired = "" if low is None or high is None else f", 95 % interval {low * scale:+.2f} to {high * scale:+.2f}{unit}"
+    champion = "now the champion" if shipped.promoted else "registered; the champion stays" if shipped.promoted is False else "already the champion"
+    return (
+        f"{name}: shipped {shipped.variant} as version {shipped.version} ({champion}): {shipped.compression_ratio}x smaller "
+        f"({shipped.gzip_size_bytes:,} bytes gzipped) for {delta * scale:+.2f}{unit} of {quality}{paired}; test {quality} "
+        f"{value:.4f}"
+    )
+
+
+def table_cells(rows: Sequence[SummaryRow], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The rows as table cells of `columns` (default: every column), leaving out a metric column that is blank in
+    every row (rmse in a classification); the decision columns stay."""
+    cells = [row.display() for row in rows]
+    headers = [
+        header for header in (columns or (cells[0] if cells else ()))
+        if header in DECISION_COLUMNS or any(row[header] != "" for row in cells)
+    ]
+    return [{header: row[header] for header in headers} for row in cells]
 
 
 def format_table(rows: Sequence[SummaryRow], columns: Sequence[str] | None = None) -> str:
     """The summary as text (`columns`, or every column with a value); failed rows leave the metrics blank."""
-    if not rows:
+    cells = table_cells(rows, columns)
+    if not cells:
         return "(no variants)"
-    cells = [row.display() for row in rows]
-    headers = [
-        header for header in (columns or cells[0])
-        if header in DECISION_COLUMNS or any(row[header] != "" for row in cells)
-    ]
+    headers = list(cells[0])
     return text_table(headers, [[row[header] for header in headers] for row in cells])
+
+
+def progress_line(built: Variant | Failure, quality: str) -> str:
+    """One line of a run's progress, as each variant is built and measured: its test quality, size, and how it
+    compares with the baseline; or why it is missing."""
+    if isinstance(built, Failure):
+        return f"  {built.name:<40} {'n/a' if built.not_applicable else 'FAILED'}: {built.reason[:90]}"
+    metrics = built.metrics
+    scale, unit = (100, " pt") if quality == "accuracy" else (1, "")
+    delta = "" if built.name == BASELINE else f" ({metrics.get('quality_delta', 0.0) * scale:+.2f}{unit})"
+    return (
+        f"  {built.name:<40} {quality} {metrics[quality]:.4f}{delta:<11} {int(metrics['gzip_size_bytes']):>10,} bytes gzipped"
+    )

@@ -9,6 +9,8 @@ contract), with an MLflow signature and an input example. It loads with
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from importlib.metadata import version as installed_version
@@ -47,7 +49,11 @@ def register_variant(
 ) -> str:
     """Log the variant's file to its child run as a served pyfunc model and register it as a new version of
     `registered_name`; returns the version number."""
-    version = log_and_register_model(tracking, variant.run_id, variant.model_path, variant.runtime, dataset, registered_name, tags)
+    # mlflow.register_model prints "Successfully registered model ..." to stderr itself; the run says it in its log.
+    with contextlib.redirect_stderr(io.StringIO()):
+        version = log_and_register_model(
+            tracking, variant.run_id, variant.model_path, variant.runtime, dataset, registered_name, tags
+        )
     return str(version.version)
 
 
