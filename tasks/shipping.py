@@ -18,8 +18,8 @@ from prefect import get_run_logger, task
 from prefect.transactions import Transaction, get_transaction
 
 from shrinkflow.core.config import ExportConfig, SelectConfig
-from shrinkflow.core.data import DatasetRef, load_splits
-from shrinkflow.core.evaluation import task_metrics
+from shrinkflow.core.data import DatasetRef, split_targets
+from shrinkflow.core.evaluation import predict_split, task_metrics
 from shrinkflow.core.export import build_manifest, export_variants, restore_moved, set_aside_versions
 from shrinkflow.core.files import sha256_file
 from shrinkflow.core.selection import Promotion, Quality, decide_promotion
@@ -136,10 +136,10 @@ def gate_champion(
     if champion is None:
         decision = decide_promotion(candidate, None, select_cfg.max_regression, quality)
     else:
-        splits = load_splits(dataset)
         try:
-            outputs = registry.predict_with_version(uri, name, champion.version, splits.x_test)
-            champion_quality = task_metrics(dataset, splits.y_test, outputs)[quality.metric]
+            with registry.version_predictor(uri, name, champion.version) as predict:
+                outputs = predict_split(predict, dataset, "test")  # the test split streamed, batch by batch
+            champion_quality = task_metrics(dataset, split_targets(dataset, "test"), outputs)[quality.metric]
         except Exception as exc:  # an incompatible or unloadable champion cannot vouch for a regression check
             decision = Promotion(False, f"could not evaluate champion version {champion.version} on this run's test set: {exc}")
         else:

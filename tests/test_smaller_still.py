@@ -248,7 +248,7 @@ def test_adding_a_student_retrains_neither_the_teacher_nor_the_first_student(flo
 def test_an_onnx_variant_registers_with_the_onnx_flavor_and_predicts(
     chain: dict[str, Variant], digits: DatasetRef, tmp_path: Path
 ) -> None:
-    from shrinkflow.core.data import load_splits
+    from tests.datasets import load_splits
     from shrinkflow.tracking import models, registry
     from shrinkflow.tracking.runs import TrackingRef
 

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.data import DatasetRef, batches, split_targets
 from shrinkflow.core.files import atomic_path
 from shrinkflow.core.predictors import BatchPredictor, load_predictor
 
 SIZE_METRIC_NAMES = ("size_bytes", "gzip_size_bytes", "latency_ms")
 METRIC_NAMES = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", *SIZE_METRIC_NAMES)
 REGRESSION_METRIC_NAMES = ("rmse", "mae", "mse", "r2", *SIZE_METRIC_NAMES)
+# Samples per batch a model file is run on while it is evaluated (its outputs are gathered, the features are not).
+PREDICT_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -36,20 +38,29 @@ class Evaluation:
 def evaluate_model_file(
     model_path: str | Path, dataset: DatasetRef, out_dir: str | Path, latency_repeats: int = 100
 ) -> Evaluation:
-    """Evaluate a saved `.keras`, `.tflite` or `.onnx` model on the dataset's test split."""
-    splits = load_splits(dataset)
+    """Evaluate a saved `.keras`, `.tflite` or `.onnx` model on the dataset's test split, streamed batch by batch."""
     predict = load_predictor(model_path)
-    outputs = predict(splits.x_test)
-    metrics = task_metrics(dataset, splits.y_test, outputs)
+    outputs = predict_split(predict, dataset, "test")
+    y_test = split_targets(dataset, "test")
+    metrics = task_metrics(dataset, y_test, outputs)
     metrics.update(file_sizes(model_path))
-    metrics["latency_ms"] = median_latency_ms(predict, splits.x_test[:1], repeats=latency_repeats)
+    first_sample = next(batches(dataset, "test", 1))[0]
+    metrics["latency_ms"] = median_latency_ms(predict, first_sample, repeats=latency_repeats)
     if dataset.task == "classification":
         png = Path(out_dir) / "confusion_matrix.png"
-        save_confusion_matrix(splits.y_test, outputs.argmax(axis=1), dataset.class_names, png)
+        save_confusion_matrix(y_test, outputs.argmax(axis=1), dataset.class_names, png)
     else:
         png = Path(out_dir) / "predicted_vs_actual.png"
-        save_predicted_vs_actual(dataset.to_original_units(splits.y_test), dataset.to_original_units(outputs), dataset.target_names, png)
+        save_predicted_vs_actual(dataset.to_original_units(y_test), dataset.to_original_units(outputs), dataset.target_names, png)
     return Evaluation(metrics=metrics, plot_png=str(png))
+
+
+def predict_split(predict: BatchPredictor, dataset: DatasetRef, split: str, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """The model's outputs on every sample of a split (class probabilities, or standardized regression targets), in
+    the split's stored order (that of data.split_targets and data.split_rows): the features are read batch by batch,
+    only the outputs are kept."""
+    outputs = [predict(x) for x, _ in batches(dataset, split, batch_size)]
+    return np.concatenate(outputs)
 
 
 def task_metrics(dataset: DatasetRef, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, float]:

@@ -6,6 +6,8 @@ Prefect tasks never hold an MLflow client. Versions are registered by shrinkflow
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -119,16 +121,28 @@ def predict_with_version(tracking_uri: str, name: str, version: str | int, x: np
     Returns:
         float32 probabilities, shape (n, num_classes).
     """
+    with version_predictor(tracking_uri, name, version) as predict:
+        return predict(x)
+
+
+@contextmanager
+def version_predictor(tracking_uri: str, name: str, version: str | int) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+    """A registered version loaded once through `mlflow.pyfunc` (any flavor), as a function from a batch of float32
+    scaled features to the model's float32 outputs, for the block: a split is predicted batch by batch."""
     import tempfile
 
     # MLflow resolves "models:/" URIs with the global registry URI (download_artifacts'
     # registry_uri argument is not passed on), so set it for the block.
     with fluent_mlflow(tracking_uri), tempfile.TemporaryDirectory(prefix="shrinkflow-model-") as tmp:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}", dst_path=tmp)
-        predictions = model.predict(np.asarray(x, dtype=np.float32))
-    if isinstance(predictions, dict):  # the onnx flavor answers {output name: array}; shrinkflow's have one
-        [predictions] = predictions.values()
-    return np.asarray(predictions, dtype=np.float32)
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            predictions = model.predict(np.asarray(x, dtype=np.float32))
+            if isinstance(predictions, dict):  # the onnx flavor answers {output name: array}; shrinkflow's have one
+                [predictions] = predictions.values()
+            return np.asarray(predictions, dtype=np.float32)
+
+        yield predict
 
 
 def set_champion(tracking_uri: str, name: str, version: str) -> None:
