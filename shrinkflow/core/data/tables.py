@@ -195,16 +195,16 @@ def text_source(table: Table, cfg: DataConfig) -> Source:
     text_column = cfg.text_column
     assert text_column is not None
     path = table.path
-    require_columns(table.names, path, (cfg.text_column,), "data.text_column", "text")
+    require_columns(table.names, path, (text_column,), "data.text_column", "text")
     require_columns(table.names, path, (cfg.label_column,), "data.label_column", "label")
-    if table.is_numeric(cfg.text_column):
-        first = next(table.batches([cfg.text_column])).column(cfg.text_column)
+    if table.is_numeric(text_column):
+        first = next(table.batches([text_column])).column(text_column)
         raise DataError(
-            f"{path}: data.text_column {cfg.text_column!r} holds numbers ({first.type}, e.g. {first[0].as_py()!r}), "
+            f"{path}: data.text_column {text_column!r} holds numbers ({first.type}, e.g. {first[0].as_py()!r}), "
             "not text; name the column of raw text, or use a numeric model family for numeric columns"
         )
-    if sum(batch.column(cfg.text_column).null_count for batch in table.batches([cfg.text_column])):
-        table.require_finite([cfg.text_column, cfg.label_column])
+    if sum(batch.column(text_column).null_count for batch in table.batches([text_column])):
+        table.require_finite([text_column, cfg.label_column])
     labels = table.labels(cfg.label_column)
     if not len(labels):
         raise DataError(f"{path}: the table has no rows")
@@ -213,4 +213,4 @@ def text_source(table: Table, cfg: DataConfig) -> Source:
         for batch in table.batches([text_column]):
             yield np.asarray(batch.column(text_column).to_numpy(zero_copy_only=False), dtype=object)
 
-    return Source(labels, (), np.dtype(object), texts, columns=(cfg.text_column,), label_field=f"column {cfg.label_column!r}")
+    return Source(labels, (), np.dtype(object), texts, columns=(text_column,), label_field=f"column {cfg.label_column!r}")
