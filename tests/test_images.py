@@ -164,3 +164,34 @@ def test_the_image_bytes_signature_predicts_like_the_pixel_one(tmp_path: Path) -
     np.testing.assert_allclose(from_bytes, from_pixels, atol=1e-5)
     low, scale = dict(ref.preprocessing)["offset"], dict(ref.preprocessing)["scale"]
     assert serving_fields(ref)["client_preprocessing"].startswith(f"x = (raw - {low:g}) * {scale:.10g}, as float32")
+
+
+@pytest.mark.e2e
+def test_the_flow_ships_an_image_folder_model_that_takes_image_bytes(prefect_harness, tmp_path: Path) -> None:
+    """The whole pipeline on a tiny RGB folder: tracked in MLflow, registered, exported with both signatures."""
+    import json
+
+    import tensorflow as tf
+    from mlflow import MlflowClient
+
+    from shrinkflow.core.workspace import Workspace
+    from shrinkflow.flows.pipeline import pipeline
+    from tests.conftest import tiny_digits_config
+
+    root = write_image_folder(tmp_path / "pngs", mode="RGB", sizes=((9, 9), (10, 8)))
+    config = tiny_digits_config(**{
+        "name": "folder_cnn", "data.source": f"images:{root}", "data.image_size": "[8, 8]", "train.epochs": 1,
+        "prune.enabled": "false", "quantize.modes": "[]",
+    })
+    rows = pipeline(config, workspace=str(tmp_path / "ws"))
+
+    workspace = Workspace(tmp_path / "ws")
+    assert {row.variant: row.status for row in rows} == {"baseline": "ok"}
+    client = MlflowClient(tracking_uri=workspace.tracking_uri(), registry_uri=workspace.tracking_uri())
+    [version] = client.search_model_versions("name='folder_cnn'")
+    export = workspace.exports / "folder_cnn" / str(version.version)
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["class_names"] == list(CLASSES) and manifest["input_shape"] == [8, 8, 3]
+    assert manifest["image_bytes_signature"]["signature"] == "image_bytes"
+    served = tf.saved_model.load(str(export)).signatures["image_bytes"](images=tf.constant([(root / "dog" / "000.png").read_bytes()]))
+    assert served["probabilities"].shape == (1, 3)
