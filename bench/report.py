@@ -19,6 +19,7 @@ TITLES = {
     "scaling": "6. Scaling",
     "sweep": "7. Sweep: 1 against 2 Dask workers, orchestration per trial, quality on digits",
     "sweep_mnist": "8. Sweep on MNIST",
+    "data": "9. Data at scale: large tables, image files, colour images",
 }
 ANALYSIS = REPO / "bench" / "analysis.md"
 BEFORE = "before"  # results/before/<name>.json: the figures before a fix, shown beside the current ones

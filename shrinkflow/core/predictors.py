@@ -27,6 +27,10 @@ def load_predictor(model_path: str | Path) -> BatchPredictor:
     raise ValueError(f"cannot evaluate {path}: expected a .keras, .tflite or .onnx file")
 
 
+# Samples one call of a model takes at most; a larger batch is run in slices of this many.
+SLICE = 1024
+
+
 def _keras_predictor(path: Path) -> BatchPredictor:
     import tensorflow as tf
 
@@ -34,9 +38,9 @@ def _keras_predictor(path: Path) -> BatchPredictor:
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        if len(batch) <= 64:
-            return call(tf.constant(batch, dtype=tf.float32)).numpy()
-        return model.predict(batch, batch_size=256, verbose=0)
+        return np.concatenate([
+            call(tf.constant(batch[start : start + SLICE], dtype=tf.float32)).numpy() for start in range(0, len(batch), SLICE)
+        ])
 
     return predict
 
@@ -48,8 +52,23 @@ def _tflite_predictor(path: Path) -> BatchPredictor:
     interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
+    # A model converted with a dynamic batch size runs a whole slice per call; one converted for a single sample (a
+    # recurrent model, see compression.tflite_converter) runs sample by sample with its state reset before each.
+    by_slices = int(input_detail["shape_signature"][0]) == -1
+    allocated = [1]  # the batch size the interpreter's tensors are allocated for
+
+    def run_slice(batch: np.ndarray) -> np.ndarray:
+        if len(batch) != allocated[0]:
+            interpreter.resize_tensor_input(input_detail["index"], [len(batch), *input_detail["shape"][1:]])
+            interpreter.allocate_tensors()
+            allocated[0] = len(batch)
+        interpreter.set_tensor(input_detail["index"], _quantize(batch, input_detail))
+        interpreter.invoke()
+        return _dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
 
     def predict(batch: np.ndarray) -> np.ndarray:
+        if by_slices:
+            return np.concatenate([run_slice(batch[start : start + SLICE]) for start in range(0, len(batch), SLICE)])
         outputs = []
         for sample in batch:
             interpreter.set_tensor(input_detail["index"], _quantize(sample[None, ...], input_detail))

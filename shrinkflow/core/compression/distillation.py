@@ -84,6 +84,7 @@ def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, ou
     callbacks: list[Any] = []
     if tuning.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=tuning.early_stopping_patience, restore_best_weights=True))
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".teacher-targets-", dir=Path(out_path).parent) as targets:
         for split in ("train", "validation"):
             write_targets(dataset, split, with_teacher, targets)
