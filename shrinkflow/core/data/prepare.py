@@ -156,20 +156,23 @@ def source_stamp(cfg: DataConfig) -> list[Any]:
 
         return [source, sklearn.__version__]
     if source in KERAS_READERS:
-        cache = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
-        return [source, *file_stamps(cache.rglob("*") if cache.is_dir() else [])]
-    path = Path(source.split(":", 1)[1] if source.startswith(("idx:", "images:")) else source)
-    files = sorted(path.rglob("*")) if path.is_dir() else [path]
-    return [source, *file_stamps(files)]
+        return [source, *file_stamps(Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets")]
+    return [source, *file_stamps(Path(source.split(":", 1)[1] if source.startswith(("idx:", "images:")) else source))]
 
 
-def file_stamps(paths: Any) -> list[tuple[str, int, int]]:
+def file_stamps(path: Path) -> list[tuple[str, int, int]]:
+    """(path, size, modification time) of the file, or of every file below the folder, sorted. With os.walk and
+    os.stat rather than pathlib: an image folder has tens of thousands of files."""
+    root = os.path.realpath(path)
+    if not os.path.isdir(root):
+        names = [root] if os.path.isfile(root) else []
+    else:
+        names = [os.path.join(folder, name) for folder, _, files in os.walk(root) for name in files]
     stamps = []
-    for path in paths:
+    for name in names:
         try:
-            status = Path(path).stat()
+            status = os.stat(name)
         except OSError:
             continue
-        if Path(path).is_file():
-            stamps.append((str(Path(path).resolve()), status.st_size, status.st_mtime_ns))
+        stamps.append((name, status.st_size, status.st_mtime_ns))
     return sorted(stamps)
