@@ -17,13 +17,14 @@ import numpy as np
 
 from shrinkflow.core.data import DatasetRef, batches, split_targets
 from shrinkflow.core.files import atomic_path
-from shrinkflow.core.predictors import BatchPredictor, load_predictor
+from shrinkflow.core.predictors import SLICE, BatchPredictor, load_predictor
 
 SIZE_METRIC_NAMES = ("size_bytes", "gzip_size_bytes", "latency_ms")
 METRIC_NAMES = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", *SIZE_METRIC_NAMES)
 REGRESSION_METRIC_NAMES = ("rmse", "mae", "mse", "r2", *SIZE_METRIC_NAMES)
-# Samples per batch a model file is run on while it is evaluated (its outputs are gathered, the features are not).
-PREDICT_BATCH = 1024
+# A model file is evaluated on batches of about this many bytes of float32 features (its outputs are gathered, the
+# features are not): few calls for small samples, little memory for images.
+PREDICT_BATCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,13 @@ def evaluate_model_file(
     return Evaluation(metrics=metrics, plot_png=str(png))
 
 
-def predict_split(predict: BatchPredictor, dataset: DatasetRef, split: str, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+def predict_split(predict: BatchPredictor, dataset: DatasetRef, split: str, batch_size: int | None = None) -> np.ndarray:
     """The model's outputs on every sample of a split (class probabilities, or standardized regression targets), in
-    the split's stored order (that of data.split_targets and data.split_rows): the features are read batch by batch,
-    only the outputs are kept."""
-    outputs = [predict(x) for x, _ in batches(dataset, split, batch_size)]
+    the split's stored order (that of data.split_targets and data.split_rows): the features are read batch by batch
+    (of `batch_size`, or of about PREDICT_BATCH_BYTES), only the outputs are kept."""
+    sample_bytes = 4 * int(np.prod(dataset.input_shape))
+    rows = batch_size or max(64, min(SLICE, PREDICT_BATCH_BYTES // sample_bytes))
+    outputs = [predict(x) for x, _ in batches(dataset, split, rows)]
     return np.concatenate(outputs)
 
 

@@ -28,7 +28,7 @@ def load_predictor(model_path: str | Path) -> BatchPredictor:
 
 
 # Samples one call of a model takes at most; a larger batch is run in slices of this many.
-SLICE = 1024
+SLICE = 8192
 
 
 def _keras_predictor(path: Path) -> BatchPredictor:

@@ -79,12 +79,19 @@ class ValueCounts:
         self.example: dict[int, float] = {}  # a value beyond float32's range, by column
 
     def add(self, values: np.ndarray) -> None:
-        """A chunk of rows (float64, rows x columns, in the order of `names`)."""
-        self.missing += np.isnan(values).sum(axis=0)
-        infinite = np.isinf(values)
-        self.infinite += infinite.sum(axis=0)
+        """A chunk of rows (float32 or float64, rows x columns, in the order of `names`)."""
+        finite = np.isfinite(values)
+        if not finite.all():
+            missing = np.isnan(values)
+            self.missing += missing.sum(axis=0)
+            self.infinite += (~finite & ~missing).sum(axis=0)
+        if values.dtype.itemsize <= 4:
+            return  # float32 values fit float32
+        limit = float(np.finfo(np.float32).max)
         with np.errstate(invalid="ignore"):
-            too_large = (np.abs(values) > float(np.finfo(np.float32).max)) & ~infinite
+            if finite.all() and max(float(values.max()), -float(values.min())) <= limit:
+                return
+            too_large = (np.abs(values) > limit) & finite
         counts = too_large.sum(axis=0)
         self.too_large += counts
         for column in np.flatnonzero(counts):

@@ -64,17 +64,24 @@ BATCHES_PER_READ = 16
 
 
 def feature_scaler(ref: DatasetRef) -> Callable[[np.ndarray], np.ndarray]:
-    """Stored features (a copy is made) as the model takes them, float32: (x - offset) * scale, computed in float64
-    (a value range beyond float32's would overflow otherwise)."""
+    """Stored features (a copy is made) as the model takes them, float32: (x - offset) * scale. Computed in float32,
+    or in float64 for a batch whose values are too large for that (values near float32's limit, which the
+    preparation accepts as long as they scale to finite numbers)."""
     settings = dict(ref.preprocessing)
     if settings.get("kind") not in ("minmax", "standard"):
         return lambda x: np.array(x, dtype=np.float32)
     offset, scale = np.asarray(settings["offset"], np.float64), np.asarray(settings["scale"], np.float64)
     if offset.ndim:  # standard: one offset and scale per feature
         offset, scale = offset.reshape(ref.input_shape), scale.reshape(ref.input_shape)
+    offset32, scale32 = offset.astype(np.float32), scale.astype(np.float32)
 
     def scaled(x: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = np.array(x, dtype=np.float32)
+            result -= offset32
+            result *= scale32
+            if np.isfinite(result).all():
+                return result
             return ((x.astype(np.float64) - offset) * scale).astype(np.float32)
 
     return scaled

@@ -89,7 +89,7 @@ def _prepare(cfg: DataConfig, out_dir: Path) -> DatasetRef:
             sample_shape, stored_dtype,
         )
         fingerprint = Fingerprint(source)
-        stats = FeatureStats(int(np.prod(sample_shape)))
+        stats = FeatureStats(int(np.prod(sample_shape)), cfg.scaling)
         start = 0
         for chunk in source.chunks():
             fingerprint.add(chunk)
@@ -103,7 +103,7 @@ def _prepare(cfg: DataConfig, out_dir: Path) -> DatasetRef:
                 writer.append(chunk)
         source.checked()
         if vectorizer is None:
-            preprocessing = stats.scaling(cfg.scaling)
+            preprocessing = stats.scaling()
             if cfg.scaling != "none":
                 require_finite_after_scaling(stats.low, stats.high, dict(preprocessing), cfg, source.columns)
         data_fingerprint = fingerprint.hexdigest(source.labels)

@@ -127,7 +127,8 @@ class ShardWriter:
             raise ValueError(f"features of shape {features.shape[1:]}, expected {self.sample_shape}")
         destination = self.shard_of_row[self.written : self.written + len(features)]
         self.written += len(features)
-        order = np.argsort(destination, kind="stable")  # rows grouped by shard, in source order within each
+        # Rows grouped by shard, in source order within each (a stable sort: a radix sort of 16-bit shard numbers).
+        order = np.argsort(destination.astype(np.int16) if len(self.shards) < 2**15 else destination, kind="stable")
         grouped = np.ascontiguousarray(features[order], dtype=self.dtype)
         shard_numbers, starts = np.unique(destination[order], return_index=True)
         ends = [*starts[1:], len(order)]

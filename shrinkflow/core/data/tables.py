@@ -104,6 +104,12 @@ class Table:
         kind = self.schema.field(name).type
         return bool(types.is_integer(kind) or types.is_floating(kind) or types.is_boolean(kind) or types.is_null(kind))
 
+    def is_integer(self, name: str) -> bool:
+        import pyarrow.types as types
+
+        kind = self.schema.field(name).type
+        return bool(types.is_integer(kind) or types.is_boolean(kind))
+
     def require_numeric(self, names: list[str], field: str = "") -> None:
         """Numeric columns, or the DataError naming each other one with its first value that is not a number."""
         other = [name for name in names if not self.is_numeric(name)]
@@ -113,9 +119,16 @@ class Table:
             require_numeric(sample, self.path, field)
 
     def values(self, names: list[str], counts: ValueCounts | None = None) -> Iterator[np.ndarray]:
-        """The columns' values as float64 chunks (rows x columns), nulls as NaN, counted into `counts`."""
+        """The columns' values as chunks (rows x columns), nulls as NaN, counted into `counts`: float32 when every
+        column's type fits it (float32 values, integers; half the work), else float64 (a float64 value beyond
+        float32's range is reported)."""
+        import pyarrow as pa
+
+        wide = any(self.schema.field(name).type not in (pa.float32(), pa.float16()) and not self.is_integer(name)
+                   for name in names)
+        dtype = np.float64 if wide else np.float32
         for batch in self.batches(names):
-            chunk = np.empty((batch.num_rows, len(names)), dtype=np.float64)
+            chunk = np.empty((batch.num_rows, len(names)), dtype=dtype)
             for column, name in enumerate(names):
                 chunk[:, column] = batch.column(name).to_numpy(zero_copy_only=False)
             if counts is not None:

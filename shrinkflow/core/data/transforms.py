@@ -176,43 +176,52 @@ def split_codes(y: np.ndarray, rows: np.ndarray, total: int, cfg: DataConfig) ->
 
 
 class FeatureStats:
-    """Per-feature statistics accumulated chunk by chunk: of the training rows, the count, mean and sum of squared
-    deviations (merged as Chan et al.'s parallel algorithm does, stable in float64), the smallest and largest
-    value; of every row kept, the smallest and largest value (to check that scaled features stay finite)."""
+    """What scaling needs, accumulated chunk by chunk: of every row kept, each feature's smallest and largest value (to
+    check that scaled features stay finite); of the training rows, for "minmax" the smallest and largest value, for
+    "standard" each feature's count, mean and sum of squared deviations (merged as Chan et al.'s parallel algorithm
+    does, stable in float64). Nothing for "none"."""
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, kind: str) -> None:
+        self.kind = kind
         self.count = 0
         self.mean = np.zeros(features)
         self.m2 = np.zeros(features)
-        self.train_low, self.train_high = np.full(features, np.inf), np.full(features, -np.inf)
+        self.train_low, self.train_high = np.inf, -np.inf
         self.low, self.high = np.full(features, np.inf), np.full(features, -np.inf)
 
     def add(self, chunk: np.ndarray, codes: np.ndarray) -> None:
         """A chunk of rows (flattened features) and their split codes."""
-        kept = chunk[codes != LEFT_OUT].astype(np.float64, copy=False)
-        if len(kept):
-            self.low, self.high = np.minimum(self.low, kept.min(axis=0)), np.maximum(self.high, kept.max(axis=0))
-        train = chunk[codes == TRAIN].astype(np.float64, copy=False)
+        if self.kind == "none":
+            return
+        kept = chunk if (codes != LEFT_OUT).all() else chunk[codes != LEFT_OUT]
+        if not len(kept):
+            return
+        self.low = np.minimum(self.low, kept.min(axis=0))
+        self.high = np.maximum(self.high, kept.max(axis=0))
+        train = chunk[codes == TRAIN]
         if not len(train):
+            return
+        if self.kind == "minmax":
+            self.train_low = min(self.train_low, float(train.min()))
+            self.train_high = max(self.train_high, float(train.max()))
             return
         count, total = len(train), self.count + len(train)
         with np.errstate(over="ignore", invalid="ignore"):  # values too large for that are refused after the pass
-            mean = train.mean(axis=0)
-            m2 = ((train - mean) ** 2).sum(axis=0)
+            mean = train.mean(axis=0, dtype=np.float64)
+            m2 = np.square(train - mean).sum(axis=0)
             delta = mean - self.mean
             self.mean = self.mean + delta * (count / total)
             self.m2 = self.m2 + m2 + delta**2 * (self.count * count / total)
         self.count = total
-        self.train_low, self.train_high = np.minimum(self.train_low, train.min(axis=0)), np.maximum(self.train_high, train.max(axis=0))
 
-    def scaling(self, kind: str) -> tuple[tuple[str, Any], ...]:
+    def scaling(self) -> tuple[tuple[str, Any], ...]:
         """How to scale raw features, x -> (x - offset) * scale, fitted on the training split: "minmax" one range,
         "standard" per feature (a constant feature keeps a scale of 1, as scikit-learn's StandardScaler does)."""
-        if kind == "minmax":
-            low, high = float(self.train_low.min()), float(self.train_high.max())
+        if self.kind == "minmax":
+            low, high = float(self.train_low), float(self.train_high)
             value_range = high - low if high > low else 1.0
             return (("kind", "minmax"), ("offset", low), ("scale", 1 / value_range))
-        if kind == "standard":
+        if self.kind == "standard":
             std = np.sqrt(self.m2 / max(self.count, 1))
             std[std == 0] = 1.0
             return (
