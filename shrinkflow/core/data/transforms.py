@@ -29,7 +29,7 @@ class Fingerprint:
         if chunk.dtype.kind in "UO":  # text: the characters, not the array's memory
             self.features.update("".join(f"{value}\x00" for value in chunk.ravel()).encode())
         else:
-            self.features.update(np.ascontiguousarray(chunk))  # the array's buffer, not a copy of it
+            self.features.update(np.ascontiguousarray(chunk).data)  # the array's buffer, not a copy of it
 
     def hexdigest(self, labels: np.ndarray) -> str:
         digest = hashlib.sha256(self.features.digest())
@@ -37,7 +37,7 @@ class Fingerprint:
         if labels.dtype.kind in "UO":
             digest.update("\x00".join(map(str, labels.ravel())).encode())
         else:
-            digest.update(np.ascontiguousarray(labels))
+            digest.update(np.ascontiguousarray(labels).data)
         return digest.hexdigest()
 
 
