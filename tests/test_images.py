@@ -195,3 +195,10 @@ def test_the_flow_ships_an_image_folder_model_that_takes_image_bytes(prefect_har
     assert manifest["image_bytes_signature"]["signature"] == "image_bytes"
     served = tf.saved_model.load(str(export)).signatures["image_bytes"](images=tf.constant([(root / "dog" / "000.png").read_bytes()]))
     assert served["probabilities"].shape == (1, 3)
+
+
+def test_image_settings_belong_to_image_folders() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"image_size and color_mode apply to images:DIR sources only"):
+        DataConfig(source="sklearn:digits", image_size=(8, 8), color_mode="rgb")
