@@ -63,6 +63,7 @@ class Table:
     """A table of one or more files: its columns, checked, and its rows read column by column in batches."""
 
     def __init__(self, path: Path) -> None:
+        import pyarrow.csv
         import pyarrow.dataset as ds
 
         self.path = path
@@ -79,8 +80,6 @@ class Table:
                     f"{file}: its columns ({', '.join(names)}) differ from those of {self.files[0].name} "
                     f"({', '.join(self.names)}); every file of a table needs the same columns in the same order"
                 )
-        import pyarrow.csv
-
         # As pandas reads a CSV: an empty field is missing, in a text column too.
         file_format = ds.CsvFileFormat(convert_options=pyarrow.csv.ConvertOptions(strings_can_be_null=True)) if kind == "csv" else kind
         try:
