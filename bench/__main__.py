@@ -1,6 +1,6 @@
 """The benchmark harness: what orchestration and tracking cost, what caching saves, and where the limits are.
 
-    make bench                     every benchmark (about 50 minutes on 2 cores, 20 of them the sweeps)
+    make bench                     every benchmark (about 75 minutes on 2 cores, 20 of them the sweeps, 25 the data)
     make bench-smoke               a quick check that the harness works: tiny data, 1 repetition
     .venv/bin/python -m bench [--smoke] [--only NAME ...] [--reps N] [--out DIR]
 
@@ -19,14 +19,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import caching, compression, input_pipeline, memory, onnx_latency, overhead, report, scaling, sweep, sweep_mnist, unseen
+from bench import caching, compression, data, input_pipeline, memory, onnx_latency, overhead, report, scaling, sweep, sweep_mnist, unseen
 from bench.common import DOCS, REPO, RESULTS, Context, PrefectServer, write_result
 
 # In run order: the overhead repetitions come first, and caching, memory, input_pipeline, scaling
 # and compression reuse them; the sweeps run their own.
 BENCHMARKS = {
     module.NAME: module
-    for module in (overhead, caching, memory, input_pipeline, scaling, compression, unseen, onnx_latency, sweep, sweep_mnist)
+    for module in (overhead, caching, memory, input_pipeline, scaling, compression, unseen, onnx_latency, sweep, sweep_mnist, data)
 }
 
 

@@ -272,6 +272,16 @@ def prefect_home(ctx: Context, name: str) -> Path:
 # --- figures ---------------------------------------------------------------------------------------
 
 
+def split_arrays(dataset: Any, split: str) -> tuple[Any, Any]:
+    """A prepared split's features and targets whole in memory: what a hand-written script holds (the package streams
+    them instead)."""
+    import numpy as np
+
+    from shrinkflow.core.data import batches, split_targets
+
+    return np.concatenate([x for x, _ in batches(dataset, split, 4096)]), split_targets(dataset, split)
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -42,7 +42,7 @@ def run(ctx: Context) -> dict[str, Any] | None:
         return {"skipped": f"{MNIST} is absent"}
     from shrinkflow.core.compression import convert_to_tflite
     from shrinkflow.core.config import load_config
-    from shrinkflow.core.data import load_splits, prepare_dataset
+    from shrinkflow.core.data import batches, prepare_dataset
     from shrinkflow.core.evaluation import evaluate_model_file
     from shrinkflow.core.names import Quantization
     from shrinkflow.core.steps import QuantizeStep
@@ -70,7 +70,7 @@ def run(ctx: Context) -> dict[str, Any] | None:
     twin = manifest["variants"].get(f"{manifest['selected_variant']}-onnx")
     if twin:
         models[f"{manifest['selected_variant']}-onnx"] = export_dir / twin["file"]
-    latency = interleaved_latency(models, load_splits(dataset).x_test[:1])
+    latency = interleaved_latency(models, next(batches(dataset, "test", 1))[0])
 
     shipped = next(row for row in rows if row.get("selected"))
     int8_vs_float = latency["baseline-int8 TFLite"] / latency["baseline float32 TFLite"]

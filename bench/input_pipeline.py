@@ -1,8 +1,8 @@
 """4. Input pipeline: training throughput as the flow trains against a bare `model.fit` on in-memory arrays.
 
 In this process, interleaved (A B A B ...): A is shrinkflow.core.training.train_baseline, what the flow's
-train stage calls (the splits read from the prepared .npz, a shuffled, batched, prefetched tf.data
-pipeline, the model saved at the end); B builds the same model with the same optimizer and calls
+train stage calls (the splits streamed from the prepared shards through a shuffled, batched, prefetched
+tf.data pipeline, the model saved at the end); B builds the same model with the same optimizer and calls
 `model.fit(x, y, batch_size, shuffle=True, validation_data=...)` on the arrays already in memory.
 Both run the same epochs (early stopping off) and count training samples times epochs per second of
 `fit`, validation passes included. Goal: A / B at least 0.95.
@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from shrinkflow.core.tables import markdown_table
-from bench.common import MNIST_CNN, MNIST_SOURCE, Context, goal, median, spread, yes_no
+from bench.common import MNIST_CNN, MNIST_SOURCE, Context, goal, median, split_arrays, spread, yes_no
 from bench.overhead import SMOKE_SETS, mnist_setup
 
 NAME = "input_pipeline"
@@ -27,7 +27,7 @@ EPOCHS = 3
 
 def run(ctx: Context) -> dict[str, Any]:
     from shrinkflow.core.config import load_config
-    from shrinkflow.core.data import load_splits, prepare_dataset
+    from shrinkflow.core.data import prepare_dataset
     from shrinkflow.core.training import train_baseline
 
     epochs = 1 if ctx.smoke else EPOCHS
@@ -35,7 +35,7 @@ def run(ctx: Context) -> dict[str, Any]:
     config = load_config(mnist_setup(ctx)[0] if ctx.smoke else MNIST_CNN, sets)
     work = ctx.fresh_dir("input-pipeline")
     dataset = prepare_dataset(config.data, work / "datasets")
-    splits = load_splits(dataset)
+    splits = (*split_arrays(dataset, "train"), *split_arrays(dataset, "validation"))
     flow_side, bare_side = [], []
     for rep in range(ctx.reps):
         flow_side.append(train_baseline(dataset, config.model, config.train, work / f"model-{rep}.keras")["train_samples_per_s"])
@@ -45,8 +45,8 @@ def run(ctx: Context) -> dict[str, Any]:
     share = median(flow_side) / median(bare_side)
     result: dict[str, Any] = {
         "data": mnist_setup(ctx)[2],
-        "training": f"{len(splits.x_train):,} training samples, {epochs} epochs, batch {config.train.batch_size}, "
-                    f"validation on {len(splits.x_val):,} samples each epoch",
+        "training": f"{len(splits[0]):,} training samples, {epochs} epochs, batch {config.train.batch_size}, "
+                    f"validation on {len(splits[2]):,} samples each epoch",
         "repetitions": ctx.reps,
         "train_baseline_samples_per_s": spread(flow_side, 0),
         "bare_fit_samples_per_s": spread(bare_side, 0),
@@ -62,22 +62,24 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def bare_fit_samples_per_s(splits: Any, dataset: Any, config: Any) -> float:
-    """The hand-written baseline: same model and optimizer, `fit` straight on the in-memory arrays."""
+    """The hand-written baseline: same model and optimizer, `fit` straight on the in-memory arrays
+    (x_train, y_train, x_val, y_val)."""
     import numpy as np
     import tf_keras
 
     from shrinkflow.core.training import build_model, compile_for_training, make_optimizer
 
     train_cfg = config.train
+    x_train, y_train, x_val, y_val = splits
     tf_keras.utils.set_random_seed(train_cfg.seed)
     model = build_model(config.model, dataset.input_shape, dataset.num_classes)
-    compile_for_training(model, make_optimizer(train_cfg, int(np.ceil(len(splits.x_train) / train_cfg.batch_size))))
+    compile_for_training(model, make_optimizer(train_cfg, int(np.ceil(len(x_train) / train_cfg.batch_size))))
     started = time.perf_counter()
     model.fit(
-        splits.x_train, splits.y_train, batch_size=train_cfg.batch_size, epochs=train_cfg.epochs, shuffle=True,
-        validation_data=(splits.x_val, splits.y_val), verbose=0,
+        x_train, y_train, batch_size=train_cfg.batch_size, epochs=train_cfg.epochs, shuffle=True,
+        validation_data=(x_val, y_val), verbose=0,
     )
-    return len(splits.x_train) * train_cfg.epochs / (time.perf_counter() - started)
+    return len(x_train) * train_cfg.epochs / (time.perf_counter() - started)
 
 
 def flow_run_throughputs(ctx: Context) -> list[float]:
@@ -98,7 +100,7 @@ def flow_run_throughputs(ctx: Context) -> list[float]:
 
 
 def render(result: dict[str, Any]) -> str:
-    rows = [["A: `shrinkflow.core.training.train_baseline` (tf.data from the prepared .npz)",
+    rows = [["A: `shrinkflow.core.training.train_baseline` (tf.data streamed from the prepared shards)",
              *_cells(result["train_baseline_samples_per_s"])],
             ["B: bare `model.fit` on in-memory arrays", *_cells(result["bare_fit_samples_per_s"])]]
     if "flow_runs_samples_per_s" in result:

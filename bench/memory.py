@@ -3,7 +3,7 @@
 The full runs are the overhead benchmark's repetitions: for each, the peak of the biggest process
 (what /usr/bin/time reports) and the peak summed over the process tree (the flow plus the temporary
 Prefect server it starts). A probe process then measures resident memory step by step: bare Python,
-after each import, with the MNIST splits loaded and after one training epoch. Goal: under 3 GiB.
+after each import, with the dataset prepared (its shards on disk) and after one training epoch streamed from them. Goal: under 3 GiB.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ steps.append(("+ tensorflow_model_optimization, ai_edge_litert", rss()))
 import prefect, mlflow, flows.pipeline
 steps.append(("+ prefect, mlflow (the flow's modules)", rss()))
 from shrinkflow.core.config import load_config
-from shrinkflow.core.data import prepare_dataset, load_splits
-from shrinkflow.core.training import build_model, compile_for_training, make_dataset
+from shrinkflow.core.data import prepare_dataset, tf_dataset
+from shrinkflow.core.training import build_model, compile_for_training
 config = load_config(sys.argv[1], sys.argv[3:])
 dataset = prepare_dataset(config.data, sys.argv[2])
-splits = load_splits(dataset)
-steps.append((f"+ the dataset's splits in memory ({sum(a.nbytes for a in splits) / 2**20:.0f} MiB of arrays)", rss()))
+stored = sum(path.stat().st_size for path in Path(dataset.path).rglob("*.npy")) / 2**20
+steps.append((f"+ the dataset prepared ({stored:.0f} MiB of shards on disk, streamed)", rss()))
 model = build_model(config.model, dataset.input_shape, dataset.num_classes)
 compile_for_training(model, tf_keras.optimizers.Adam())
-model.fit(make_dataset(splits.x_train, splits.y_train, config.train.batch_size, 0), epochs=1, verbose=0)
+model.fit(tf_dataset(dataset, "train", config.train.batch_size, 0), epochs=1, verbose=0)
 steps.append((f"+ the CNN ({model.count_params():,} weights) trained one epoch", rss()))
 print("PROBE " + json.dumps(steps))
 """

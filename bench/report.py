@@ -21,6 +21,7 @@ TITLES = {
     "sweep_mnist": "8. Sweep on MNIST",
     "unseen": "9. Numbers that hold on unseen data",
     "onnx_latency": "10. ONNX Runtime against LiteRT: session settings",
+    "data": "11. Data at scale: large tables, image files, colour images",
 }
 ANALYSIS = REPO / "bench" / "analysis.md"
 BEFORE = "before"  # results/before/<name>.json: the figures before a fix, shown beside the current ones

@@ -18,9 +18,9 @@ from prefect import get_run_logger, task
 from prefect.transactions import Transaction, get_transaction
 
 from shrinkflow.core.config import ExportConfig, SelectConfig
-from shrinkflow.core.data import DatasetRef, load_splits
 from shrinkflow.core.comparison import paired_test
-from shrinkflow.core.evaluation import load_row_predictions, row_predictions, task_metrics, true_rows
+from shrinkflow.core.data import DatasetRef, split_targets
+from shrinkflow.core.evaluation import load_row_predictions, predict_split, row_predictions, task_metrics, true_rows
 from shrinkflow.core.export import build_manifest, export_variants, restore_moved, set_aside_versions
 from shrinkflow.core.files import sha256_file
 from shrinkflow.core.selection import Promotion, Quality, decide_promotion
@@ -142,16 +142,17 @@ def gate_champion(
     if champion is None:
         decision = decide_promotion(candidate, None, select_cfg.max_regression, quality)
     else:
-        splits = load_splits(dataset)
         try:
-            outputs = registry.predict_with_version(uri, name, champion.version, dataset, splits.x_test)
+            with registry.version_predictor(uri, name, champion.version, dataset) as predict:
+                outputs = predict_split(predict, dataset, "test")  # the test split streamed, batch by batch
         except Exception as exc:  # an incompatible or unloadable champion cannot vouch for a regression check
             decision = Promotion(False, f"could not evaluate champion version {champion.version} on this run's test set: {exc}")
         else:
-            champion_quality = task_metrics(dataset, splits.y_test, outputs)[quality.metric]
+            y_test = split_targets(dataset, "test")
+            champion_quality = task_metrics(dataset, y_test, outputs)[quality.metric]
             # Challenger and champion on the same test rows: a paired test (McNemar's for accuracy).
             test = paired_test(
-                true_rows(dataset, splits.y_test), load_row_predictions(selected.predictions, "test"),
+                true_rows(dataset, y_test), load_row_predictions(selected.predictions, "test"),
                 row_predictions(dataset, outputs), quality, select_cfg.confidence or REPORTED_CONFIDENCE, dataset.num_classes,
             )
             decision = decide_promotion(

@@ -219,7 +219,7 @@ def test_pruned_model_keeps_its_sparsity_through_conversion(
 def test_qat_converts_to_an_int8_model_that_runs(baseline: Baseline, digits: DatasetRef, tmp_path: Path) -> None:
     out_path = tmp_path / "qat.tflite"
     quantization_aware_train(baseline.path, digits, QAT, out_path, preserve_sparsity=False)
-    assert accuracy(out_path, digits, tmp_path) == pytest.approx(baseline.accuracy, abs=0.1)
+    assert accuracy(out_path, digits, tmp_path) >= baseline.accuracy - 0.1  # two more epochs of fine-tuning may add
     assert litert_io_dtypes(out_path) == (np.float32, np.float32)
     assert sha256(baseline.path) == baseline.sha256
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pandas as pd
 import pytest
 
 from shrinkflow.core.config import DataConfig
-from shrinkflow.core.data import DatasetRef, Splits, load_splits, prepare_dataset
+from shrinkflow.core.data import DatasetRef, prepare_dataset
+from tests.datasets import Splits, load_splits
 from shrinkflow.core.errors import DataError
 
 MNIST_T10K = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
@@ -74,8 +76,9 @@ def test_digits_are_images_of_ten_classes_split_into_three_parts(tmp_path: Path)
     assert dict(ref.split_sizes) == {"train": len(splits.y_train), "validation": len(splits.y_val), "test": 360}
     assert splits.x_train.shape == (len(splits.y_train), 8, 8, 1)
     assert splits.x_train.dtype == np.float32 and splits.y_train.dtype == np.int64
-    assert Path(ref.path).parent == tmp_path / "prepared" and ref.path.endswith(".npz")
-    assert sorted(np.load(ref.path).files) == sorted(Splits._fields)
+    assert Path(ref.path).parent == tmp_path / "prepared"
+    assert sorted(path.name for path in Path(ref.path).iterdir()) == ["dataset.json", "test", "train", "validation"]
+    assert sorted(path.name for path in Path(ref.path, "test").iterdir()) == ["00000-rows.npy", "00000-x.npy", "00000-y.npy"]
 
 
 def test_every_class_is_in_every_split_in_proportion(tmp_path: Path) -> None:
@@ -88,11 +91,11 @@ def test_every_class_is_in_every_split_in_proportion(tmp_path: Path) -> None:
 
 def test_same_seed_gives_identical_splits_and_reuses_the_file(tmp_path: Path) -> None:
     first_ref, first = prepare(tmp_path, seed=7)
-    written_at = Path(first_ref.path).stat().st_mtime_ns
+    written_at = Path(first_ref.path, "dataset.json").stat().st_mtime_ns
     second_ref, second = prepare(tmp_path, seed=7)
 
     assert second_ref == first_ref
-    assert Path(second_ref.path).stat().st_mtime_ns == written_at
+    assert Path(second_ref.path, "dataset.json").stat().st_mtime_ns == written_at
     for first_array, second_array in zip(first, second):
         np.testing.assert_array_equal(first_array, second_array)
     assert [path.name for path in (tmp_path / "prepared").iterdir()] == [Path(first_ref.path).name]
@@ -300,7 +303,7 @@ def test_missing_file(tmp_path: Path) -> None:
     ("name", "content", "message"),
     [
         ("data.parquet", b"these are not parquet bytes", r"data\.parquet: cannot read the file as parquet"),
-        ("data.csv", b"a,label\n\xff\xfe,1\n", r"data\.csv: cannot read the file as csv .*decode"),
+        ("data.csv", b"a,label\n\xff\xfe,1\n", r"data\.csv: column 'a' is not numeric \(first bad value b'\\xff\\xfe'\)"),
     ],
 )
 def test_unreadable_file(tmp_path: Path, name: str, content: bytes, message: str) -> None:
@@ -428,9 +431,9 @@ def test_image_shape_applies_to_tables_only(tmp_path: Path) -> None:
         prepare(tmp_path, image_shape=(4, 16))
 
 
-@pytest.mark.parametrize("source", ["sklearn:iris", "keras:cifar10", "data.xlsx"])
+@pytest.mark.parametrize("source", ["sklearn:iris", "keras:cifar", "data.xlsx"])
 def test_unknown_source_lists_the_accepted_forms(tmp_path: Path, source: str) -> None:
-    with pytest.raises(DataError, match=r"not supported; use sklearn:digits, sklearn:diabetes, keras:mnist, keras:fashion_mnist, idx"):
+    with pytest.raises(DataError, match=r"not supported; use sklearn:digits, sklearn:diabetes, keras:mnist, keras:fashion_mnist, keras:cifar10, keras:cifar100, idx:DIR .*images:DIR"):
         prepare(tmp_path, source=source)
 
 
@@ -481,7 +484,7 @@ def test_idx_dir_must_exist_and_hold_images(tmp_path: Path) -> None:
 
 def test_loading_a_removed_dataset_file(tmp_path: Path) -> None:
     ref, _ = prepare(tmp_path)
-    Path(ref.path).unlink()
+    shutil.rmtree(ref.path)
 
     with pytest.raises(DataError, match=r"prepared dataset not found"):
         load_splits(ref)
@@ -535,7 +538,7 @@ def test_a_semicolon_separated_csv_gets_a_hint(tmp_path: Path) -> None:
         prepare(tmp_path, source=str(path))
 
 
-def test_a_directory_named_like_a_table_is_not_a_missing_file(tmp_path: Path) -> None:
+def test_a_folder_without_tables_is_not_a_missing_file(tmp_path: Path) -> None:
     (tmp_path / "data.csv").mkdir()
-    with pytest.raises(DataError, match=r"data.csv: is a directory, not a csv file"):
+    with pytest.raises(DataError, match=r"data.csv: is a folder with no .csv or .parquet files"):
         prepare(tmp_path, source=str(tmp_path / "data.csv"))

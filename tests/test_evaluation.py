@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from shrinkflow.core.config import DataConfig, ModelConfig, TrainConfig
-from shrinkflow.core.data import load_splits, prepare_dataset
+from shrinkflow.core.data import prepare_dataset
 from shrinkflow.core.evaluation import (
     METRIC_NAMES, classification_metrics, evaluate_model_file, file_sizes, load_row_predictions,
 )
+from tests.datasets import load_splits
 from shrinkflow.core.training import train_baseline
 
 

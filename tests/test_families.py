@@ -12,7 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from shrinkflow.core.config import PipelineConfig, load_config
-from shrinkflow.core.data import DatasetRef, load_splits, prepare_dataset
+from shrinkflow.core.data import DatasetRef, prepare_dataset
+from tests.datasets import load_splits
 from shrinkflow.core.errors import ConfigError, DataError
 from shrinkflow.core.evaluation import load_predictor
 from shrinkflow.core.summary import SummaryRow

@@ -240,7 +240,8 @@ def test_saved_model_in_a_fresh_process_reproduces_the_logged_accuracy(finished_
 import json, sys
 import shrinkflow, numpy as np, tensorflow as tf
 from shrinkflow.core.config import load_config
-from shrinkflow.core.data import prepare_dataset, load_splits
+from shrinkflow.core.data import prepare_dataset
+from tests.datasets import load_splits
 config = load_config({str(REPO / 'configs' / 'digits_cnn.yaml')!r})
 splits = load_splits(prepare_dataset(config.data, {str(workspace.datasets)!r}))
 serve = tf.saved_model.load({str(workspace.exports / config.name / '1')!r}).signatures["serving_default"]

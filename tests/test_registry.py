@@ -21,6 +21,7 @@ from shrinkflow.tracking.models import log_and_register_model
 from shrinkflow.tracking.registry import CHAMPION_ALIAS, champion_version, predict_with_version
 from shrinkflow.tracking.runs import TrackingRef
 from shrinkflow.tracking.store import client_for, fluent_mlflow
+from tests.datasets import dataset_from_arrays
 
 INPUT_SHAPE = (4, 4, 1)
 CLASSES = ("cat", "dog", "emu")
@@ -59,14 +60,11 @@ def tflite_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
     """4x4 grayscale "images" of 0-255 pixels, scaled by 1/255 (minmax), three named classes."""
-    x = np.random.default_rng(1).integers(0, 256, (20, *INPUT_SHAPE)).astype(np.float32) / 255
-    y = np.arange(20) % len(CLASSES)
-    path = tmp_path_factory.mktemp("data") / "images.npz"
-    np.savez(path, x_train=x, y_train=y, x_val=x, y_val=y, x_test=x, y_test=y)
-    return DatasetRef(
-        path=str(path), fingerprint="test", source="test", input_shape=INPUT_SHAPE, num_classes=len(CLASSES),
-        class_names=CLASSES, class_counts=(), split_sizes=(("train", 20), ("validation", 20), ("test", 20)),
-        is_image=True, preprocessing=(("kind", "minmax"), ("offset", 0.0), ("scale", 1 / 255)),
+    x = np.random.default_rng(1).integers(0, 256, (30, *INPUT_SHAPE)).astype(np.uint8)
+    y = np.arange(30) % len(CLASSES)
+    return dataset_from_arrays(
+        tmp_path_factory.mktemp("data") / "images", x, y, num_classes=len(CLASSES), class_names=CLASSES, is_image=True,
+        preprocessing=(("kind", "minmax"), ("offset", 0.0), ("scale", 1 / 255)),
     )
 
 

@@ -25,9 +25,7 @@ import pytest
 
 from shrinkflow.cli.main import main
 from shrinkflow.core.config import PipelineConfig, load_config
-from shrinkflow.core.data import DatasetRef, prepare_dataset
-from shrinkflow.core.data.readers import read_source
-from shrinkflow.core.data.transforms import encode_labels, split, subsample
+from shrinkflow.core.data import DatasetRef, prepare_dataset, split_rows
 from shrinkflow.core.workspace import Workspace
 from tests.conftest import REPO, subprocess_env
 
@@ -61,22 +59,25 @@ def config_of(name: str) -> PipelineConfig:
     return load_config(REPO / "configs" / preset, [*QUICK, *sets])
 
 
-def raw_test_rows(config: PipelineConfig) -> tuple[pd.DataFrame | np.ndarray, np.ndarray]:
-    """The test split as the source holds it: the same reader and split functions prepare_dataset uses, run on
-    row numbers."""
+def raw_test_rows(config: PipelineConfig, dataset: DatasetRef) -> tuple[pd.DataFrame | np.ndarray, np.ndarray]:
+    """The test split as the source holds it: its rows, by the source row numbers the prepared dataset keeps
+    (data.split_rows), read from the source itself."""
     cfg = config.data
-    features, labels, columns = read_source(cfg)
-    y = encode_labels(labels, cfg.source, "labels")[1] if cfg.task == "classification" else labels.reshape(len(labels), -1)
-    rows = np.arange(len(labels))
-    if cfg.max_samples is not None and cfg.max_samples < len(rows):
-        rows, y = subsample(rows, y, cfg)
-    test = split(rows, y, cfg).x_test
-    truth = labels[test].astype(str) if cfg.task == "classification" else labels[test].astype(np.float64).reshape(len(test), -1)
-    if cfg.text_column is not None:
-        return pd.DataFrame({cfg.text_column: features[test]}), truth
-    if columns is not None:
-        return pd.DataFrame(features[test], columns=list(columns)), truth
-    return features[test][..., 0], truth  # images without their channel axis of one
+    rows = split_rows(dataset, "test")
+    if cfg.source == "sklearn:digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images[rows], digits.target[rows].astype(str)
+    if cfg.source == "sklearn:diabetes":
+        from sklearn.datasets import load_diabetes
+
+        diabetes = load_diabetes(scaled=False, as_frame=True)
+        return diabetes.data.iloc[rows].reset_index(drop=True), diabetes.target.to_numpy()[rows].reshape(len(rows), -1)
+    table = pd.read_csv(REPO / cfg.source).iloc[rows].reset_index(drop=True)
+    truth = table[cfg.label_column].astype(str).to_numpy()
+    features = table[[cfg.text_column]] if cfg.text_column is not None else table.drop(columns=[cfg.label_column])
+    return features, truth
 
 
 def build_and_register(name: str, mode: str | None, dataset: DatasetRef, workspace: Path, tmp: Path) -> dict[str, float]:
@@ -136,17 +137,18 @@ def servers(prefect_harness, workspace: Path, tmp_path_factory: pytest.TempPathF
         uri = Workspace(workspace).tracking_uri()
         champion = MlflowClient(uri, uri).get_model_version_by_alias("wine_mlp", "champion")
         reported = {"wine_mlp": MlflowClient(uri, uri).get_run(champion.run_id).data.metrics}
+        datasets = {"wine_mlp": prepare_dataset(config_of("wine_mlp").data, workspace / "datasets")}
         for name, (_, _, mode) in MODELS.items():
             if mode == "pipeline":
                 continue
-            dataset = prepare_dataset(config_of(name).data, workspace / "datasets")
+            datasets[name] = dataset = prepare_dataset(config_of(name).data, workspace / "datasets")
             reported[name] = build_and_register(name, mode, dataset, workspace, tmp_path_factory.mktemp(name))
             model_dir = scoring.download_version(uri, registry.resolve_version(uri, f"{name}/1"), tmp_path_factory.mktemp(f"{name}-model"))
             server = scoring.scoring_server(model_dir, "127.0.0.1", ports[name])
             threads.append((server, threading.Thread(target=server.run, name=f"serve-{name}", daemon=True)))
             threads[-1][1].start()
         served = {
-            name: Served(config_of(name), f"http://127.0.0.1:{ports[name]}", *raw_test_rows(config_of(name)), reported[name])
+            name: Served(config_of(name), f"http://127.0.0.1:{ports[name]}", *raw_test_rows(config_of(name), datasets[name]), reported[name])
             for name in MODELS
         }
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -295,7 +297,7 @@ def test_the_text_vectorization_is_tensorflows(tmp_path: Path) -> None:
     dataset = prepare_dataset(config.data, tmp_path)
     from shrinkflow.core.contract import served_model
 
-    texts = [*read_source(config.data)[0], "Ünïcode ÀND pünctuation: it's-a (test)!\t tabs\u00a0nbsp", "", "   "]
+    texts = [*pd.read_csv(REPO / config.data.source)[config.data.text_column].astype(str), "Ünïcode ÀND pünctuation: it's-a (test)!\t tabs\u00a0nbsp", "", "   "]
     from tf_keras.layers import TextVectorization
 
     from shrinkflow.core.data import load_vocabulary
@@ -316,7 +318,7 @@ def test_encoded_images_predict_like_their_pixels(tmp_path: Path) -> None:
     from shrinkflow.core.serving import IMAGE_BYTES, RequestError, ServedModel
 
     dataset = prepare_dataset(config_of("digits_cnn").data, tmp_path)
-    pixels = raw_test_rows(config_of("digits_cnn"))[0][:4].astype(np.uint8)
+    pixels = raw_test_rows(config_of("digits_cnn"), dataset)[0][:4].astype(np.uint8)
     model = lambda x: x.reshape(len(x), -1)[:, :10]  # noqa: E731  (the first ten scaled pixels stand in for probabilities)
     by_pixels = ServedModel(model, serving_contract(dataset)).predict(pixels.astype(np.float64))
     contract = serving_contract(dataset) | {"input": {"kind": IMAGE_BYTES, "column": "image", "image_size": [8, 8], "color_mode": "grayscale"}}

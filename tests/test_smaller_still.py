@@ -108,8 +108,9 @@ def test_pcqat_keeps_the_sparsity_and_the_clusters(chain: dict[str, Variant]) ->
     pruned, clustered, pcqat = chain["pruned"], chain["clustered"], chain["pcqat"]
     assert clustered.lineage()["step"]["preserve_sparsity"] is True
     assert pcqat.lineage()["step"]["preserve_clusters"] is True and pcqat.lineage()["step"]["preserve_sparsity"] is True
-    assert clustered.sparsity == pytest.approx(pruned.sparsity, abs=0.02)
-    assert tflite_sparsity(pcqat.model_path) == pytest.approx(pruned.sparsity, abs=0.02)
+    # Preserving keeps the pruned zeros; a cluster or int8 rounding can add a few more, never many.
+    for sparsity in (clustered.sparsity, tflite_sparsity(pcqat.model_path)):
+        assert pruned.sparsity - 0.02 <= sparsity <= pruned.sparsity + 0.05, (sparsity, pruned.sparsity)
     # int8 per output channel: each channel keeps at most k distinct non-zero values.
     assert all(kernel.unique_per_channel <= CLUSTERS for kernel in weight_stats(pcqat.model_path).kernels)
     assert pcqat.metrics["param_bits"] < pruned.metrics["param_bits"] / 8
@@ -248,7 +249,7 @@ def test_adding_a_student_retrains_neither_the_teacher_nor_the_first_student(flo
 def test_an_onnx_variant_registers_as_a_served_model_and_predicts(
     chain: dict[str, Variant], digits: DatasetRef, tmp_path: Path
 ) -> None:
-    from shrinkflow.core.data import load_splits
+    from tests.datasets import load_splits
     from shrinkflow.tracking import models, registry
     from shrinkflow.tracking.runs import TrackingRef
 

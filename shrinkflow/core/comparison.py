@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.data import DatasetRef, split_targets
 from shrinkflow.core.evaluation import EVALUATED_SPLITS, load_row_predictions, true_rows
 from shrinkflow.core.selection import Quality
 from shrinkflow.core.statistics import REPORTED_CONFIDENCE, PairedResult, mcnemar, paired_interval, row_statistic
@@ -26,8 +26,7 @@ CHANGED_ROWS = "val_rows_changed"
 def split_truth(dataset: DatasetRef) -> dict[str, np.ndarray]:
     """The stored labels of the evaluated splits, as the row predictions are kept (class indices, or targets in
     their own units)."""
-    splits = load_splits(dataset)
-    return {"validation": true_rows(dataset, splits.y_val), "test": true_rows(dataset, splits.y_test)}
+    return {split: true_rows(dataset, split_targets(dataset, split)) for split in ("validation", "test")}
 
 
 def compare_to_baseline(

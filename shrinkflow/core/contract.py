@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shrinkflow.core.config import IMAGE_FOLDER_PREFIX
 from shrinkflow.core.data import DatasetRef, load_vocabulary
 from shrinkflow.core.serving import (
     CLASSES, COLUMNS, CONTRACT_FORMAT, IMAGE_BYTES, PAD, TARGETS, TENSOR, TEXT, ServedModel,
@@ -42,9 +43,12 @@ def _input(dataset: DatasetRef, model_shape: list[int], settings: dict[str, Any]
             "kind": TEXT, "column": (dataset.feature_names or ("text",))[0],
             "sequence_length": int(settings["sequence_length"]), "vocabulary": load_vocabulary(dataset),
         }
-    image_size = getattr(dataset, "image_size", None)  # image folders (data.source images:DIR)
-    if image_size:
-        return {"kind": IMAGE_BYTES, "column": IMAGE_COLUMN, "image_size": list(image_size), "color_mode": getattr(dataset, "color_mode")}
+    if dataset.encoded_images and dataset.source.startswith(IMAGE_FOLDER_PREFIX):  # users of image folders hold files
+        height, width, channels = dataset.input_shape
+        return {
+            "kind": IMAGE_BYTES, "column": IMAGE_COLUMN, "image_size": [height, width],
+            "color_mode": "grayscale" if channels == 1 else "rgb",
+        }
     if dataset.feature_names and len(dataset.feature_names) == int(np.prod(model_shape)):
         return {"kind": COLUMNS, "columns": list(dataset.feature_names)}
     # Arrays: samples as their source holds them, a grayscale image without its channel axis of one.
@@ -75,12 +79,16 @@ def raw_requests(contract: dict[str, Any], x: np.ndarray) -> pd.DataFrame | np.n
         vocabulary = contract["input"]["vocabulary"]
         texts = [" ".join(vocabulary[token] for token in row if token != PAD) for row in np.asarray(x, dtype=np.int64)]
         return pd.DataFrame({contract["input"]["column"]: texts})
-    if kind == IMAGE_BYTES:
-        raise ValueError("the raw requests of an image-bytes model are encoded images; encode the pixels first")
     flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     scaling = contract["scaling"]
     if scaling["kind"] in ("minmax", "standard"):
         flat = flat / np.asarray(scaling["scale"]) + np.asarray(scaling["offset"])
+    if kind == IMAGE_BYTES:  # the pixels as the image files held them, encoded losslessly (PNG)
+        import tensorflow as tf
+
+        height, width = contract["input"]["image_size"]
+        pixels = np.clip(np.round(flat), 0, 255).astype(np.uint8).reshape(len(flat), height, width, -1)
+        return pd.DataFrame({contract["input"]["column"]: [tf.io.encode_png(image).numpy() for image in pixels]})
     if kind == COLUMNS:
         return pd.DataFrame(flat, columns=contract["input"]["columns"])
     return flat.reshape((len(flat), *contract["input"]["shape"]))

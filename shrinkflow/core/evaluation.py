@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.data import DatasetRef, batches, split_targets
 from shrinkflow.core.files import atomic_path
 from shrinkflow.core.predictors import BatchPredictor, load_predictor
 from shrinkflow.core.statistics import REPORTED_CONFIDENCE, metric_interval
@@ -35,6 +35,10 @@ VALIDATION_PREFIX = "val_"
 PREDICTIONS_FILE = "predictions.npz"
 # The splits a variant is evaluated on, and the prefix of their metrics.
 EVALUATED_SPLITS = {"validation": VALIDATION_PREFIX, "test": ""}
+# A model file is evaluated on batches of about this many bytes of float32 features (its outputs are gathered, the
+# features are not): few calls for small samples, little memory for images.
+PREDICT_BATCH_BYTES = 4 << 20
+PREDICT_BATCH_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -50,29 +54,30 @@ class Evaluation:
 def evaluate_model_file(
     model_path: str | Path, dataset: DatasetRef, out_dir: str | Path, latency_repeats: int = 100
 ) -> Evaluation:
-    """Evaluate a saved `.keras`, `.tflite` or `.onnx` model on the dataset's validation and test splits."""
-    splits = load_splits(dataset)
+    """Evaluate a saved `.keras`, `.tflite` or `.onnx` model on the dataset's validation and test splits, streamed
+    batch by batch (only the outputs are kept)."""
     predict = load_predictor(model_path)
     metrics: dict[str, float] = {}
     predicted: dict[str, np.ndarray] = {}
-    for split, (x, y) in {"validation": (splits.x_val, splits.y_val), "test": (splits.x_test, splits.y_test)}.items():
-        outputs = predict(x)
-        prefix = EVALUATED_SPLITS[split]
+    truth: dict[str, np.ndarray] = {}
+    for split, prefix in EVALUATED_SPLITS.items():
+        outputs = predict_split(predict, dataset, split)
+        y = split_targets(dataset, split)
         metrics |= {f"{prefix}{name}": value for name, value in task_metrics(dataset, y, outputs).items()}
-        predicted[split] = row_predictions(dataset, outputs)
-    metrics |= quality_intervals(dataset, true_rows(dataset, splits.y_test), predicted["test"])
+        predicted[split], truth[split] = row_predictions(dataset, outputs), true_rows(dataset, y)
+    metrics |= quality_intervals(dataset, truth["test"], predicted["test"])
     predictions = Path(out_dir) / PREDICTIONS_FILE
     with atomic_path(predictions) as partial:
         with open(partial, "wb") as file:  # uncompressed: zlib gains nothing on predictions and costs seconds
             np.savez(file, **predicted)  # type: ignore[arg-type]
     metrics.update(file_sizes(model_path))
-    metrics.update(latency_metrics(predict, splits.x_test, repeats=latency_repeats))
+    metrics.update(latency_metrics(predict, next(batches(dataset, "test", LATENCY_BATCH))[0], repeats=latency_repeats))
     if dataset.task == "classification":
         png = Path(out_dir) / "confusion_matrix.png"
-        save_confusion_matrix(splits.y_test, predicted["test"], dataset.class_names, png)
+        save_confusion_matrix(truth["test"], predicted["test"], dataset.class_names, png)
     else:
         png = Path(out_dir) / "predicted_vs_actual.png"
-        save_predicted_vs_actual(true_rows(dataset, splits.y_test), predicted["test"], dataset.target_names, png)
+        save_predicted_vs_actual(truth["test"], predicted["test"], dataset.target_names, png)
     return Evaluation(metrics=metrics, plot_png=str(png), predictions=str(predictions))
 
 
@@ -105,6 +110,16 @@ def quality_intervals(
         interval = metric_interval(name, y_true, predicted, confidence, dataset.num_classes)
         intervals |= {f"{name}_ci_low": interval.low, f"{name}_ci_high": interval.high}
     return intervals
+
+
+def predict_split(predict: BatchPredictor, dataset: DatasetRef, split: str, batch_size: int | None = None) -> np.ndarray:
+    """The model's outputs on every sample of a split (class probabilities, or standardized regression targets), in
+    the split's stored order (that of data.split_targets and data.split_rows): the features are read batch by batch
+    (of `batch_size`, or of about PREDICT_BATCH_BYTES), only the outputs are kept."""
+    sample_bytes = 4 * int(np.prod(dataset.input_shape))
+    rows = batch_size or max(64, min(PREDICT_BATCH_ROWS, PREDICT_BATCH_BYTES // sample_bytes))
+    outputs = [predict(x) for x, _ in batches(dataset, split, rows)]
+    return np.concatenate(outputs)
 
 
 def task_metrics(dataset: DatasetRef, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Deployable exports in the TF Serving layout, written atomically.
 
-<exports>/<name>/<version>/ is a SavedModel (serving_default signature) with, beside it, the Keras
+<exports>/<name>/<version>/ is a SavedModel (serving_default signature, and image_bytes for an image model) with,
+beside it, the Keras
 file, any extra variant files and a manifest.json that lists every file with its size and sha256.
 The folder is assembled under a hidden staging name and renamed into place at the end, so a failed
 or killed run never leaves a half-written version folder behind.
@@ -16,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shrinkflow.core.config import ExportConfig
 from shrinkflow.core.contract import serving_contract
 from shrinkflow.core.files import atomic_path, sha256_file
@@ -30,6 +33,10 @@ KERAS_FILE_NAME = "model.keras"
 VOCABULARY_FILE_NAME = "vocabulary.txt"
 CONTRACT_FILE_NAME = "serving_contract.json"
 SERVING_INPUT = "inputs"
+# The second signature of an image model: a batch of encoded images (PNG, JPEG, BMP, GIF), as TF Serving's image
+# models take them, decoded, resized and scaled inside.
+IMAGE_BYTES_SIGNATURE = "image_bytes"
+IMAGE_BYTES_INPUT = "images"
 SERVING_OUTPUTS = {"classification": "probabilities", "regression": "predictions"}
 
 
@@ -181,19 +188,33 @@ def restore_moved(moves: list[tuple[Path, Path]]) -> None:
 
 
 def serving_fields(dataset: DatasetRef) -> dict[str, Any]:
-    """What a client of the export needs besides the model (manifest.json): what each kind of file takes and
-    returns (`serving`), the serving signature, and the target scaling (regression) or the vocabulary (text)
-    that the model files, unlike the registered model and the SavedModel, leave to the client."""
+    """What a client of the export needs besides the model (manifest.json): what each kind of file takes and returns
+    (`serving`), the serving signatures, what a client applies to its raw inputs before serving_default (the same
+    scaling the model files need), and the target scaling (regression) or the vocabulary (text) that the model files,
+    unlike the registered model and the SavedModel, leave to the client."""
     output = SERVING_OUTPUTS[dataset.task]
     text = bool(dataset.vocabulary_size)
+    answer = "class probabilities" if dataset.task == "classification" else "targets in original units"
     fields: dict[str, Any] = {
         "serving_signature": {
             "inputs": "raw texts, string [n]" if text else f"scaled features, float32 [n, {', '.join(map(str, dataset.input_shape))}]",
-            output: "class probabilities" if dataset.task == "classification" else "targets in original units",
+            output: answer,
         },
         "serving": serving_description(dataset),
         "serving_contract_file": CONTRACT_FILE_NAME,
+        "client_preprocessing": "the SavedModel vectorizes raw text itself" if text else client_preprocessing(dataset),
     }
+    if dataset.encoded_images:
+        height, width, channels = dataset.input_shape
+        fields["image_bytes_signature"] = {
+            "signature": IMAGE_BYTES_SIGNATURE,
+            IMAGE_BYTES_INPUT: (
+                f"encoded images (PNG, JPEG, BMP or GIF), string [n]; each is decoded to {channels} channel(s) "
+                f"({'grayscale' if channels == 1 else 'rgb'}), resized bilinearly to {height} x {width} and scaled "
+                "inside: send the image files' bytes as they are"
+            ),
+            output: answer,
+        }
     if dataset.task == "regression":
         fields["target_names"] = list(dataset.target_names)
         fields["target_scaling"] = {
@@ -250,6 +271,17 @@ def serving_description(dataset: DatasetRef) -> dict[str, Any]:
     }
 
 
+def client_preprocessing(dataset: DatasetRef) -> str:
+    """What a client applies to raw features (pixels) before serving_default, or a TFLite or ONNX file, in words."""
+    settings = dict(dataset.preprocessing)
+    kind = settings.get("kind")
+    if kind == "minmax":
+        return f"x = (raw - {settings['offset']:g}) * {settings['scale']:.10g}, as float32 (preprocessing: minmax)"
+    if kind == "standard":
+        return "x = (raw - offset[i]) * scale[i] for each feature i, as float32 (preprocessing: standard, offset and scale)"
+    return "none: the raw features as float32"
+
+
 def write_saved_model(keras_path: str | Path, out_dir: str | Path, dataset: DatasetRef | None = None) -> None:
     """A SavedModel whose serving_default maps `inputs` to `probabilities` (classification) or `predictions`
     (regression, in the targets' original units).
@@ -281,6 +313,10 @@ def write_saved_model(keras_path: str | Path, out_dir: str | Path, dataset: Data
         outputs = model(features, training=False)
         return {output: outputs if mean is None else outputs * std + mean}
 
+    signatures: dict[str, Any] = {}
+    if dataset is not None and dataset.encoded_images:
+        signatures[IMAGE_BYTES_SIGNATURE] = image_bytes_signature(dataset, predict)
+
     if vectorizer is not None:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
         def serve(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -292,7 +328,33 @@ def write_saved_model(keras_path: str | Path, out_dir: str | Path, dataset: Data
 
     module = tf.Module()
     module.model, module.vectorizer, module.serve = model, vectorizer, serve
-    tf.saved_model.save(module if vectorizer is not None else model, str(out_dir), signatures={"serving_default": serve})
+    signatures["serving_default"] = serve
+    tf.saved_model.save(module if vectorizer is not None else model, str(out_dir), signatures=signatures)
+
+
+def image_bytes_signature(dataset: DatasetRef, predict: Callable[[Any], dict[str, Any]]) -> Any:
+    """The image model's second serving signature: encoded images (tf.string [n]) decoded and resized as the
+    preparation did (data.images.decode_image), scaled as the training data was, then predicted."""
+    import tensorflow as tf
+
+    from shrinkflow.core.data.images import decode_image
+
+    height, width, channels = dataset.input_shape
+    settings = dict(dataset.preprocessing)
+    offset = scale = None
+    if settings.get("kind") in ("minmax", "standard"):
+        shape = dataset.input_shape if isinstance(settings["offset"], tuple) else ()
+        offset = tf.constant(np.reshape(settings["offset"], shape), tf.float32)
+        scale = tf.constant(np.reshape(settings["scale"], shape), tf.float32)
+    pixels_spec = tf.TensorSpec([height, width, channels], tf.uint8)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)])
+    def serve_image_bytes(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixels = tf.map_fn(lambda image: decode_image(image, channels, (height, width)), images, fn_output_signature=pixels_spec)
+        features = tf.cast(pixels, tf.float32)
+        return predict(features if offset is None else (features - offset) * scale)
+
+    return serve_image_bytes
 
 
 def describe_files(folder: Path) -> list[dict[str, Any]]:

@@ -113,8 +113,9 @@ class ServedModel:
                     f"column {self._input['column']!r}, row {row}: not an image TensorFlow can decode "
                     "(PNG, JPEG, BMP or GIF bytes; base64-encoded in JSON)"
                 ) from None
-            if tuple(image.shape[:2]) != (height, width):
-                image = tf.image.resize(image, (height, width))
+            if tuple(image.shape[:2]) != (height, width):  # as the preparation does: bilinear, back to 8 bits
+                resized = tf.image.resize(image, (height, width), method="bilinear")
+                image = tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
             pixels.append(tf.cast(image, tf.float64).numpy())
         return np.stack(pixels) if pixels else np.zeros((0, height, width, channels))
 

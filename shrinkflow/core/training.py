@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from shrinkflow.core.config import ModelConfig, TrainConfig, resolve_loss
-from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.data import DatasetRef, tf_dataset
 from shrinkflow.core.errors import ConfigError
 from shrinkflow.core.files import atomic_path
 
@@ -108,14 +108,13 @@ def make_optimizer(train_cfg: TrainConfig, steps_per_epoch: int) -> Any:
     ](learning_rate)
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> Any:
-    """A batched, prefetched tf.data pipeline; shuffled (reproducibly) when a seed is given."""
-    import tensorflow as tf
-
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+def training_data(dataset: DatasetRef, batch_size: int, seed: int, targets_from: str | Path | None = None) -> tuple[Any, Any]:
+    """The training split (shuffled with `seed`, anew each epoch) and the validation split, streamed from the
+    prepared shards as tf.data pipelines; with `targets_from`, the targets written there (see data.write_targets)."""
+    return (
+        tf_dataset(dataset, "train", batch_size, shuffle_seed=seed, targets_from=targets_from),
+        tf_dataset(dataset, "validation", batch_size, targets_from=targets_from),
+    )
 
 
 def compile_for_training(model: Any, optimizer: Any, loss: str = "crossentropy") -> None:
@@ -167,9 +166,9 @@ def train_baseline(
     from tf_keras.callbacks import EarlyStopping
 
     tf_keras.utils.set_random_seed(train_cfg.seed)
-    splits = load_splits(dataset)
     model = model_for(model_cfg, dataset)
-    steps_per_epoch = int(np.ceil(len(splits.x_train) / train_cfg.batch_size))
+    train_samples = dataset.split_size("train")
+    steps_per_epoch = int(np.ceil(train_samples / train_cfg.batch_size))
     compile_for_training(model, make_optimizer(train_cfg, steps_per_epoch), resolve_loss(train_cfg.loss, dataset.task))
     callbacks: list[Any] = []
     if train_cfg.early_stopping_patience:
@@ -178,10 +177,11 @@ def train_baseline(
         )
     if on_epoch is not None:
         callbacks.append(epoch_reporter(on_epoch))
+    train_data, validation_data = training_data(dataset, train_cfg.batch_size, train_cfg.seed)
     started = time.perf_counter()
     history = model.fit(
-        make_dataset(splits.x_train, splits.y_train, train_cfg.batch_size, shuffle_seed=train_cfg.seed),
-        validation_data=make_dataset(splits.x_val, splits.y_val, train_cfg.batch_size),
+        train_data,
+        validation_data=validation_data,
         epochs=train_cfg.epochs,
         callbacks=callbacks,
         verbose=0,
@@ -195,7 +195,7 @@ def train_baseline(
         "epochs_run": float(epochs_run),
         "train_seconds": fit_seconds,
         # Training throughput, validation passes included: what bench/input_pipeline.py compares.
-        "train_samples_per_s": len(splits.x_train) * epochs_run / fit_seconds,
+        "train_samples_per_s": train_samples * epochs_run / fit_seconds,
     }
 
 

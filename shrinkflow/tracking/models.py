@@ -27,7 +27,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 
 from shrinkflow.core import predictors, serving
 from shrinkflow.core.contract import raw_requests, serving_contract
-from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.data import DatasetRef, batches
 from shrinkflow.core.names import Runtime
 from shrinkflow.core.variants import Variant
 from shrinkflow.tracking import served_pyfunc
@@ -68,7 +68,7 @@ def log_and_register_model(
 ) -> ModelVersion:
     """Log a model file behind `dataset`'s serving contract to the run, and register it as a new version."""
     contract = serving_contract(dataset)
-    example = readable(raw_requests(contract, load_splits(dataset).x_test[:EXAMPLE_ROWS]))
+    example = readable(raw_requests(contract, next(batches(dataset, "test", EXAMPLE_ROWS))[0]))
     with tempfile.TemporaryDirectory(prefix="shrinkflow-contract-") as scratch:
         contract_path = Path(scratch) / "serving_contract.json"
         contract_path.write_text(json.dumps(contract, indent=1))

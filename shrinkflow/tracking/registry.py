@@ -6,6 +6,8 @@ Prefect tasks never hold an MLflow client. Versions are registered by shrinkflow
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -129,18 +131,34 @@ def predict_with_version(tracking_uri: str, name: str, version: str | int, datas
     Returns:
         float32 class probabilities (n, num_classes), or standardized targets (n, targets).
     """
+    with version_predictor(tracking_uri, name, version, dataset) as predict:
+        return predict(x)
+
+
+@contextmanager
+def version_predictor(
+    tracking_uri: str, name: str, version: str | int, dataset: DatasetRef
+) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+    """A registered version loaded once through `mlflow.pyfunc`, as predict_with_version's function of a batch of
+    `dataset`'s model inputs, for the block: a split is predicted batch by batch."""
     import tempfile
 
     # MLflow resolves "models:/" URIs with the global registry URI (download_artifacts'
     # registry_uri argument is not passed on), so set it for the block.
     with fluent_mlflow(tracking_uri), tempfile.TemporaryDirectory(prefix="shrinkflow-model-") as tmp:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}", dst_path=tmp)
-        if CONTRACT_METADATA in (model.metadata.metadata or {}):
-            return model_outputs(dataset, model.predict(raw_requests(serving_contract(dataset), x)))
-        predictions = model.predict(np.asarray(x, dtype=np.float32))
-    if isinstance(predictions, dict):  # the onnx flavor answers {output name: array}; shrinkflow's had one
-        [predictions] = predictions.values()
-    return np.asarray(predictions, dtype=np.float32)
+        follows_contract = CONTRACT_METADATA in (model.metadata.metadata or {})
+        contract = serving_contract(dataset) if follows_contract else None
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            if contract is not None:
+                return model_outputs(dataset, model.predict(raw_requests(contract, x)))
+            predictions = model.predict(np.asarray(x, dtype=np.float32))
+            if isinstance(predictions, dict):  # the onnx flavor answers {output name: array}; shrinkflow's had one
+                [predictions] = predictions.values()
+            return np.asarray(predictions, dtype=np.float32)
+
+        yield predict
 
 
 def set_champion(tracking_uri: str, name: str, version: str) -> None:

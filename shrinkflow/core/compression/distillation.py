@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shrinkflow.core.compression.tuning import load_model
-from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.data import DatasetRef, write_targets
 from shrinkflow.core.steps import DistillStep
-from shrinkflow.core.training import keras_loss, make_dataset, model_for, save_for_inference
+from shrinkflow.core.training import keras_loss, model_for, save_for_inference, training_data
 
 
 def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, out_path: str | Path) -> int:
@@ -20,7 +21,8 @@ def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, ou
     student), where x_T is the softmax of log-probabilities divided by the temperature T (Hinton et al., 2015).
     Regression: alpha * MSE(teacher's predictions, student's) + (1 - alpha) * the task's loss on the targets
     (there are no probabilities to soften, so the temperature does not apply). The teacher's outputs are
-    computed once, before training. From scratch (`step.from_scratch`) the student learns from the labels alone,
+    computed once, before training, and written as shards beside the dataset's (streamed with the samples, never
+    held whole). From scratch (`step.from_scratch`) the student learns from the labels alone,
     with the same settings: the comparison that measures what distillation adds. Epochs, learning rate (Adam),
     batch size, seed and early stopping on the validation loss as in `step.tuning`.
 
@@ -33,7 +35,6 @@ def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, ou
 
     tuning = step.tuning
     tf_keras.utils.set_random_seed(tuning.seed)
-    splits = load_splits(dataset)
     alpha = step.alpha or 0.0
     temperature = step.temperature or 1.0
     classification = dataset.task == "classification"
@@ -41,15 +42,15 @@ def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, ou
 
     teacher = None if alpha == 0 else load_model(teacher_path)
 
-    def targets(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def with_teacher(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Each sample's label (or targets), then the teacher's softened probabilities (or predictions)."""
         if teacher is None:
             taught = np.zeros((len(x), dataset.num_outputs), dtype=np.float32)
         elif classification:
-            log_probabilities = np.log(np.clip(teacher.predict(x, batch_size=512, verbose=0), 1e-7, 1.0))
+            log_probabilities = np.log(np.clip(np.asarray(teacher.predict_on_batch(x)), 1e-7, 1.0))
             taught = tf.nn.softmax(log_probabilities / temperature).numpy()
         else:
-            taught = teacher.predict(x, batch_size=512, verbose=0)
+            taught = np.asarray(teacher.predict_on_batch(x))
         return np.concatenate([y.reshape(len(y), -1).astype(np.float32), taught], axis=1)
 
     task_loss = None if classification else keras_loss(tuning.loss)
@@ -75,7 +76,6 @@ def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, ou
     def rmse(y_true: Any, y_pred: Any) -> Any:
         return tf.sqrt(tf_keras.losses.mean_squared_error(y_true[:, :labels_width], y_pred))
 
-    train_targets, val_targets = targets(splits.x_train, splits.y_train), targets(splits.x_val, splits.y_val)
     student = model_for(step.student, dataset)
     student.compile(
         optimizer=tf_keras.optimizers.Adam(tuning.learning_rate), loss=loss,
@@ -84,12 +84,11 @@ def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, ou
     callbacks: list[Any] = []
     if tuning.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=tuning.early_stopping_patience, restore_best_weights=True))
-    student.fit(
-        make_dataset(splits.x_train, train_targets, tuning.batch_size, shuffle_seed=tuning.seed),
-        validation_data=make_dataset(splits.x_val, val_targets, tuning.batch_size),
-        epochs=tuning.epochs,
-        callbacks=callbacks,
-        verbose=0,
-    )
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".teacher-targets-", dir=Path(out_path).parent) as targets:
+        for split in ("train", "validation"):
+            write_targets(dataset, split, with_teacher, targets)
+        train_data, validation_data = training_data(dataset, tuning.batch_size, tuning.seed, targets_from=targets)
+        student.fit(train_data, validation_data=validation_data, epochs=tuning.epochs, callbacks=callbacks, verbose=0)
     save_for_inference(student, out_path)
     return int(student.count_params())

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from shrinkflow.core.compression.tuning import CompressionError, load_model
-from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.data import DatasetRef, sample_features
 from shrinkflow.core.files import write_bytes_atomically
 from shrinkflow.core.kernels.keras import keras_sparsity
 from shrinkflow.core.names import Quantization
@@ -39,7 +39,7 @@ def convert_to_tflite(keras_path: str | Path, step: QuantizeStep, dataset: Datas
     Modes: none converts without optimizations (the float32 reference); "dynamic" stores
     weights as int8 (Optimize.DEFAULT); "float16" stores weights as float16; "int8" quantizes
     weights and activations, calibrated on `step.representative_samples` samples drawn
-    from the training split, with integer-only operators and, when `step.int8_io`, int8
+    from the training split (read from its shards, not the whole split), with integer-only operators and, when `step.int8_io`, int8
     input and output. A pruned model keeps its zeros in every mode; in SPARSE_ENCODING_MODES its
     kernels are also stored sparse-encoded. The result is checked to run in LiteRT before it is
     written.
@@ -62,8 +62,8 @@ def convert_to_tflite(keras_path: str | Path, step: QuantizeStep, dataset: Datas
     if mode is Quantization.FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
     if mode is Quantization.INT8:
-        x_train = load_splits(dataset).x_train
-        converter.representative_dataset = _representative_samples(x_train, step.representative_samples)
+        calibration = sample_features(dataset, "train", step.representative_samples, CALIBRATION_SEED)
+        converter.representative_dataset = _representative_samples(calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if step.int8_io:
             converter.inference_input_type = tf.int8
@@ -87,15 +87,14 @@ def tflite_converter(model: Any) -> Any:
     return tf.lite.TFLiteConverter.from_concrete_functions([single], model)
 
 
-def _representative_samples(x: np.ndarray, count: int) -> Callable[[], Iterator[list[np.ndarray]]]:
-    """The converter's calibration data: `count` samples of `x` (all when fewer), drawn with a fixed seed."""
-    chosen = np.random.default_rng(CALIBRATION_SEED).choice(len(x), size=min(count, len(x)), replace=False)
+def _representative_samples(samples: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The converter's calibration data: the samples one at a time."""
 
-    def samples() -> Iterator[list[np.ndarray]]:
-        for index in chosen:
-            yield [x[index : index + 1].astype(np.float32)]
+    def one_at_a_time() -> Iterator[list[np.ndarray]]:
+        for index in range(len(samples)):
+            yield [samples[index : index + 1]]
 
-    return samples
+    return one_at_a_time
 
 
 def convert_runnable(converter: Any, what: str, sparse_encoding: bool) -> bytes:

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shrinkflow.core.data import DatasetRef, load_splits
+from shrinkflow.core.data import DatasetRef
 from shrinkflow.core.steps import FineTuning
-from shrinkflow.core.training import compile_for_training, load_keras_model, make_dataset
+from shrinkflow.core.training import compile_for_training, load_keras_model, training_data
 
 
 class CompressionError(RuntimeError):
@@ -20,11 +20,11 @@ def fine_tune(model: Any, dataset: DatasetRef, tuning: FineTuning, callbacks: Se
     """Fine-tune a wrapped copy with Adam at `tuning.learning_rate` for `tuning.epochs` epochs."""
     import tf_keras
 
-    splits = load_splits(dataset)
     compile_for_training(model, tf_keras.optimizers.Adam(tuning.learning_rate), tuning.loss)
+    train_data, validation_data = training_data(dataset, tuning.batch_size, tuning.seed)
     model.fit(
-        make_dataset(splits.x_train, splits.y_train, tuning.batch_size, shuffle_seed=tuning.seed),
-        validation_data=make_dataset(splits.x_val, splits.y_val, tuning.batch_size),
+        train_data,
+        validation_data=validation_data,
         epochs=tuning.epochs,
         callbacks=list(callbacks),
         verbose=0,

@@ -5,7 +5,7 @@ Prefect flow's parameter, so a deployment's Run form shows these typed fields.
 """
 
 from shrinkflow.core.config.base import Section, Task
-from shrinkflow.core.config.data import DataConfig
+from shrinkflow.core.config.data import IMAGE_FOLDER_PREFIX, DataConfig
 from shrinkflow.core.config.loading import (
     apply_override, format_validation_error, load_config, section_at, set_value, shorten, validate_config,
 )
@@ -18,7 +18,7 @@ from shrinkflow.core.config.stages import (
 from shrinkflow.core.config.sweep import SearchSpace, SweepConfig
 
 __all__ = [
-    "LOSSES", "QUALITY_METRICS", "ClusterConfig", "DataConfig", "DistillConfig", "ExportConfig", "ModelConfig",
+    "IMAGE_FOLDER_PREFIX", "LOSSES", "QUALITY_METRICS", "ClusterConfig", "DataConfig", "DistillConfig", "ExportConfig", "ModelConfig",
     "OnnxConfig", "Optimizer", "PipelineConfig", "PruneConfig", "QualityMetric", "QuantizationMode",
     "QuantizeConfig", "SearchSpace", "Section", "SelectConfig", "SelectionMetric", "StudentConfig", "SweepConfig",
     "Task", "TrainConfig", "apply_override", "format_validation_error", "load_config", "resolve_loss", "section_at",

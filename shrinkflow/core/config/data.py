@@ -8,6 +8,9 @@ from pydantic import ConfigDict, Field, model_validator
 
 from shrinkflow.core.config.base import Section, Task
 
+# data.source of an image folder: images:DIR, one subfolder per class.
+IMAGE_FOLDER_PREFIX = "images:"
+
 
 class DataConfig(Section):
     """Where the data comes from and how it is split and scaled."""
@@ -18,8 +21,9 @@ class DataConfig(Section):
         "sklearn:digits",
         title="Data source",
         description=(
-            "sklearn:digits, sklearn:diabetes (regression), keras:mnist, keras:fashion_mnist, idx:DIR "
-            "(MNIST-format IDX files), or a path to a .csv or .parquet file."
+            "sklearn:digits, sklearn:diabetes (regression), keras:mnist, keras:fashion_mnist, keras:cifar10, "
+            "keras:cifar100 (the Keras download cache), idx:DIR (MNIST-format IDX files), images:DIR (one subfolder "
+            "of images per class), or a .csv or .parquet file, or a folder of them (read as one table)."
         ),
     )
     task: Task = Field(
@@ -56,6 +60,17 @@ class DataConfig(Section):
         title="Image shape",
         description="Reshape a table's pixel columns to this image shape, e.g. [28, 28] or [8, 8, 1].",
     )
+    image_size: tuple[int, int] | None = Field(
+        None, title="Image size",
+        description=(
+            "images:DIR: resize every image to [height, width] (bilinear); may be left out when all images have "
+            "one size."
+        ),
+    )
+    color_mode: Literal["grayscale", "rgb"] | None = Field(
+        None, title="Colour mode",
+        description="images:DIR: decode to 1 channel (grayscale) or 3 (rgb); left out: rgb, as Keras does.",
+    )
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, title="Validation share", description="Share held out for validation.")
     test_fraction: float = Field(0.2, gt=0, lt=0.5, title="Test share", description="Share held out for the final test.")
     max_samples: int | None = Field(
@@ -77,6 +92,12 @@ class DataConfig(Section):
             not 2 <= len(self.image_shape) <= 3 or min(self.image_shape) < 1
         ):
             raise ValueError("image_shape must be [height, width] or [height, width, channels] of positive sizes")
+        if self.image_size is not None and min(self.image_size) < 1:
+            raise ValueError("image_size must be [height, width] of positive sizes")
+        if not self.source.startswith(IMAGE_FOLDER_PREFIX):
+            given = [name for name in ("image_size", "color_mode") if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{' and '.join(given)} apply to images:DIR sources only (data.source: images:DIR)")
         if self.sequence_shape is not None and min(self.sequence_shape) < 1:
             raise ValueError("sequence_shape must be [timesteps, features] of positive sizes")
         shapes = [name for name in ("image_shape", "sequence_shape", "text_column", "series_column") if getattr(self, name) is not None]
@@ -89,6 +110,11 @@ class DataConfig(Section):
         if self.target_columns and self.task != "regression":
             raise ValueError("target_columns are for task: regression; a classification predicts the label column")
         return self
+
+    @property
+    def channels(self) -> int:
+        """images:DIR: colour channels of a decoded image."""
+        return 1 if self.color_mode == "grayscale" else 3
 
     def targets(self) -> tuple[str, ...]:
         """regression: the columns to predict."""

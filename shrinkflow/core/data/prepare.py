@@ -1,31 +1,37 @@
-"""Preparing a dataset once: read, check, split and scale it into one content-addressed file of splits.
+"""Preparing a dataset once: read and check the source, split it and write it as the shards of a content-addressed
+folder (store.py), in two passes over the source: its labels (enough to subsample, split and count the classes),
+then its features chunk by chunk, each chunk checked, fingerprinted, counted into the scaling statistics and
+appended to its shards. Memory holds the labels and one chunk, whatever the number of rows.
 
 Every problem with the data is raised as a DataError naming the file and what is expected, before any training
-starts. TensorFlow is imported only for the keras: sources and text, because it is slow to load.
+starts. TensorFlow is imported only for the sources that need it (keras:, images:, text), because it is slow to load.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shrinkflow.core.config import DataConfig
-from shrinkflow.core.data.checks import require_finite_after_scaling, require_samples_per_class
+from shrinkflow.core.config import IMAGE_FOLDER_PREFIX, DataConfig
+from shrinkflow.core.data.checks import require_finite_after_scaling, require_samples_per_class, require_varying_targets
 from shrinkflow.core.data.dataset import DatasetRef
 from shrinkflow.core.data.readers import KERAS_READERS, read_source
+from shrinkflow.core.data.store import INDEX_NAME, SPLITS, VOCABULARY_NAME, ShardWriter
 from shrinkflow.core.data.transforms import (
-    apply_image_shape, apply_sequence_shape, data_fingerprint, encode_labels, scale, split, standardize_targets, subsample,
-    vectorize, windows,
+    LEFT_OUT, Fingerprint, FeatureStats, encode_labels, fit_vocabulary, reshaped, split_codes, standardized_targets,
+    subsample,
 )
-from shrinkflow.core.files import atomic_path
 
 
 def prepare_dataset(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
-    """Read and validate the data, split and scale it, and store the splits as out_dir/<key>.npz.
+    """Read and validate the data, split it, and store it as the folder out_dir/<key> of shards.
 
     The key hashes the raw data and the data config, so an unchanged dataset is never written twice.
     Within one process an unchanged source (same files, sizes and modification times) is not even
@@ -37,9 +43,9 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
     """
     memo_key = (cfg.model_dump_json(), repr(source_stamp(cfg)), str(Path(out_dir).resolve()))
     known = _PREPARED.get(memo_key)
-    if known is not None and Path(known.path).is_file():
+    if known is not None and Path(known.path, INDEX_NAME).is_file():
         return known
-    ref = _prepare(cfg, out_dir)
+    ref = _prepare(cfg, Path(out_dir))
     _PREPARED[memo_key] = ref
     return ref
 
@@ -49,72 +55,96 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
 _PREPARED: dict[tuple[str, str, str], DatasetRef] = {}
 
 
-def _prepare(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
-    features, labels, columns = read_source(cfg)
-    from_table = columns is not None
-    fingerprint = data_fingerprint(features, labels)
-    features = apply_image_shape(features, cfg, from_table)
-    features = apply_sequence_shape(features, cfg)
-    if cfg.series_column is not None:
-        features, labels = windows(features, cfg)
+def _prepare(cfg: DataConfig, out_dir: Path) -> DatasetRef:
+    source = reshaped(read_source(cfg), cfg)
     classification = cfg.task == "classification"
     if classification:
-        label_field = f"column {cfg.label_column!r}" if from_table else "the labels"
-        class_names, y = encode_labels(labels, cfg.source, label_field)
+        class_names, y = encode_labels(source.labels, source, cfg)
         require_samples_per_class(y, class_names, cfg.source)
     else:
-        class_names, y = (), labels.astype(np.float64).reshape(len(labels), -1)
+        class_names, y = (), source.labels.astype(np.float64).reshape(len(source.labels), -1)
+    rows = np.arange(len(y))
     if cfg.max_samples is not None and cfg.max_samples < len(y):
-        features, y = subsample(features, y, cfg)
+        rows = subsample(y, cfg)
         if classification:
             require_samples_per_class(
-                y, class_names, cfg.source, after=f" after subsampling to data.max_samples={cfg.max_samples}"
+                y[rows], class_names, cfg.source, after=f" after subsampling to data.max_samples={cfg.max_samples}"
             )
-    splits = split(features, y, cfg)
-    vocabulary = None
-    if cfg.text_column is not None:
-        splits, vocabulary, preprocessing = vectorize(splits, cfg)
-    else:
-        splits, preprocessing = scale(splits, cfg.scaling)
-        require_finite_after_scaling(splits, cfg, columns)
+    codes = split_codes(y[rows], rows, len(y), cfg)
     target_scaling: tuple[tuple[str, Any], ...] = ()
+    stored_targets = y
     if not classification:
-        splits, target_scaling = standardize_targets(splits)
+        stored_targets, target_scaling = standardized_targets(y, codes)
+        scaling = dict(target_scaling)
+        require_varying_targets(np.asarray(scaling["std"]), np.asarray(scaling["mean"]), target_names(cfg), cfg.source)
+    vectorizer, vocabulary, preprocessing = fit_vocabulary(source, codes, cfg) if cfg.text_column else (None, None, ())
+    sample_shape = (cfg.sequence_length,) if vectorizer is not None else source.sample_shape
+    stored_dtype = np.dtype(np.int32) if vectorizer is not None else source.dtype
 
-    key = hashlib.sha256((fingerprint + cfg.model_dump_json()).encode()).hexdigest()[:16]
-    path = Path(out_dir) / f"{key}.npz"
-    if not path.exists():
-        arrays: dict[str, np.ndarray] = splits._asdict() | ({} if vocabulary is None else {"vocabulary": vocabulary})
-        with atomic_path(path) as partial:
-            np.savez_compressed(partial, **arrays)  # type: ignore[arg-type]
-    counts = np.bincount(y, minlength=len(class_names)) if classification else np.array([])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    try:
+        writer = ShardWriter(
+            staging, codes, {split: stored_targets[codes == code] for code, split in enumerate(SPLITS)},
+            sample_shape, stored_dtype,
+        )
+        fingerprint = Fingerprint(source)
+        stats = FeatureStats(int(np.prod(sample_shape)), cfg.scaling)
+        start = 0
+        for chunk in source.chunks():
+            fingerprint.add(chunk)
+            chunk_codes = codes[start : start + len(chunk)]
+            start += len(chunk)
+            if vectorizer is not None:
+                writer.append(vectorizer(chunk.astype(str)).numpy().astype(np.int32))
+                continue
+            stats.add(chunk.reshape(len(chunk), -1), chunk_codes)
+            with np.errstate(over="ignore"):  # values beyond float32 are reported below, and nothing is kept
+                writer.append(chunk)
+        source.checked()
+        if vectorizer is None:
+            preprocessing = stats.scaling()
+            if cfg.scaling != "none":
+                require_finite_after_scaling(stats.low, stats.high, dict(preprocessing), cfg, source.columns)
+        data_fingerprint = fingerprint.hexdigest(source.labels)
+        key = hashlib.sha256((data_fingerprint + cfg.model_dump_json()).encode()).hexdigest()[:16]
+        writer.finish({"source": cfg.source, "fingerprint": data_fingerprint})
+        if vocabulary is not None:
+            (staging / VOCABULARY_NAME).write_text(json.dumps(vocabulary))
+        path = out_dir / key
+        try:
+            os.rename(staging, path)
+        except OSError:  # prepared before (or just now, by a concurrent run): the same content
+            if not (path / INDEX_NAME).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    kept = y[codes != LEFT_OUT]
+    counts = np.bincount(kept, minlength=len(class_names)) if classification else np.array([])
     return DatasetRef(
         path=str(path),
-        fingerprint=fingerprint,
+        fingerprint=data_fingerprint,
         source=cfg.source,
-        input_shape=tuple(int(size) for size in splits.x_train.shape[1:]),
+        input_shape=tuple(int(size) for size in sample_shape),
         num_classes=len(class_names),
         class_names=class_names,
         class_counts=tuple((name, int(count)) for name, count in zip(class_names, counts)),
-        split_sizes=(
-            ("train", len(splits.y_train)),
-            ("validation", len(splits.y_val)),
-            ("test", len(splits.y_test)),
-        ),
-        is_image=splits.x_train.ndim == 4,
+        split_sizes=tuple((split, int(np.count_nonzero(codes == code))) for code, split in enumerate(SPLITS)),
+        is_image=len(sample_shape) == 3,
         preprocessing=preprocessing,
         task=cfg.task,
         target_names=() if classification else target_names(cfg),
         target_scaling=target_scaling,
         vocabulary_size=0 if vocabulary is None else len(vocabulary),
-        feature_names=columns or (),
+        feature_names=source.columns or (),
+        encoded_images=source.encoded_images and cfg.image_shape is None and cfg.sequence_shape is None,
     )
 
 
 def target_names(cfg: DataConfig) -> tuple[str, ...]:
     if cfg.series_column is not None:
         return (cfg.series_column,)
-    return cfg.targets() if Path(cfg.source).suffix.lower() in (".csv", ".parquet") else ("target",)
+    return ("target",) if cfg.source.startswith("sklearn:") else cfg.targets()
 
 
 def source_stamp(cfg: DataConfig) -> list[Any]:
@@ -127,20 +157,23 @@ def source_stamp(cfg: DataConfig) -> list[Any]:
 
         return [source, sklearn.__version__]
     if source in KERAS_READERS:
-        cache = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
-        return [source, *file_stamps(cache.rglob("*") if cache.is_dir() else [])]
-    path = Path(source.removeprefix("idx:"))
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
-    return [source, *file_stamps(files)]
+        return [source, *file_stamps(Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets")]
+    return [source, *file_stamps(Path(source.split(":", 1)[1] if source.startswith(("idx:", IMAGE_FOLDER_PREFIX)) else source))]
 
 
-def file_stamps(paths: Any) -> list[tuple[str, int, int]]:
+def file_stamps(path: Path) -> list[tuple[str, int, int]]:
+    """(path, size, modification time) of the file, or of every file below the folder, sorted. With os.walk and
+    os.stat rather than pathlib: an image folder has tens of thousands of files."""
+    root = os.path.realpath(path)
+    if not os.path.isdir(root):
+        names = [root] if os.path.isfile(root) else []
+    else:
+        names = [os.path.join(folder, name) for folder, _, files in os.walk(root) for name in files]
     stamps = []
-    for path in paths:
+    for name in names:
         try:
-            status = Path(path).stat()
+            status = os.stat(name)
         except OSError:
             continue
-        if Path(path).is_file():
-            stamps.append((str(Path(path).resolve()), status.st_size, status.st_mtime_ns))
+        stamps.append((name, status.st_size, status.st_mtime_ns))
     return sorted(stamps)

@@ -1,28 +1,33 @@
-"""Reading each kind of source into features and raw labels, checked as it is read: scikit-learn's bundled
-datasets, the Keras download cache, MNIST-format IDX files, CSV and Parquet tables."""
+"""Reading each kind of source, checked as it is read: scikit-learn's bundled datasets, the Keras download cache
+(MNIST, Fashion-MNIST, CIFAR-10 and -100), MNIST-format IDX files, image folders (images.py) and CSV or Parquet
+tables, one file or a folder of them (tables.py).
+
+A source is read in two passes (see Source): its labels first, one small value per sample, which is enough to
+split it; then its features in chunks, which are written to the prepared dataset's shards as they come, so no
+source is ever held whole in memory unless its format is (the bundled and MNIST files, tens of MiB).
+"""
 
 from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from shrinkflow.core.config import DataConfig
-from shrinkflow.core.data.checks import (
-    require_columns, require_comma_separated, require_finite, require_float32_range, require_numeric,
-    require_unique_names,
-)
+from shrinkflow.core.config import IMAGE_FOLDER_PREFIX, DataConfig
+from shrinkflow.core.data.source import Source, in_memory
 from shrinkflow.core.errors import DataError
 
 ACCEPTED_SOURCES = (
-    "sklearn:digits, sklearn:diabetes, keras:mnist, keras:fashion_mnist, idx:DIR (MNIST-format IDX files), "
-    "or a path to a .csv or .parquet file"
+    "sklearn:digits, sklearn:diabetes, keras:mnist, keras:fashion_mnist, keras:cifar10, keras:cifar100, "
+    "idx:DIR (MNIST-format IDX files), images:DIR (a subfolder of images per class), or a path to a .csv or "
+    ".parquet file or to a folder of them"
 )
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 MNIST_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -36,110 +41,36 @@ IDX_UNSIGNED_BYTE = 0x08
 IDX_IMAGES_NAME = re.compile(r"(?P<prefix>.*)images(?P<middle>.*)idx3-ubyte(\.gz)?")
 
 
-def read_source(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...] | None]:
-    """Features and raw label values as the source holds them, and a table's feature column names (None
-    for image sources)."""
+def read_source(cfg: DataConfig) -> Source:
+    """The source of the config, its labels read and checked, its features ready to be read."""
     source = cfg.source
     if source == "sklearn:digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        return digits.images[..., np.newaxis], digits.target, None
+        return in_memory(digits.images[..., np.newaxis], digits.target)
     if source == "sklearn:diabetes":
         from sklearn.datasets import load_diabetes
 
         diabetes = load_diabetes(scaled=False)
         if cfg.task != "regression":
             raise DataError(f"{source} is a regression dataset (disease progression); set data.task: regression")
-        return diabetes.data, diabetes.target, tuple(diabetes.feature_names)
+        return in_memory(diabetes.data, diabetes.target, columns=tuple(diabetes.feature_names))
     if source in KERAS_READERS:
-        features, labels = KERAS_READERS[source]()
-        return features, labels, None
+        return KERAS_READERS[source]()
     if source.startswith("idx:"):
         features, labels = read_idx_dir(Path(source.removeprefix("idx:")))
-        return features, labels, None
-    if Path(source).suffix.lower() in (".csv", ".parquet"):
-        return read_table(Path(source), cfg)
+        return in_memory(features, labels, encoded_images=True)
+    if source.startswith(IMAGE_FOLDER_PREFIX):
+        from shrinkflow.core.data.images import image_folder_source
+
+        return image_folder_source(Path(source.removeprefix(IMAGE_FOLDER_PREFIX)), cfg)
+    path = Path(source)
+    if path.suffix.lower() in (".csv", ".parquet") or path.is_dir():
+        from shrinkflow.core.data.tables import table_source
+
+        return table_source(path, cfg)
     raise DataError(f"data.source {source!r} is not supported; use {ACCEPTED_SOURCES}")
-
-
-def read_table(path: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Numeric feature columns (2-D float64), or the text column, or the series column; the label or target
-    columns; and the feature columns' names."""
-    table = read_table_file(path)
-    if cfg.text_column is not None:
-        return text_and_labels(table, path, cfg)
-    if cfg.series_column is not None:
-        series = require_columns(table, path, (cfg.series_column,), "data.series_column", "series")
-        require_numeric(series, path, "data.series_column")
-        require_finite(series, path)
-        values = series[cfg.series_column].to_numpy(dtype=np.float64)
-        return values, values, (cfg.series_column,)
-    label_columns = cfg.targets() if cfg.task == "regression" else (cfg.label_column,)
-    field = "data.target_columns" if cfg.target_columns else "data.label_column"
-    labels = require_columns(table, path, label_columns, field, "target" if cfg.task == "regression" else "label")
-    feature_table = table.drop(columns=list(label_columns))
-    if feature_table.columns.empty:
-        role = "target column(s)" if cfg.task == "regression" else "label column"
-        raise DataError(f"{path}: no feature columns, only the {role} {', '.join(map(repr, label_columns))}")
-    require_numeric(feature_table, path)
-    if cfg.task == "regression":
-        require_numeric(labels, path, f"{field} (a regression target)")
-    require_finite(table, path)
-    require_float32_range(feature_table, path)
-    if cfg.task == "regression":
-        return feature_table.to_numpy(dtype=np.float64), labels.to_numpy(dtype=np.float64), tuple(feature_table.columns)
-    label = labels[cfg.label_column]
-    label_values = label.to_numpy() if pd.api.types.is_numeric_dtype(label) else label.to_numpy(dtype=str)
-    return feature_table.to_numpy(dtype=np.float64), label_values, tuple(feature_table.columns)
-
-
-def text_and_labels(table: pd.DataFrame, path: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """The text column as strings and the label column, both without missing values."""
-    assert cfg.text_column is not None
-    require_columns(table, path, (cfg.text_column,), "data.text_column", "text")
-    columns = require_columns(table, path, (cfg.text_column, cfg.label_column), "data.label_column", "label")
-    text = columns[cfg.text_column]
-    if pd.api.types.is_numeric_dtype(text) or pd.api.types.is_bool_dtype(text):
-        raise DataError(
-            f"{path}: data.text_column {cfg.text_column!r} holds numbers ({text.dtype}, e.g. {text.iloc[0]!r}), not text; "
-            "name the column of raw text, or use a numeric model family for numeric columns"
-        )
-    require_finite(columns, path)
-    label = columns[cfg.label_column]
-    label_values = label.to_numpy() if pd.api.types.is_numeric_dtype(label) else label.to_numpy(dtype=str)
-    return text.to_numpy(dtype=str), label_values, (cfg.text_column,)
-
-
-def read_table_file(path: Path) -> pd.DataFrame:
-    """The whole table, with unique string column names and rows."""
-    kind = path.suffix.lower()[1:]
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a {kind} file")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        # pandas renames a repeated column ("a", "a.1"), so a duplicated label column would become a feature.
-        require_unique_names(column_names(path), path)
-        table = pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the table is empty (no columns and no rows)") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read the file as {kind} ({exc})") from None
-    table.columns = [str(column) for column in table.columns]
-    require_comma_separated(table, path)
-    if table.empty:
-        raise DataError(f"{path}: the table has no rows")
-    return table
-
-
-def column_names(path: Path) -> list[str]:
-    """The column names as the file has them, repeats included."""
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        return [str(name) for name in pq.read_schema(path).names]
-    return [str(name) for name in pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0].tolist()]
 
 
 def read_idx_dir(directory: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -214,7 +145,7 @@ def keras_file(subdir: str, filename: str) -> Path:
         ) from None
 
 
-def read_keras_mnist() -> tuple[np.ndarray, np.ndarray]:
+def read_keras_mnist() -> Source:
     """Keras's mnist.npz, train and test parts together, images with a channel axis."""
     path = keras_file("datasets", "mnist.npz")
     redownload = "delete it and Keras downloads it again"
@@ -232,10 +163,10 @@ def read_keras_mnist() -> tuple[np.ndarray, np.ndarray]:
         if len(arrays[f"x_{part}"]) != len(arrays[f"y_{part}"]):
             raise DataError(f"{path}: x_{part} and y_{part} differ in length")
     features = np.concatenate([arrays["x_train"], arrays["x_test"]])
-    return features[..., np.newaxis], np.concatenate([arrays["y_train"], arrays["y_test"]])
+    return in_memory(features[..., np.newaxis], np.concatenate([arrays["y_train"], arrays["y_test"]]), encoded_images=True)
 
 
-def read_keras_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
+def read_keras_fashion_mnist() -> Source:
     """Keras's Fashion-MNIST IDX files, train and test parts together."""
     subdir = os.path.join("datasets", "fashion-mnist")
     paths = {filename: keras_file(subdir, filename) for filename in FASHION_MNIST_FILES}
@@ -244,9 +175,92 @@ def read_keras_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
         for part in ("train", "t10k")
     ]
     features, labels = zip(*parts)
-    return np.concatenate(features), np.concatenate(labels)
+    return in_memory(np.concatenate(features), np.concatenate(labels), encoded_images=True)
 
-KERAS_READERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+
+CIFAR_LAYOUTS = {
+    # source: (folder in the cache, batch files in order, label key, meta file, its names key)
+    "keras:cifar10": (
+        "cifar-10-batches-py", (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"), b"labels", "batches.meta",
+        b"label_names",
+    ),
+    "keras:cifar100": ("cifar-100-python", ("train", "test"), b"fine_labels", "meta", b"fine_label_names"),
+}
+CIFAR_ORIGIN = "https://www.cs.toronto.edu/~kriz/"
+CIFAR_ROW_BYTES = 3 * 32 * 32
+
+
+def read_keras_cifar(source: str) -> Source:
+    """CIFAR-10 or CIFAR-100 (fine labels) from the Keras cache: the python-pickle batches, training batches then the
+    test batch, each a `data` array of rows of 3,072 bytes (the red, green and blue planes of 32 x 32 pixels) and
+    their labels; the class names from the meta file. Read batch by batch."""
+    folder_name, batch_names, label_key, meta_name, names_key = CIFAR_LAYOUTS[source]
+    folder = cifar_folder(folder_name)
+    paths = [folder / name for name in batch_names]
+    labels = np.concatenate([np.asarray(cifar_batch(path, label_key)[1], dtype=np.int64) for path in paths])
+    names: tuple[str, ...] = ()
+    if (folder / meta_name).is_file():
+        meta = unpickle(folder / meta_name)
+        names = tuple(name.decode() if isinstance(name, bytes) else str(name) for name in meta.get(names_key, ()))
+
+    def chunks() -> Iterator[np.ndarray]:
+        for path in paths:
+            yield cifar_batch(path, label_key)[0]
+
+    return Source(labels, (32, 32, 3), np.dtype(np.uint8), chunks, class_names=names, encoded_images=True)
+
+
+def cifar_folder(folder_name: str) -> Path:
+    """The extracted CIFAR folder in the Keras cache; Keras downloads and extracts it when it is missing."""
+    cache_dir = os.environ.get("KERAS_HOME") or str(Path.home() / ".keras")
+    folder = Path(cache_dir, "datasets", folder_name)
+    if folder.is_dir():
+        return folder
+    from tf_keras.utils import get_file
+
+    archive = folder_name.replace("-batches-py", "-python") + ".tar.gz"
+    try:
+        return Path(get_file(folder_name, origin=CIFAR_ORIGIN + archive, untar=True, cache_dir=cache_dir))
+    except Exception as exc:  # get_file raises a bare Exception for network errors
+        raise DataError(
+            f"cannot download {CIFAR_ORIGIN + archive} ({exc}); without internet access, put the extracted folder "
+            f"at {folder}"
+        ) from None
+
+
+def unpickle(path: Path) -> dict[Any, Any]:
+    """A CIFAR pickle (Python 2 pickles of numpy arrays: keys are bytes). Like Keras, this unpickles the cache's files,
+    so the cache must be trusted."""
+    try:
+        with path.open("rb") as file:
+            content = pickle.load(file, encoding="bytes")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; the CIFAR folder is incomplete: delete it and Keras downloads it again") from None
+    except Exception as exc:  # unpickling raises anything for a damaged file
+        raise DataError(f"{path}: cannot read the CIFAR batch ({type(exc).__name__}: {exc}); delete the folder and "
+                        "Keras downloads it again") from None
+    if not isinstance(content, dict):
+        raise DataError(f"{path}: not a CIFAR batch (a pickled dict)")
+    return content
+
+
+def cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, list[int]]:
+    """One batch's images (n, 32, 32, 3) and labels."""
+    content = unpickle(path)
+    if b"data" not in content or label_key not in content:
+        raise DataError(f"{path}: not a CIFAR batch: expected the keys data and {label_key.decode()}")
+    data, labels = np.asarray(content[b"data"]), list(content[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_ROW_BYTES or len(data) != len(labels):
+        raise DataError(
+            f"{path}: data must be uint8 rows of {CIFAR_ROW_BYTES} bytes (3 planes of 32 x 32), one per label; it is "
+            f"{data.dtype} {list(data.shape)} for {len(labels)} labels"
+        )
+    return data.reshape(len(data), 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+KERAS_READERS: dict[str, Callable[[], Source]] = {
     "keras:mnist": read_keras_mnist,
     "keras:fashion_mnist": read_keras_fashion_mnist,
+    "keras:cifar10": lambda: read_keras_cifar("keras:cifar10"),
+    "keras:cifar100": lambda: read_keras_cifar("keras:cifar100"),
 }
