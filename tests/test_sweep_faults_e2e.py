@@ -1,0 +1,210 @@
+"""A sweep in trouble, with real processes: a second sweep of the same study, the only Dask worker killed mid-trial,
+a scheduler with no worker left, and SIGTERM to a sweep on a local cluster. The sweeps report to the session's
+Prefect server (no temporary server to start); MLflow and the study are in the workspace's SQLite files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from shrinkflow.core.sweep import INTERRUPTED_ATTR
+from shrinkflow.core.workspace import Workspace
+from shrinkflow.deployments.processes import free_port
+from shrinkflow.tracking.sweeps import STUDY_TAG
+from tests.conftest import REPO, descendants, pids_alive, subprocess_env, tiny_digits_config
+from tests.test_faults import assert_refused
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+TIMEOUT = 240  # a deadline against a hang, not a timing assertion
+NAME = "sweep_faults"
+
+
+@pytest.fixture
+def api_env(prefect_harness: None) -> dict[str, str]:
+    """The environment of a command that reports to the session's Prefect server."""
+    from prefect.settings import get_current_settings
+
+    return {**subprocess_env(), "PREFECT_API_URL": str(get_current_settings().api.url), "PYTHONUNBUFFERED": "1"}
+
+
+def long_sweep(tmp_path: Path) -> Path:
+    """Trials that train long enough (30 epochs, no early stop) to be caught running."""
+    raw = tiny_digits_config(**{
+        "prune.enabled": "false", "quantize.modes": "[dynamic]", "train.epochs": "30", "train.early_stopping_patience": "null",
+    }).model_dump(mode="json")
+    raw["name"] = NAME
+    raw["sweep"] = {"sampler": "random", "trials": 2, "seed": 3, "parameters": {"model.hidden_units": {"choice": [[8], [12]]}}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+class Command:
+    """A `shrinkflow` command in a session of its own, its output read as it comes."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shrinkflow.cli.main", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, cwd=REPO, env=env, start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.started: set[int] = set()  # every process seen below it
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, needle: str, in_file: Path | None = None) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while needle not in (in_file.read_text(errors="replace") if in_file and in_file.exists() else self.text):
+            with contextlib.suppress(Exception):
+                self.started |= set(descendants(self.process.pid))
+            assert self.process.poll() is None, f"exited before {needle!r}:\n{self.text[-4000:]}"
+            assert time.monotonic() < deadline, f"no {needle!r} within {TIMEOUT} s:\n{self.text[-4000:]}"
+            time.sleep(0.2)
+
+    def finish(self) -> int:
+        code = self.process.wait(timeout=TIMEOUT)
+        self._reader.join(timeout=60)  # the output to its end, as anything the command left writing to it closes it
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        for pid in pids_alive(sorted(self.started)):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def dask_scheduler_and_worker(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """A `dask scheduler` and one single-threaded `dask worker`; yields (address, the worker, the worker's log)."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {**subprocess_env(), "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "worker.log"
+    scheduler = subprocess.Popen(
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env, start_new_session=True,
+    )
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True,
+        )
+    try:
+        with Client(address, timeout=TIMEOUT) as client:
+            client.wait_for_workers(1, timeout=TIMEOUT)
+        yield address, worker, log
+    finally:
+        for process in (worker, scheduler):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+
+
+def sweep_args(config: Path, workspace: Path, *more: str) -> list[str]:
+    return ["sweep", str(config), "--workspace", str(workspace), *more]
+
+
+def the_study(workspace: Path) -> optuna.Study:
+    [database] = (workspace / "sweeps").glob("*.db")
+    [summary] = optuna.get_all_study_summaries(f"sqlite:///{database}")
+    return optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{database}")
+
+
+def sweep_parent(workspace: Path) -> object:
+    client = MlflowClient(tracking_uri=Workspace(workspace).tracking_uri())
+    experiment = client.get_experiment_by_name(NAME)
+    [parent] = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{STUDY_TAG}` != ''")
+    return parent
+
+
+def test_a_sweep_whose_only_worker_dies_stops_and_is_resumable_and_a_second_sweep_of_it_is_refused(
+    api_env: dict[str, str], dask_scheduler_and_worker: tuple[str, subprocess.Popen[bytes], Path], tmp_path: Path,
+) -> None:
+    """Before: the second sweep ran too (two parent runs, 3 trials for `trials: 2`, one floor of none); the
+    first, its only worker killed, hung without a word until SIGTERM, its MLflow run left RUNNING; a sweep on a
+    scheduler without workers printed Prefect's whole traceback before its exit 2."""
+    address, worker, worker_log = dask_scheduler_and_worker
+    config, workspace = long_sweep(tmp_path), tmp_path / "ws"
+    first = Command(sweep_args(config, workspace, "--dask-address", address, "--worker-wait", "4"), api_env)
+    try:
+        first.wait_for("epoch 1/30", in_file=worker_log)  # trial 0 is training on the worker
+
+        second = subprocess.run(
+            [sys.executable, "-m", "shrinkflow.cli.main", *sweep_args(config, workspace, "--dask-address", address)],
+            capture_output=True, text=True, cwd=REPO, env=api_env, timeout=TIMEOUT,
+        )
+        assert_refused(second, "is being swept by another process", f"(pid {first.process.pid} on ", "run this command again")
+
+        os.killpg(worker.pid, signal.SIGKILL)
+        code = first.finish()
+    finally:
+        first.kill()
+    output = first.text
+    assert code == 1, output[-4000:]
+    last = output.rstrip().splitlines()[-1]
+    assert last.startswith(f"shrinkflow: error: the Dask cluster at {address} has had no worker for 4 s"), last
+    assert "run the same command again to resume" in last
+    assert "Traceback" not in output
+
+    # Resumable: the cut-off trial is marked interrupted and its values wait to run again; nothing is RUNNING.
+    study = the_study(workspace)
+    assert {t.state for t in study.trials} <= {TrialState.FAIL, TrialState.WAITING, TrialState.COMPLETE}
+    [cut_off] = [t for t in study.trials if t.user_attrs.get(INTERRUPTED_ATTR)]
+    assert [t.params for t in study.trials if t.state == TrialState.WAITING] == [cut_off.params]
+    parent = sweep_parent(workspace)
+    assert parent.info.status == "FAILED" and "EnvironmentLost" in parent.data.tags["error"]
+
+    # The scheduler has no worker now: refused before anything starts, in one line.
+    third = subprocess.run(
+        [sys.executable, "-m", "shrinkflow.cli.main", *sweep_args(config, workspace, "--dask-address", address, "--worker-wait", "2")],
+        capture_output=True, text=True, cwd=REPO, env=api_env, timeout=TIMEOUT,
+    )
+    assert_refused(third, f"the Dask scheduler at {address} has no worker after 2 s", "dask worker")
+
+
+def test_sigterm_stops_a_sweep_on_a_local_cluster_at_once_and_closes_its_runs(api_env: dict[str, str], tmp_path: Path) -> None:
+    """Before: the sweep's MLflow parent run stayed RUNNING; with --workers 64 SIGTERM was ignored and hundreds of
+    semaphores leaked (--workers is now bounded by the cores: tests/test_faults.py)."""
+    config, workspace = long_sweep(tmp_path), tmp_path / "ws"
+    sweep = Command(sweep_args(config, workspace, "--workers", str(len(os.sched_getaffinity(0)))), api_env)
+    try:
+        sweep.wait_for("epoch 1/30")  # a worker process prints its trial's task logs here
+        started = sorted(sweep.started | set(descendants(sweep.process.pid)))
+        assert started  # the cluster's processes
+        os.kill(sweep.process.pid, signal.SIGTERM)
+        code = sweep.finish()
+    finally:
+        sweep.kill()
+    output = sweep.text
+    assert code == 143, output[-4000:]
+    assert output.rstrip().splitlines()[-1].startswith("shrinkflow: interrupted by SIGTERM: the sweep stopped; run it again to resume")
+    assert "Traceback" not in output and "leaked semaphore" not in output
+    assert pids_alive(started) == []
+    parent = sweep_parent(workspace)
+    assert parent.info.status == "KILLED"
+    assert not [t for t in the_study(workspace).trials if t.state == TrialState.RUNNING]
