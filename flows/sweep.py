@@ -7,8 +7,12 @@ the MLflow runs and the final `pipeline` run of the chosen config stay in this f
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -66,7 +70,10 @@ def dask_task_runner(workers: int | None = None, address: str | None = None) -> 
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(
         cluster_kwargs={"n_workers": workers or local_worker_limit(), "threads_per_worker": 1, "processes": True,
-                        "dashboard_address": None, "silence_logs": logging.WARNING},
+                        "dashboard_address": None,
+                        # Trials report their failures as outcomes, a dead worker as KilledWorker; what the
+                        # cluster's own processes log (a heartbeat missed while it closes) is noise.
+                        "silence_logs": logging.CRITICAL},
     )
 
 
@@ -95,12 +102,10 @@ def sweep(
     Returns:
         The trials' outcomes and table, the quality floor, the chosen trial and what its pipeline run shipped.
     """
-    logger = get_run_logger()
     ws = Workspace.resolve(workspace)
     check_workspace(ws, workspace)
     keep_results_in(ws)
-    raw = config.model_dump(mode="json")
-    sweeps.check_sweep(raw, config, source=config.name)
+    sweeps.check_sweep(config.model_dump(mode="json"), config, source=config.name)
     if not dask_address:
         check_worker_count(workers or local_worker_limit(), "workers")
     spec = config.sweep if trials is None else config.sweep.model_copy(update={"trials": trials})
@@ -108,41 +113,93 @@ def sweep(
     storage = spec.storage or sweeps.default_storage(ws.root / "sweeps", name)
     (ws.root / "sweeps").mkdir(parents=True, exist_ok=True)  # also how a worker tells the workspace is shared
     sweeps.check_storage(spec, storage)
-    quality = Quality(config.select.quality)
 
     study_lock = sweeps.lock_study(spec, storage, name)  # held until the sweep ends, however it ends
-    study, run = None, None
+    progress = _Progress()
+    with _stop_signals_noted() as signals:
+        try:
+            return _search_and_ship(config, spec, ws, name, storage, workers, dask_address, worker_wait, progress)
+        except BaseException as exc:
+            stop = isinstance(exc, (KeyboardInterrupt, TerminationSignal))
+            _stopped(progress, exc, stopped=stop or bool(signals))
+            if signals and not stop:  # a stop signal's exception, caught and wrapped on its way out: a stop still
+                raise (KeyboardInterrupt() if signals[0] == signal.SIGINT else TerminationSignal(signals[0])) from exc
+            raise
+        finally:
+            study_lock.release()
+
+
+@dataclass
+class _Progress:
+    """How far a sweep got: what a stop must close (the study's cut-off trials, the MLflow parent run)."""
+
+    study: Any = None
+    run: TrackingRef | None = None
+
+
+def _search_and_ship(
+    config: PipelineConfig, spec: SweepConfig, ws: Workspace, name: str, storage: str, workers: int | None,
+    dask_address: str | None, worker_wait: float, progress: _Progress,
+) -> SweepResult:
+    """The sweep proper, on a locked study: run the trials on the cluster, then ship the best trial's config."""
+    logger = get_run_logger()
+    raw = config.model_dump(mode="json")
+    quality = Quality(config.select.quality)
+    with dask_task_runner(workers, dask_address) as runner:
+        slots, threads_by_host = _check_workers(ws, runner, worker_wait)
+        study = progress.study = sweeps.open_study(spec, storage, name, quality)
+        recovered = sweeps.recover_interrupted(study)
+        if recovered:
+            logger.warning("resuming: trials %s were cut off by an interrupted sweep; their parameters run again", recovered)
+        run = progress.run = start_sweep_tracking(config, ws, name, study.user_attrs.get(PARENT_RUN_ATTR))
+        study.set_user_attr(PARENT_RUN_ATTR, run.parent_run_id)
+        outcomes = sweeps.finished_outcomes(study)
+        recorded = recorded_trials(run)
+        for outcome in outcomes:  # told to Optuna by a sweep that was killed before it recorded them in MLflow
+            if outcome.number not in recorded:
+                record_trial(run, outcome)
+        logger.info(
+            "study %s in %s: %d of %d trials done; %d at a time", name, storage, sweeps.trials_done(study), spec.trials, slots
+        )
+        grid_done = _run_trials(study, spec, config, raw, outcomes, run, runner, ws, slots, threads_by_host, worker_wait)
+    note = ""
+    if grid_done and (done := sweeps.trials_done(study)) < spec.trials:
+        note = (
+            f"the grid has no point left to try: the sweep stopped after {done} of the {spec.trials} trials asked for "
+            "(every combination of the grid's values has run, plus the base config)"
+        )
+        logger.warning(note)
+    return _finish(config, raw, ws, run, outcomes, quality, name, storage, note)
+
+
+@contextlib.contextmanager
+def _stop_signals_noted() -> Iterator[list[int]]:
+    """Note each SIGTERM or SIGINT that reaches the sweep, then let the handler in place (Prefect's, the
+    command's) deal with it as before. The exception that handler raises may be caught and wrapped by a library
+    on its way out (pydantic, serializing a trial's context as it is submitted, turns it into an error of its
+    own): the note keeps a stop a stop."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield noted
+        return
+    previous: dict[int, Any] = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    def note(signum: int, frame: Any) -> None:
+        noted.append(signum)
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler != signal.SIG_IGN:
+            raise TerminationSignal(signum)
+
+    for signum in previous:
+        signal.signal(signum, note)
     try:
-        with dask_task_runner(workers, dask_address) as runner:
-            slots, threads_by_host = _check_workers(ws, runner, worker_wait)
-            study = sweeps.open_study(spec, storage, name, quality)
-            recovered = sweeps.recover_interrupted(study)
-            if recovered:
-                logger.warning("resuming: trials %s were cut off by an interrupted sweep; their parameters run again", recovered)
-            run = start_sweep_tracking(config, ws, name, study.user_attrs.get(PARENT_RUN_ATTR))
-            study.set_user_attr(PARENT_RUN_ATTR, run.parent_run_id)
-            outcomes = sweeps.finished_outcomes(study)
-            recorded = recorded_trials(run)
-            for outcome in outcomes:  # told to Optuna by a sweep that was killed before it recorded them in MLflow
-                if outcome.number not in recorded:
-                    record_trial(run, outcome)
-            logger.info(
-                "study %s in %s: %d of %d trials done; %d at a time", name, storage, sweeps.trials_done(study), spec.trials, slots
-            )
-            grid_done = _run_trials(study, spec, config, raw, outcomes, run, runner, ws, slots, threads_by_host, worker_wait)
-        note = ""
-        if grid_done and (done := sweeps.trials_done(study)) < spec.trials:
-            note = (
-                f"the grid has no point left to try: the sweep stopped after {done} of the {spec.trials} trials asked "
-                "for (every combination of the grid's values has run, plus the base config)"
-            )
-            logger.warning(note)
-        return _finish(config, raw, ws, run, outcomes, quality, name, storage, note)
-    except BaseException as exc:
-        _stopped(study, run, exc)
-        raise
+        yield noted
     finally:
-        study_lock.release()
+        for signum, handler in previous.items():
+            if signal.getsignal(signum) is note:
+                signal.signal(signum, handler)
 
 
 def _run_trials(
@@ -212,12 +269,13 @@ def _champion_note(promoted: bool | None) -> str:
     return "champion" if promoted else "the champion alias stayed"
 
 
-def _stopped(study: Any, run: TrackingRef | None, exc: BaseException) -> None:
+def _stopped(progress: _Progress, exc: BaseException, stopped: bool) -> None:
     """A sweep that stops before its end (Ctrl-C, SIGTERM, its workers or a server lost, an error): the trials it
     had out are marked interrupted in the study (a resumed sweep runs their values again), and its MLflow parent
     run is closed KILLED (stopped on purpose) or FAILED, never left RUNNING. A plain call, not a task: it must
     work when Prefect's API is what failed; the stop's own cause is the error to report."""
     logger = get_run_logger()
+    study, run = progress.study, progress.run
     if study is not None:
         try:
             cut_off = sweeps.recover_interrupted(study)  # the study is locked: every RUNNING trial is this sweep's
@@ -226,7 +284,6 @@ def _stopped(study: Any, run: TrackingRef | None, exc: BaseException) -> None:
         except Exception as marking:
             logger.warning("could not mark the cut-off trials in the study: %s", marking)
     if run is not None:
-        stopped = isinstance(exc, (KeyboardInterrupt, TerminationSignal))
         try:
             runs.finish_pipeline(run, RunStatus.KILLED if stopped else RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         except Exception as closing:

@@ -142,24 +142,30 @@ def sweep_parent(workspace: Path) -> object:
     return parent
 
 
-def test_a_sweep_whose_only_worker_dies_stops_and_is_resumable_and_a_second_sweep_of_it_is_refused(
+def test_a_sweep_that_loses_its_only_worker_stops_in_one_line_and_resumes_and_sigterm_stops_it_at_once(
     api_env: dict[str, str], dask_scheduler_and_worker: tuple[str, subprocess.Popen[bytes], Path], tmp_path: Path,
 ) -> None:
-    """Before: the second sweep ran too (two parent runs, 3 trials for `trials: 2`, one floor of none); the
-    first, its only worker killed, hung without a word until SIGTERM, its MLflow run left RUNNING; a sweep on a
-    scheduler without workers printed Prefect's whole traceback before its exit 2."""
-    address, worker, worker_log = dask_scheduler_and_worker
+    """One study, four commands:
+    1. a sweep on a Dask cluster whose only worker is killed mid-trial. Before: it hung without a word until
+       SIGTERM, its MLflow parent run left RUNNING. Now: it stops after --worker-wait seconds, in one line.
+    2. while it runs, a second sweep of the same study. Before: both ran (two parent runs, 3 trials for
+       `trials: 2`, a floor of none). Now: refused with exit 2, naming the first.
+    3. a sweep on the scheduler that has no worker left. Before: exit 2 after Prefect's whole traceback. Now:
+       refused before anything starts, in one line.
+    4. the same sweep resumed on a local cluster, stopped by SIGTERM. Before: the parent run stayed RUNNING (and
+       with --workers 64, SIGTERM was ignored and hundreds of semaphores leaked: --workers is bounded now,
+       tests/test_faults.py). Now: exit 143 at once, the run KILLED, no process or semaphore left behind.
+    """
+    address, worker, _ = dask_scheduler_and_worker
     config, workspace = long_sweep(tmp_path), tmp_path / "ws"
     first = Command(sweep_args(config, workspace, "--dask-address", address, "--worker-wait", "4"), api_env)
     try:
-        first.wait_for("epoch 1/30", in_file=worker_log)  # trial 0 is training on the worker
-
+        first.wait_for("trials done; 1 at a time")  # the study is locked, the parent run open, trial 0 submitted
         second = subprocess.run(
             [sys.executable, "-m", "shrinkflow.cli.main", *sweep_args(config, workspace, "--dask-address", address)],
             capture_output=True, text=True, cwd=REPO, env=api_env, timeout=TIMEOUT,
         )
         assert_refused(second, "is being swept by another process", f"(pid {first.process.pid} on ", "run this command again")
-
         os.killpg(worker.pid, signal.SIGKILL)
         code = first.finish()
     finally:
@@ -170,8 +176,7 @@ def test_a_sweep_whose_only_worker_dies_stops_and_is_resumable_and_a_second_swee
     assert last.startswith(f"shrinkflow: error: the Dask cluster at {address} has had no worker for 4 s"), last
     assert "run the same command again to resume" in last
     assert "Traceback" not in output
-
-    # Resumable: the cut-off trial is marked interrupted and its values wait to run again; nothing is RUNNING.
+    # The cut-off trial is marked interrupted and its values wait to run again; nothing is left RUNNING.
     study = the_study(workspace)
     assert {t.state for t in study.trials} <= {TrialState.FAIL, TrialState.WAITING, TrialState.COMPLETE}
     [cut_off] = [t for t in study.trials if t.user_attrs.get(INTERRUPTED_ATTR)]
@@ -179,32 +184,26 @@ def test_a_sweep_whose_only_worker_dies_stops_and_is_resumable_and_a_second_swee
     parent = sweep_parent(workspace)
     assert parent.info.status == "FAILED" and "EnvironmentLost" in parent.data.tags["error"]
 
-    # The scheduler has no worker now: refused before anything starts, in one line.
     third = subprocess.run(
         [sys.executable, "-m", "shrinkflow.cli.main", *sweep_args(config, workspace, "--dask-address", address, "--worker-wait", "2")],
         capture_output=True, text=True, cwd=REPO, env=api_env, timeout=TIMEOUT,
     )
     assert_refused(third, f"the Dask scheduler at {address} has no worker after 2 s", "dask worker")
 
-
-def test_sigterm_stops_a_sweep_on_a_local_cluster_at_once_and_closes_its_runs(api_env: dict[str, str], tmp_path: Path) -> None:
-    """Before: the sweep's MLflow parent run stayed RUNNING; with --workers 64 SIGTERM was ignored and hundreds of
-    semaphores leaked (--workers is now bounded by the cores: tests/test_faults.py)."""
-    config, workspace = long_sweep(tmp_path), tmp_path / "ws"
-    sweep = Command(sweep_args(config, workspace, "--workers", str(len(os.sched_getaffinity(0)))), api_env)
+    resumed = Command(sweep_args(config, workspace, "--workers", str(len(os.sched_getaffinity(0)))), api_env)
     try:
-        sweep.wait_for("epoch 1/30")  # a worker process prints its trial's task logs here
-        started = sorted(sweep.started | set(descendants(sweep.process.pid)))
-        assert started  # the cluster's processes
-        os.kill(sweep.process.pid, signal.SIGTERM)
-        code = sweep.finish()
+        resumed.wait_for("trials done; ")  # its local cluster is up, the cut-off trial submitted again
+        started = sorted(resumed.started | set(descendants(resumed.process.pid)))
+        assert started
+        os.kill(resumed.process.pid, signal.SIGTERM)
+        code = resumed.finish()
     finally:
-        sweep.kill()
-    output = sweep.text
+        resumed.kill()
+    output = resumed.text
     assert code == 143, output[-4000:]
     assert output.rstrip().splitlines()[-1].startswith("shrinkflow: interrupted by SIGTERM: the sweep stopped; run it again to resume")
     assert "Traceback" not in output and "leaked semaphore" not in output
     assert pids_alive(started) == []
-    parent = sweep_parent(workspace)
+    parent = sweep_parent(workspace)  # the same parent run, reopened by the resume
     assert parent.info.status == "KILLED"
     assert not [t for t in the_study(workspace).trials if t.state == TrialState.RUNNING]

@@ -48,7 +48,7 @@ def acquire(where: str | Path, name: str, wait: float, busy: str, on_wait: Calla
     `on_wait(holder)` once if it has to wait.
 
     Raises:
-        LockBusy: the lock is still held after `wait` seconds: `busy`, followed by who holds it.
+        LockBusy: the lock is still held after `wait` seconds: `busy`, its `{holder}` replaced by who holds it.
     """
     if isinstance(where, str) and where.split(":", 1)[0].split("+", 1)[0] == "postgresql":
         return _postgres_lock(where, name, wait, busy, on_wait)
@@ -86,7 +86,7 @@ def _file_lock(path: Path, wait: float, busy: str, on_wait: Callable[[str], None
             except BlockingIOError:
                 holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
                 if time.monotonic() >= deadline:
-                    raise LockBusy(f"{busy} ({holder})") from None
+                    raise LockBusy(busy.replace("{holder}", holder)) from None
                 if on_wait is not None and not waited:
                     on_wait(holder)
                 waited = True
@@ -114,7 +114,7 @@ def _postgres_lock(url: str, name: str, wait: float, busy: str, on_wait: Callabl
         connection = engine.connect()
         while not connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
             if time.monotonic() >= deadline:
-                raise LockBusy(f"{busy} ({_postgres_holder(connection, key)})")
+                raise LockBusy(busy.replace("{holder}", _postgres_holder(connection, key)))
             if on_wait is not None and not waited:
                 on_wait(_postgres_holder(connection, key))
             waited = True

@@ -127,8 +127,8 @@ def model_lock(tracking_uri: str, name: str, on_wait: Callable[[str], None] | No
         digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
         where = _user_cache() / "locks" / f"model-{digest}-{name}.lock"
     return locks.acquire(
-        where, f"shrinkflow-model:{name}", MODEL_LOCK_WAIT, f"another run has been shipping {name} for over "
-        f"{MODEL_LOCK_WAIT / 60:.0f} minutes", on_wait,
+        where, f"shrinkflow-model:{name}", MODEL_LOCK_WAIT, f"another run ({{holder}}) has been shipping {name} for "
+        f"over {MODEL_LOCK_WAIT / 60:.0f} minutes", on_wait,
     )
 
 

@@ -74,8 +74,8 @@ def lock_study(spec: SweepConfig, storage: str, name: str) -> locks.HeldLock:
 
     url = make_url(storage)
     busy = (
-        f"{storage_setting(spec, storage)}: study {name} is being swept by another process; wait for that sweep to "
-        "finish (or stop it), then run this command again: it resumes the study"
+        f"{storage_setting(spec, storage)}: study {name} is being swept by another process ({{holder}}); wait for that "
+        "sweep to finish (or stop it), then run this command again: it resumes the study"
     )
     if url.get_backend_name() == "postgresql":
         return locks.acquire(storage, f"shrinkflow-sweep:{name}", wait=0, busy=busy)
