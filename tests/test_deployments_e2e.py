@@ -74,13 +74,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 def prefect_yaml_applied(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """deployments/prefect.yaml applied to the stack's Prefect server, as its header says; returns the CLI's env."""
     env = cli_env(stack, tmp_path_factory.mktemp("prefect-home"))
+    apply_prefect_yaml(env, "--all")
+    return env
+
+
+def apply_prefect_yaml(env: dict[str, str], *which: str) -> None:
+    """The `process` work pool, and the deployments of deployments/prefect.yaml `which` names (`--all`, or
+    `--name NAME` ...), on the Prefect server of `env`, as the file's header says."""
     for argv in (
         ["prefect", "work-pool", "create", WORK_POOL, "--type", "process"],
-        ["prefect", "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
+        ["prefect", "--no-prompt", "deploy", *which, "--prefect-file", "deployments/prefect.yaml"],
     ):
         done = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=REPO, env=env, capture_output=True, text=True)
         assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
-    return env
 
 
 def test_prefect_yaml_deploys_one_scheduled_deployment_per_preset_on_the_process_pool(prefect_yaml_applied) -> None:

@@ -36,7 +36,7 @@ from shrinkflow.deployments.stack import RunningStack, StackConfig, start_stack
 from shrinkflow.tracking.registry import CHAMPION_ALIAS
 from shrinkflow.tracking.sweeps import STUDY_TAG
 from tests.conftest import REPO, tiny_digits_config
-from tests.test_deployments_e2e import cli_env, prefect_client
+from tests.test_deployments_e2e import apply_prefect_yaml, cli_env, prefect_client
 from tests.test_sweep_faults_e2e import Command
 
 pytestmark = pytest.mark.e2e
@@ -163,12 +163,7 @@ def test_a_sweep_and_a_run_of_another_config_scheduled_at_once_both_complete_on_
     """The deployments as a team runs them, everything on PostgreSQL: the sweep deployment (its study in
     PostgreSQL, two trials) and the pipeline deployment on another config, due at the same moment, executed side
     by side by one process worker; each ships, and each model's registry and runs are whole."""
-    for argv in (
-        ["prefect", "work-pool", "create", WORK_POOL, "--type", "process"],
-        ["prefect", "--no-prompt", "deploy", "--name", "digits_cnn", "--name", "digits_sweep", "--prefect-file", "deployments/prefect.yaml"],
-    ):
-        done = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=REPO, env=run_env, capture_output=True, text=True, timeout=TIMEOUT)
-        assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
+    apply_prefect_yaml(run_env, "--name", "digits_cnn", "--name", "digits_sweep")
     from prefect.states import Scheduled
 
     storage = f"{postgres}/optuna"
