@@ -19,14 +19,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import caching, compression, input_pipeline, memory, overhead, report, scaling, sweep, sweep_mnist
+from bench import caching, compression, input_pipeline, memory, onnx_latency, overhead, report, scaling, sweep, sweep_mnist, unseen
 from bench.common import DOCS, REPO, RESULTS, Context, PrefectServer, write_result
 
 # In run order: the overhead repetitions come first, and caching, memory, input_pipeline, scaling
 # and compression reuse them; the sweeps run their own.
 BENCHMARKS = {
     module.NAME: module
-    for module in (overhead, caching, memory, input_pipeline, scaling, compression, sweep, sweep_mnist)
+    for module in (overhead, caching, memory, input_pipeline, scaling, compression, unseen, onnx_latency, sweep, sweep_mnist)
 }
 
 

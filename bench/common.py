@@ -209,7 +209,8 @@ def venv_script(name: str) -> str:
 
 
 def flow_argv(config: Path, sets: Sequence[str], workspace: Path, use_cache: bool = False) -> list[str]:
-    argv = [venv_script("shrinkflow"), "run", str(config), *(f"--set={s}" for s in sets), "--workspace", str(workspace)]
+    # --verbose: Prefect's log lines in the output, which the benchmarks read their phases from.
+    argv = [venv_script("shrinkflow"), "run", str(config), *(f"--set={s}" for s in sets), "--workspace", str(workspace), "--verbose"]
     return argv if use_cache else [*argv, "--no-cache"]
 
 

@@ -49,8 +49,7 @@ def run(ctx: Context) -> dict[str, Any] | None:
 
     config = load_config(MNIST_CNN, [MNIST_SOURCE])
     workspace = flow_workspace(ctx, config.config_hash())
-    # Version 1: the first run's export (a cached re-run in the same workspace ships nothing new).
-    export_dir = min((workspace / "exports" / config.name).glob("*/manifest.json"), key=lambda p: int(p.parent.name)).parent
+    export_dir = first_export(workspace, config.name)
     manifest = json.loads((export_dir / "manifest.json").read_text())
     rows = json.loads(next(workspace.glob(f"mlartifacts/**/{manifest['mlflow_run_id']}/artifacts/summary.json")).read_text())
     by_name = {row["variant"]: row for row in rows}
@@ -103,6 +102,19 @@ def run(ctx: Context) -> dict[str, Any] | None:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     (ctx.out_dir / "compression.md").write_text(f"# Compression benchmark\n\n{render(result)}")
     return result
+
+
+def mnist_export(ctx: Context) -> Path:
+    """Version 1 of the export of a finished MNIST run of the preset as it is now (see flow_workspace)."""
+    from shrinkflow.core.config import load_config
+
+    config = load_config(MNIST_CNN, [MNIST_SOURCE])
+    return first_export(flow_workspace(ctx, config.config_hash()), config.name)
+
+
+def first_export(workspace: Path, name: str) -> Path:
+    """Version 1 of the model's exports: the first run's (a cached re-run in the same workspace ships nothing new)."""
+    return min((workspace / "exports" / name).glob("*/manifest.json"), key=lambda p: int(p.parent.name)).parent
 
 
 def flow_workspace(ctx: Context, config_hash: str) -> Path:

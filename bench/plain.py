@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from shrinkflow.core.comparison import compare_to_baseline, split_truth
 from shrinkflow.core.config import PipelineConfig, load_config
 from shrinkflow.core.data import prepare_dataset
 from shrinkflow.core.export import build_manifest, export_variants
@@ -87,8 +88,17 @@ def run_plain(config: PipelineConfig, workspace: Path) -> tuple[list[SummaryRow]
             with stage("onnx"):
                 converted.append(onnx_stage(steps.onnx, source, dataset, models / onnx_name(source.name)))
     variants: list[Variant] = [baseline, *students, *compressed, *quantized, *converted]
-
-    selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics, config.select)
+    with stage("compare"):  # every variant against the baseline, paired over the same rows, as the flow does
+        truth = split_truth(dataset)
+        judging = steps.judging
+        variants = [
+            replace(v, metrics=v.metrics | compare_to_baseline(v, baseline, dataset, truth, judging.metric, judging.confidence))
+            for v in variants
+        ]
+    baseline = variants[0]
+    selection = select_variant(
+        {v.name: v.metrics for v in variants}, baseline.metrics, config.select, dataset.split_size("validation")
+    )
     rows = summary_rows(variants, config.select.quality)
     if selection.selected is not None:
         selected = next(variant for variant in variants if variant.name == selection.selected)

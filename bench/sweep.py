@@ -56,13 +56,13 @@ THROUGHPUT_TRIALS = 10  # the base config and 9 grid points: 5 full batches of 2
 # The sweep flow's log lines (flows/sweep.py) that mark its phases, and its trial tasks' (flows/trial.py).
 TRIALS_BEGIN = re.compile(r"^Flow run '[^']+' - study \S+ in .*: \d+ of \d+ trials done; \d+ at a time$")
 TRIALS_END = re.compile(r"^Flow run '[^']+' - trials of ")
-TRIAL_FINISHED = re.compile(r"^Task run 'trial-(\d+)' - Finished in state")
-TRIAL_RECORDED = re.compile(r"^Task run 'record-trial-(\d+)' - Finished in state")
+TRIAL_FINISHED = re.compile(r"^Task run 'trial-(\d+)' - trial \d+ (on |failed)")  # the trial task's last line
+TRIAL_RECORDED = re.compile(r"^Task run 'record-trial-(\d+)' - recorded trial ")
 
 
 def sweep_argv(config: Path, sets: list[str], workspace: Path, workers: int | None = None, trials: int | None = None) -> list[str]:
     """`shrinkflow sweep` on `config`; the local cluster's default size (one worker per core) without `workers`."""
-    argv = [venv_script("shrinkflow"), "sweep", str(config), *(f"--set={s}" for s in sets), "--workspace", str(workspace)]
+    argv = [venv_script("shrinkflow"), "sweep", str(config), *(f"--set={s}" for s in sets), "--workspace", str(workspace), "--verbose"]
     if workers is not None:
         argv += ["--workers", str(workers)]
     return argv if trials is None else [*argv, "--trials", str(trials)]
@@ -420,7 +420,8 @@ def render(result: dict[str, Any]) -> str:
 def trials_table(rows: list[dict[str, Any]]) -> str:
     from shrinkflow.core.sweep import format_trials
 
-    return format_trials(rows, markdown=True)
+    # Results written before trials were compared on validation have one `quality` column: the test split's.
+    return format_trials([{"val_quality": "", "test_quality": row.get("quality"), **row} for row in rows], markdown=True)
 
 
 def described_params(params: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ evaluated and recorded) -> select -> register -> export -> gate."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from mlflow.entities import RunStatus
@@ -15,7 +16,10 @@ from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.environment import check_workspace
 from shrinkflow.core.selection import select_variant
 from shrinkflow.core.steps import Steps
-from shrinkflow.core.summary import SummaryRow, format_table, summary_rows
+from shrinkflow.core.summary import (
+    DECISIVE_COLUMNS, SummaryRow, compact_rows, format_table, headline, progress_line, summary_rows, table_cells,
+)
+from shrinkflow.core.variants import Failure, Variant
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.flows.variants import build_variants
 from shrinkflow.tasks.caching import keep_results_in
@@ -24,11 +28,9 @@ from shrinkflow.tasks.shipping import export_models, gate_champion, register_var
 from shrinkflow.tasks.tracking import finish_tracking, record, record_dataset, start_tracking
 from shrinkflow.tracking import runs
 
-# The summary table in the flow run's log: the decisive columns, narrow enough for the Prefect UI's log view.
-SUMMARY_LOG_COLUMNS = {
-    task: ("variant", "selected", "promoted", "version", "status", *quality, "quality_delta", "gzip_size_bytes", "compression_ratio")
-    for task, quality in (("classification", ("accuracy",)), ("regression", ("rmse", "r2")))
-}
+# One line per variant as the run goes, for the terminal (the command shows this logger; the flow run's own log in
+# the Prefect UI has the details).
+PROGRESS = logging.getLogger("shrinkflow.progress")
 
 
 @flow(name="shrinkflow", log_prints=True)
@@ -51,22 +53,32 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
     if links := run.ui_links():
         create_markdown_artifact(links, key="mlflow-run", description=f"MLflow runs of {config.name}")
     try:
+        def recorded(built: Variant | Failure) -> Variant | Failure:
+            built = record(run, built)
+            PROGRESS.info(progress_line(built, config.select.quality))
+            return built
+
         stages = build_variants(
-            Steps.from_config(config), config.model, ws,
-            on_dataset=lambda dataset: record_dataset(run, dataset), on_built=lambda built: record(run, built),
+            Steps.from_config(config), config.model, ws, on_dataset=lambda dataset: record_dataset(run, dataset),
+            on_built=recorded,
         )
         dataset, baseline, built, variants = stages.dataset, stages.baseline, stages.built, stages.variants
 
-        selection = select_variant({v.name: v.metrics for v in variants}, baseline.metrics, config.select)
+        selection = select_variant(
+            {v.name: v.metrics for v in variants}, baseline.metrics, config.select, dataset.split_size("validation")
+        )
+        logger.info("selection rule: %s", selection.rule)
         for name, reason in selection.reasons.items():
             logger.info("selection: %s: %s", name, reason)
-        rows = summary_rows(built, config.select.quality)
+        if selection.note:
+            logger.warning("selection: %s", selection.note)
+        rows = summary_rows(built, config.select.quality, selection.eligible)
         # Shipping is all or nothing: if anything up to the end of the run fails, or the run is interrupted,
         # the tasks' rollback hooks move the alias back, remove the export and delete the version.
         with transaction():
             if selection.selected is not None:
                 selected = next(variant for variant in variants if variant.name == selection.selected)
-                registration = register_variant(config.name, config.config_hash(), selected, run)
+                registration = register_variant(config.name, config.config_hash(), selected, dataset, run)
                 promoted: bool | None = None  # the selected file is the champion already: no gate decision
                 if registration.new:
                     export_models(
@@ -82,10 +94,16 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
             else:
                 logger.warning("no variant passed the selection policy (config section 'select'): nothing registered or exported")
             report_variants(rows, selection.reasons, ws, run)
+            # The decisive columns, every variant, shipped and eligible first: what fits the Prefect UI at a glance;
+            # every column is in comparison.md on the MLflow parent run.
+            ordered, _ = compact_rows(rows, most=len(rows))
             create_table_artifact(
-                [row.display() for row in rows], key="shrinkflow-summary", description=f"Variants of {config.name}"
+                table_cells(ordered, DECISIVE_COLUMNS), key="shrinkflow-summary",
+                description=f"{headline(rows, config.name)}. Every column: comparison/comparison.md on the MLflow run.",
             )
-            logger.info("summary of %s:\n%s", config.name, format_table(rows, columns=SUMMARY_LOG_COLUMNS[config.data.task]))
+            shown, left_out = compact_rows(rows)
+            more = f"\n({left_out} more in comparison/comparison.md on the MLflow run)" if left_out else ""
+            logger.info("%s\n%s%s", headline(rows, config.name), format_table(shown, DECISIVE_COLUMNS), more)
             finish_tracking(run, rows)
     except BaseException as exc:
         # A plain call, not a task: it must work when Prefect's API is what failed.

@@ -33,7 +33,7 @@ from shrinkflow.core.errors import ConfigError
 from shrinkflow.core.selection import Quality
 from shrinkflow.core.sweep import TrialOutcome
 from shrinkflow.core.workspace import Workspace
-from shrinkflow.flows.pipeline import pipeline
+from shrinkflow.flows.pipeline import PROGRESS, pipeline
 from shrinkflow.flows.trial import TrialRequest, run_trial
 from shrinkflow.tasks.caching import keep_results_in
 from shrinkflow.tasks.sweep import (
@@ -227,6 +227,7 @@ def _run_trials(
             outcomes.append(outcome)
             more = sweeps.tell(study, trial, outcome, spec, sweeps.quality_floor_for(outcomes, config), quality) and more
             record_trial(run, outcome)
+            PROGRESS.info(trial_line(outcome))  # once the trial is told to Optuna and recorded in MLflow
     return not more
 
 
@@ -261,6 +262,16 @@ def _finish(
         )
     finish_sweep_tracking(run, rows, sweeps.format_trials(rows, markdown=True), plot, best, best_config, floor, shipped)
     return SweepResult(outcomes, table, floor, best, shipped, run.parent_run_id, name, storage, note)
+
+
+def trial_line(outcome: TrialOutcome) -> str:
+    """One line of the sweep's progress per finished trial."""
+    if not outcome.ok:
+        return f"  trial {outcome.number:<4} FAILED: {outcome.reason[:100]}"
+    return (
+        f"  trial {outcome.number:<4} ships {outcome.variant:<36} validation {outcome.metric} {outcome.quality:.4f} "
+        f"{outcome.gzip_size_bytes or 0:>10,} bytes gzipped"
+    )
 
 
 def _champion_note(promoted: bool | None) -> str:

@@ -57,7 +57,10 @@ def run_trial(request: TrialRequest, workspace: Workspace) -> TrialOutcome:
     common: dict[str, Any] = {"number": request.number, "params": request.params, "worker": worker, "metric": quality}
     try:
         built = build_variants(Steps.from_config(request.config), request.config.model, workspace)
-        selection = select_variant({v.name: v.metrics for v in built.variants}, built.baseline.metrics, request.config.select)
+        selection = select_variant(
+            {v.name: v.metrics for v in built.variants}, built.baseline.metrics, request.config.select,
+            built.dataset.split_size("validation"),
+        )
         shipped = shipped_outcome(selection, built.variants, quality)
     except Exception as exc:
         get_run_logger().error("trial %d failed: %s: %s", request.number, type(exc).__name__, exc)
@@ -65,18 +68,19 @@ def run_trial(request: TrialRequest, workspace: Workspace) -> TrialOutcome:
             **common, status="failed", reason=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started
         )
     stage_seconds = time.perf_counter() - started
-    baseline_quality = built.baseline.metrics[quality]
+    baseline_quality = built.baseline.metrics[f"val_{quality}"]
     if shipped is None:
+        get_run_logger().info("trial %d on %s: no variant passed the selection policy", request.number, worker or "the flow's process")
         return TrialOutcome(
             **common, status="failed", reason="no variant passed the selection policy", baseline_quality=baseline_quality,
             seconds=stage_seconds, stage_seconds=stage_seconds,
         )
-    variant, value, gzip_size = shipped
     get_run_logger().info(
-        "trial %d on %s: ships %s, %s %.4f, %s bytes gzipped", request.number, worker or "the flow's process",
-        variant, quality, value, f"{gzip_size:,}",
+        "trial %d on %s: ships %s, validation %s %.4f (test %.4f), %s bytes gzipped", request.number,
+        worker or "the flow's process", shipped["variant"], quality, shipped["quality"], shipped["test_quality"],
+        f"{shipped['gzip_size_bytes']:,}",
     )
     return TrialOutcome(
-        **common, variant=variant, quality=value, gzip_size_bytes=gzip_size, baseline_quality=baseline_quality,
-        seconds=time.perf_counter() - started, stage_seconds=stage_seconds,
+        **common, **shipped, baseline_quality=baseline_quality, seconds=time.perf_counter() - started,
+        stage_seconds=stage_seconds,
     )

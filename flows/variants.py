@@ -12,12 +12,14 @@ checker sees every argument. The `pipeline` flow and a sweep's trials both build
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prefect import get_run_logger
 
+from shrinkflow.core.comparison import compare_to_baseline, split_truth
 from shrinkflow.core.config import ModelConfig
 from shrinkflow.core.data import DatasetRef
+from shrinkflow.core.selection import resolution_warning
 from shrinkflow.core.names import clustered_name, onnx_name, pruned_name, quantized_name
 from shrinkflow.core.stages import converts_to_onnx, onnx_problem, prune_problem, quantization_problem, to_cluster
 from shrinkflow.core.steps import Steps
@@ -52,13 +54,27 @@ def build_variants(
     Failure; training the baseline must succeed."""
     dataset = load_data(steps.data, ws)
     on_dataset(dataset)
-    baseline = on_built(train(steps.train, dataset, ws))
+    trained = train(steps.train, dataset, ws)
+    truth = split_truth(dataset)
+    judging = steps.judging
+
+    def judged(variant: Variant) -> Variant:
+        """The variant with its differences from the baseline, paired over the same rows (shrinkflow.core.comparison)."""
+        compared = compare_to_baseline(variant, trained, dataset, truth, judging.metric, judging.confidence)
+        return replace(variant, metrics=variant.metrics | compared)
+
+    baseline = on_built(judged(trained))
     assert isinstance(baseline, Variant)  # the caller records a variant as a variant
+    warning = resolution_warning(baseline.metrics, judging.metric, dataset.split_size("test"), judging.budget)
+    if warning is not None:
+        get_run_logger().warning(warning)
     built: list[Variant | Failure] = [baseline]
 
     def stage(name: str, build: Callable[[], Variant], not_applicable: str | None = None) -> Variant | None:
-        """Build variant `name` (unless not applicable), let the caller record what came of it; the variant or None."""
-        result = on_built(attempt(name, build, not_applicable))
+        """Build variant `name` (unless not applicable), compare it with the baseline, let the caller record what came
+        of it; the variant or None."""
+        result = attempt(name, build, not_applicable)
+        result = on_built(judged(result) if isinstance(result, Variant) else result)
         built.append(result)
         return result if isinstance(result, Variant) else None
 

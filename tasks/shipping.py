@@ -19,11 +19,13 @@ from prefect.transactions import Transaction, get_transaction
 
 from shrinkflow.core.config import ExportConfig, SelectConfig
 from shrinkflow.core.data import DatasetRef, load_splits
-from shrinkflow.core.evaluation import task_metrics
+from shrinkflow.core.comparison import paired_test
+from shrinkflow.core.evaluation import load_row_predictions, row_predictions, task_metrics, true_rows
 from shrinkflow.core.export import build_manifest, export_variants, restore_moved, set_aside_versions
 from shrinkflow.core.files import sha256_file
 from shrinkflow.core.locks import HeldLock
 from shrinkflow.core.selection import Promotion, Quality, decide_promotion
+from shrinkflow.core.statistics import REPORTED_CONFIDENCE
 from shrinkflow.core.variants import Variant
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.tasks.options import SHIPPING_TASK
@@ -42,8 +44,11 @@ class Registration:
 
 
 @task(name="register-model", **SHIPPING_TASK)
-def register_variant(name: str, config_hash: str, variant: Variant, tracking_ref: TrackingRef) -> Registration:
-    """Log the variant's model to its child run and register it as a new version of the model `name`.
+def register_variant(
+    name: str, config_hash: str, variant: Variant, dataset: DatasetRef, tracking_ref: TrackingRef
+) -> Registration:
+    """Log the variant's model to its child run, behind `dataset`'s serving contract, and register it as a new
+    version of the model `name`.
 
     The model stays locked for this run from here until its shipment commits or rolls back (the hooks below), so
     a concurrent run of the same config sees this run's champion and does not register the same file again.
@@ -54,13 +59,15 @@ def register_variant(name: str, config_hash: str, variant: Variant, tracking_ref
     ))
     _remember(model_lock=lock)
     try:
-        return _register(name, config_hash, variant, tracking_ref, lock)
+        return _register(name, config_hash, variant, dataset, tracking_ref, lock)
     except BaseException:
         lock.release()
         raise
 
 
-def _register(name: str, config_hash: str, variant: Variant, tracking_ref: TrackingRef, lock: HeldLock) -> Registration:
+def _register(
+    name: str, config_hash: str, variant: Variant, dataset: DatasetRef, tracking_ref: TrackingRef, lock: HeldLock
+) -> Registration:
     uri = tracking_ref.tracking_uri
     sha256 = sha256_file(variant.model_path)
     champion = registry.champion_version(uri, name)
@@ -83,7 +90,7 @@ def _register(name: str, config_hash: str, variant: Variant, tracking_ref: Track
         "config_hash": config_hash,
         registry.FILE_SHA256_TAG: sha256,
     }
-    version = models.register_variant(tracking_ref, variant, name, tags)
+    version = models.register_variant(tracking_ref, variant, name, tags, dataset)
     _remember(registered_name=name, registered_version=version, tracking_uri=uri)
     try:
         registry.describe(
@@ -140,7 +147,7 @@ def export_models(
         get_run_logger().warning("moved %s aside to %s: the MLflow registry has no such version", original, aside)
     path = export_variants(workspace.exports / name / version, variants, export_cfg, manifest, dataset)
     _remember(export_path=str(path))
-    runs.tag_parent(tracking_ref, "export_path", str(path))
+    runs.tag_parent(tracking_ref, {"export_path": str(path)})
     get_run_logger().info("exported version %s (%s) to %s", version, selected.name, path)
     return str(path)
 
@@ -165,27 +172,50 @@ def gate_champion(
     _remember(previous_champion=champion.version if champion else None, model_name=name, tracking_uri=uri)
     quality = Quality(select_cfg.quality)
     candidate = selected.metrics[quality.metric]
+    record: dict[str, str] = {}
     if champion is None:
         decision = decide_promotion(candidate, None, select_cfg.max_regression, quality)
     else:
         splits = load_splits(dataset)
         try:
-            outputs = registry.predict_with_version(uri, name, champion.version, splits.x_test)
-            champion_quality = task_metrics(dataset, splits.y_test, outputs)[quality.metric]
+            outputs = registry.predict_with_version(uri, name, champion.version, dataset, splits.x_test)
         except Exception as exc:  # an incompatible or unloadable champion cannot vouch for a regression check
             decision = Promotion(False, f"could not evaluate champion version {champion.version} on this run's test set: {exc}")
         else:
-            decision = decide_promotion(candidate, champion_quality, select_cfg.max_regression, quality)
-            registry.tag_version(uri, name, version, {f"champion_{quality.metric}_on_this_test_set": f"{champion_quality:.4f}"})
+            champion_quality = task_metrics(dataset, splits.y_test, outputs)[quality.metric]
+            # Challenger and champion on the same test rows: a paired test (McNemar's for accuracy).
+            test = paired_test(
+                true_rows(dataset, splits.y_test), load_row_predictions(selected.predictions, "test"),
+                row_predictions(dataset, outputs), quality, select_cfg.confidence or REPORTED_CONFIDENCE, dataset.num_classes,
+            )
+            decision = decide_promotion(
+                candidate, champion_quality, select_cfg.max_regression, quality, test, select_cfg.confidence
+            )
+            record = gate_record(decision, quality.metric, champion.version, champion_quality)
+    record |= {"promoted": str(decision.promote).lower(), "promotion_reason": decision.reason[:5000]}
     if decision.promote:
         registry.set_champion(uri, name, version)
-    registry.tag_version(uri, name, version, {"promoted": str(decision.promote).lower(), "promotion_reason": decision.reason[:5000]})
-    runs.tag_parent(tracking_ref, "promoted", str(decision.promote).lower())
+    registry.tag_version(uri, name, version, record)
+    runs.tag_parent(tracking_ref, record)
     if decision.promote:
         get_run_logger().info("champion gate: version %s is now the champion (%s)", version, decision.reason)
     else:
         get_run_logger().warning("champion gate: the champion stays; version %s is not promoted (%s)", version, decision.reason)
     return decision
+
+
+def gate_record(decision: Promotion, metric: str, champion_version: str, champion_quality: float) -> dict[str, str]:
+    """What the gate recorded on the version and the parent run: the champion's quality on this run's test rows,
+    and the paired test, its p-value and the interval of the difference (challenger minus champion)."""
+    record = {"gate_champion_version": str(champion_version), f"champion_{metric}_on_this_test_set": f"{champion_quality:.4f}"}
+    if decision.test is not None:
+        record |= {
+            "gate_test": decision.test.test, "gate_difference": f"{decision.test.difference:+.4f}",
+            "gate_difference_interval": f"{decision.test.interval.low:+.4f}..{decision.test.interval.high:+.4f}",
+        }
+        if decision.test.p_value is not None:
+            record["gate_p_value"] = f"{decision.test.p_value:.4g}"
+    return record
 
 
 @gate_champion.on_rollback

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import runtime, task
+from prefect import get_run_logger, runtime, task
 
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.environment import EnvironmentProblem, check_prefect_api, check_workspace
@@ -125,7 +125,9 @@ def start_sweep_tracking(config: PipelineConfig, workspace: Workspace, study: st
 
 @task(name="record-trial", task_run_name="record-trial-{outcome.number}", **IO_TASK)
 def record_trial(tracking_ref: TrackingRef, outcome: TrialOutcome) -> str:
-    return sweeps.record_trial(tracking_ref, outcome)
+    run_id = sweeps.record_trial(tracking_ref, outcome)
+    get_run_logger().info("recorded trial %d as MLflow run %s", outcome.number, run_id)
+    return run_id
 
 
 @task(name="recorded-trials", **IO_TASK)

@@ -64,10 +64,10 @@ def test_a_sweeps_trial_phase_and_each_trial_come_from_its_log(tmp_path: Path) -
     log.write_text(
         "10:00:05.000 | INFO    | Flow run 'x' - Beginning flow run 'x' for flow 'shrinkflow-sweep'\n"
         "10:00:08.000 | INFO    | Flow run 'x' - study d-1 in sqlite:////w/sweeps/d-1.db: 0 of 2 trials done; 1 at a time\n"
-        "10:00:18.000 | INFO    | Task run 'trial-0' - Finished in state Completed()\n"
-        "10:00:18.250 | INFO    | Task run 'record-trial-0' - Finished in state Completed()\n"
-        "10:00:25.500 | INFO    | Task run 'trial-1' - Finished in state Completed()\n"
-        "10:00:25.750 | INFO    | Task run 'record-trial-1' - Finished in state Completed()\n"
+        "10:00:18.000 | INFO    | Task run 'trial-0' - trial 0 on tcp://127.0.0.1:1: ships baseline-int8, ...\n"
+        "10:00:18.250 | INFO    | Task run 'record-trial-0' - recorded trial 0 as MLflow run abc\n"
+        "10:00:25.500 | INFO    | Task run 'trial-1' - trial 1 failed: ValueError: x\n"
+        "10:00:25.750 | INFO    | Task run 'record-trial-1' - recorded trial 1 as MLflow run def\n"
         "10:00:26.000 | INFO    | Flow run 'x' - trials of digits (accuracy floor 0.9000):\n"
         "10:00:40.000 | INFO    | Flow run 'x' - Finished in state Completed()\n"
     )

@@ -96,7 +96,7 @@ def test_unchanged_rerun_skips_every_cached_stage(first_run) -> None:
     )
     assert baseline.data.metrics["accuracy"] == first_baseline.data.metrics["accuracy"]
     assert baseline.data.metrics["latency_ms"] == first_baseline.data.metrics["latency_ms"]
-    assert [m.step for m in client.get_metric_history(baseline.info.run_id, "val_loss")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(baseline.info.run_id, "epoch/val_loss")] == [0, 1]
     assert by_variant["pruned-int8"].data.params["parent_variant"] == "pruned"  # a cache hit carries its params too
     # The same file ships, and it already is the champion: no second version of it.
     assert [str(v.version) for v in client.search_model_versions(f"name='{config.name}'")] == ["1"]
@@ -105,13 +105,15 @@ def test_unchanged_rerun_skips_every_cached_stage(first_run) -> None:
 
 def test_each_stage_keeps_its_files_in_a_folder_of_its_own(first_run) -> None:
     """A stage's folder is named after its cache key and shared by every run that reuses it: it holds the
-    stage's model and plot, written whole (no partial files), and Prefect keeps the stage's result beside."""
+    stage's model, plot and row predictions, written whole (no partial files), and Prefect keeps the stage's
+    result beside."""
     _, workspace, _ = first_run
     stages = [path for path in (workspace / "cache").iterdir() if path.name != "results"]
     assert len(stages) == 6  # train, prune and four quantizations; load-data writes under datasets/
     for stage in stages:
         assert sorted(path.name for path in stage.iterdir()) in (
-            ["confusion_matrix.png", "model.keras"], ["confusion_matrix.png", "model.tflite"]
+            ["confusion_matrix.png", "model.keras", "predictions.npz"],
+            ["confusion_matrix.png", "model.tflite", "predictions.npz"],
         ), stage
     records = sorted(path.name for path in (workspace / "cache" / "results").iterdir() if not path.name.endswith(CHECKSUMS_SUFFIX))
     assert len(records) == 1 + len(stages)
@@ -223,7 +225,7 @@ def test_a_run_killed_during_pruning_resumes_and_exports_what_an_uninterrupted_r
     killed_ws, clean_ws = tmp_path / "killed", tmp_path / "clean"
     process = cli(killed_ws, "prune.epochs=30")  # long enough to be caught mid-pruning
     try:
-        wait_for_log_line(process, "Task run 'record-baseline' - Finished in state Completed")
+        wait_for_log_line(process, "  baseline ")  # its progress line: trained, measured and recorded
         time.sleep(3)  # pruning (30 epochs) has begun
     finally:
         # Prefect's temporary server runs in a session of its own: kill it too, as a crash would.

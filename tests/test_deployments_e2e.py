@@ -124,7 +124,7 @@ def test_the_stored_run_form_is_the_typed_described_config(prefect_yaml_applied)
     modes = definitions["QuantizeConfig"]["properties"]["modes"]
     assert modes["type"] == "array" and modes["items"]["enum"] == ["dynamic", "float16", "int8", "qat"]
     assert definitions["SelectConfig"]["properties"]["metric"]["enum"] == [
-        "gzip_size_bytes", "size_bytes", "latency_ms"
+        "gzip_size_bytes", "size_bytes", "latency_ms", "batch64_latency_ms"
     ]
     assert definitions["SelectConfig"]["properties"]["quality"]["enum"] == ["accuracy", "rmse", "r2"]
     assert definitions["ModelConfig"]["properties"]["family"]["enum"] == ["mlp", "cnn", "rnn", "text"]

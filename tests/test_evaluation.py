@@ -10,7 +10,9 @@ import pytest
 
 from shrinkflow.core.config import DataConfig, ModelConfig, TrainConfig
 from shrinkflow.core.data import load_splits, prepare_dataset
-from shrinkflow.core.evaluation import METRIC_NAMES, classification_metrics, evaluate_model_file, file_sizes
+from shrinkflow.core.evaluation import (
+    METRIC_NAMES, classification_metrics, evaluate_model_file, file_sizes, load_row_predictions,
+)
 from shrinkflow.core.training import train_baseline
 
 
@@ -44,7 +46,12 @@ def test_evaluating_a_keras_file_gives_every_metric_and_a_plot(tmp_path: Path) -
     model_path = tmp_path / "model.keras"
     train_baseline(dataset, ModelConfig(family="mlp", hidden_units=(16,)), TrainConfig(epochs=2), model_path)
     evaluation = evaluate_model_file(model_path, dataset, tmp_path / "eval", latency_repeats=5)
-    assert set(evaluation.metrics) == set(METRIC_NAMES)
+    quality = {"accuracy", "precision_macro", "recall_macro", "f1_macro", "loss"}
+    intervals = {f"{name}_ci_{end}" for name in ("accuracy", "f1_macro") for end in ("low", "high")}
+    assert set(evaluation.metrics) == set(METRIC_NAMES) | {f"val_{name}" for name in quality} | intervals
+    metrics = evaluation.metrics
+    assert metrics["accuracy_ci_low"] <= metrics["accuracy"] <= metrics["accuracy_ci_high"]
+    assert metrics["f1_macro_ci_low"] <= metrics["f1_macro"] <= metrics["f1_macro_ci_high"]
     assert evaluation.metrics["size_bytes"] == model_path.stat().st_size
     assert 0 < evaluation.metrics["gzip_size_bytes"] < evaluation.metrics["size_bytes"]
     assert evaluation.metrics["latency_ms"] > 0
@@ -55,6 +62,11 @@ def test_evaluating_a_keras_file_gives_every_metric_and_a_plot(tmp_path: Path) -
     splits = load_splits(dataset)
     direct = float((model.predict(splits.x_test, verbose=0).argmax(1) == splits.y_test).mean())
     assert evaluation.metrics["accuracy"] == pytest.approx(direct)
+    # The selection's split, evaluated the same way, and every row's prediction kept for paired comparisons.
+    on_validation = model.predict(splits.x_val, verbose=0).argmax(1)
+    assert evaluation.metrics["val_accuracy"] == pytest.approx(float((on_validation == splits.y_val).mean()))
+    np.testing.assert_array_equal(load_row_predictions(evaluation.predictions, "validation"), on_validation)
+    assert len(load_row_predictions(evaluation.predictions, "test")) == len(splits.y_test)
 
 
 def test_unknown_model_file_type_is_refused(tmp_path: Path) -> None:

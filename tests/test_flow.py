@@ -72,6 +72,10 @@ def test_flow_returns_a_summary_row_per_variant(finished_run) -> None:
     assert (chosen.version, chosen.promoted) == ("1", True)
     assert chosen.accuracy >= baseline.accuracy - 0.01
     assert chosen.compression_ratio > 1.0
+    # The tables show the test interval and the paired difference's interval; the baseline's difference is 0.
+    cells = chosen.display()
+    assert cells["ci"].count("..") == 1 and cells["delta_ci"].count("..") == 1
+    assert (baseline.quality_delta, baseline.quality_delta_ci_low, baseline.quality_delta_ci_high) == (0.0, 0.0, 0.0)
 
 
 def test_mlflow_parent_and_child_runs(finished_run) -> None:
@@ -90,9 +94,16 @@ def test_mlflow_parent_and_child_runs(finished_run) -> None:
 
     by_variant = {child.data.tags["variant"]: child for child in children}
     assert set(by_variant) == VARIANTS
+    honest = {
+        "val_accuracy", "accuracy_ci_low", "accuracy_ci_high", "quality_delta", "quality_delta_ci_low",
+        "quality_delta_ci_high", "val_quality_delta", "val_quality_delta_ci_low", "val_quality_delta_ci_high",
+    }
     for name, child in by_variant.items():
         assert child.info.status == "FINISHED"
-        assert set(METRIC_NAMES) <= set(child.data.metrics), name
+        assert set(METRIC_NAMES) | honest <= set(child.data.metrics), name
+        metrics = child.data.metrics
+        assert metrics["accuracy_ci_low"] <= metrics["accuracy"] <= metrics["accuracy_ci_high"], name
+        assert metrics["quality_delta_ci_low"] <= metrics["quality_delta"] <= metrics["quality_delta_ci_high"], name
         # How each variant was made is in params, the same keys for all, so MLflow's compare view lines them up.
         assert {"sparsity", "target_sparsity", "quantization", "parent_variant"} <= set(child.data.params), name
     params = {name: child.data.params for name, child in by_variant.items()}
@@ -104,7 +115,7 @@ def test_mlflow_parent_and_child_runs(finished_run) -> None:
     assert float(params["pruned"]["sparsity"]) == pytest.approx(0.8, abs=0.02)
     assert float(params["pruned-qat"]["sparsity"]) > 0.7  # pruning-preserving QAT
     assert float(params["baseline"]["sparsity"]) < 0.05
-    epoch_history = client.get_metric_history(by_variant["baseline"].info.run_id, "val_loss")
+    epoch_history = client.get_metric_history(by_variant["baseline"].info.run_id, "epoch/val_loss")
     assert [m.step for m in epoch_history] == [0, 1]
     assert "confusion_matrix.png" in {a.path for a in client.list_artifacts(by_variant["baseline"].info.run_id)}
 
@@ -120,6 +131,8 @@ def test_the_mlflow_runs_say_what_shipped(finished_run) -> None:
     # The shipped variant's headline metrics sit on the parent, so runs of one experiment compare at a glance.
     metrics = parent.data.metrics
     assert metrics["shipped_accuracy"] == pytest.approx(chosen.accuracy)
+    assert metrics["shipped_quality_ci_low"] <= chosen.accuracy <= metrics["shipped_quality_ci_high"]
+    assert metrics["shipped_quality_delta_ci_low"] <= metrics["shipped_quality_delta"] <= metrics["shipped_quality_delta_ci_high"]
     assert metrics["shipped_compression_ratio"] == pytest.approx(chosen.compression_ratio) and chosen.compression_ratio > 1
     assert metrics["shipped_gzip_size_bytes"] == chosen.gzip_size_bytes
     assert metrics["baseline_accuracy"] == pytest.approx(next(r.accuracy for r in rows if r.variant == "baseline"))
@@ -181,9 +194,9 @@ def test_registered_version_is_the_selected_variant_and_predicts(finished_run) -
 
     with fluent_mlflow(workspace.tracking_uri()):
         model = mlflow.pyfunc.load_model(f"models:/{config.name}/1")
-    probabilities = np.asarray(model.predict(np.zeros((3, 8, 8, 1), dtype=np.float32)))
-    assert probabilities.shape == (3, 10)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=0.02)
+    answers = model.predict(np.zeros((3, 8, 8)))  # raw pixels, as the digits hold them (tests/test_serving.py serves them)
+    assert list(answers.columns) == ["label", *map(str, range(10))]
+    np.testing.assert_allclose(answers[list(map(str, range(10)))].sum(axis=1), 1.0, atol=0.02)
 
 
 def test_export_layout_and_manifest(finished_run) -> None:
@@ -205,6 +218,9 @@ def test_export_layout_and_manifest(finished_run) -> None:
     for name, entry in manifest["variants"].items():
         assert (version_dir / entry["file"]).is_file()
         assert entry["metrics"]["accuracy"] == pytest.approx(run_accuracy[name])
+    shipped = manifest["metrics"]  # the shipped variant's: test quality with its interval, the paired delta, validation
+    assert shipped["accuracy_ci_low"] <= shipped["accuracy"] <= shipped["accuracy_ci_high"]
+    assert {"val_accuracy", "quality_delta_ci_low", "quality_delta_ci_high", "val_quality_delta"} <= set(shipped)
     listed = {entry["path"]: entry for entry in manifest["files"]}
     assert {"saved_model.pb", "model.keras", "variants/pruned-int8.tflite"} <= set(listed)
     for path, entry in listed.items():
@@ -249,7 +265,10 @@ def test_a_worse_model_is_registered_but_does_not_take_the_champion_alias(finish
     assert selected_row(rows).promoted is False
     version = client.get_model_version(config.name, "2")
     assert version.tags["promoted"] == "false"
-    assert "is worse than the champion's" in version.tags["promotion_reason"]
+    # The gate's paired test of the new version against the champion on this run's test rows is recorded.
+    assert "shown worse than" in version.tags["promotion_reason"]
+    assert version.tags["gate_test"] == "McNemar's exact test" and float(version.tags["gate_p_value"]) < 0.05
+    assert float(version.tags["gate_difference"]) < -0.01 and ".." in version.tags["gate_difference_interval"]
     assert str(client.get_model_version_by_alias(config.name, "champion").version) == "1"
     assert (workspace.exports / config.name / "2" / MANIFEST_NAME).is_file()
 

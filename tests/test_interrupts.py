@@ -47,7 +47,7 @@ def start_run(workspace: Path, *args: str) -> subprocess.Popen[str]:
     background job of a non-interactive shell (the command must handle Ctrl-C itself)."""
     return subprocess.Popen(
         [sys.executable, "-m", "shrinkflow.cli.main", "run", str(REPO / "configs" / "digits_cnn.yaml"),
-         "--workspace", str(workspace), *args],
+         "--workspace", str(workspace), "--verbose", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(),
         start_new_session=True, preexec_fn=background_job,
     )

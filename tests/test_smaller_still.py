@@ -245,7 +245,7 @@ def test_adding_a_student_retrains_neither_the_teacher_nor_the_first_student(flo
     assert {row.variant for row in second} - {row.variant for row in first} >= {"student-2", "student-2-clustered-qat-onnx"}
 
 
-def test_an_onnx_variant_registers_with_the_onnx_flavor_and_predicts(
+def test_an_onnx_variant_registers_as_a_served_model_and_predicts(
     chain: dict[str, Variant], digits: DatasetRef, tmp_path: Path
 ) -> None:
     from shrinkflow.core.data import load_splits
@@ -257,8 +257,8 @@ def test_an_onnx_variant_registers_with_the_onnx_flavor_and_predicts(
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment_id = client.create_experiment("onnx", artifact_location=(tmp_path / "artifacts").as_uri())
     run_id = client.create_run(experiment_id).info.run_id
-    version = models.log_and_register_onnx_model(
-        TrackingRef(uri, experiment_id, run_id), run_id, onnx.model_path, "digits_onnx", {"variant": onnx.name}
+    version = models.log_and_register_model(
+        TrackingRef(uri, experiment_id, run_id), run_id, onnx.model_path, onnx.runtime, digits, "digits_onnx", {"variant": onnx.name}
     )
     import mlflow
 
@@ -266,7 +266,8 @@ def test_an_onnx_variant_registers_with_the_onnx_flavor_and_predicts(
 
     with fluent_mlflow(uri):
         model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/digits_onnx/{version.version}", dst_path=str(tmp_path / "dl")))
-    assert "onnx:" in (model_dir / "MLmodel").read_text() and (model_dir / "model.onnx").stat().st_size > 0
+    assert "onnxruntime==" in (model_dir / "requirements.txt").read_text()
+    assert (model_dir / "artifacts" / Path(onnx.model_path).name).stat().st_size > 0
     splits = load_splits(digits)
-    probabilities = registry.predict_with_version(uri, "digits_onnx", version.version, splits.x_test)
+    probabilities = registry.predict_with_version(uri, "digits_onnx", version.version, digits, splits.x_test)
     assert (probabilities.argmax(axis=1) == splits.y_test).mean() == pytest.approx(onnx.metrics["accuracy"], abs=1e-9)

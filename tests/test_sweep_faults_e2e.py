@@ -126,7 +126,8 @@ def dask_scheduler_and_worker(tmp_path: Path) -> Iterator[tuple[str, subprocess.
 
 
 def sweep_args(config: Path, workspace: Path, *more: str) -> list[str]:
-    return ["sweep", str(config), "--workspace", str(workspace), *more]
+    """A sweep's command line; --verbose: Prefect's whole log in the terminal, as the test waits for its lines."""
+    return ["sweep", str(config), "--workspace", str(workspace), "--verbose", *more]
 
 
 def the_study(workspace: Path) -> optuna.Study:

@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from shrinkflow.cli import run, stack, sweep
+from shrinkflow.cli import run, serve_model, stack, sweep
 from shrinkflow.cli.signals import Interrupted, ServerLost
 from shrinkflow.core.environment import EnvironmentLost, disk_full
 from shrinkflow.core.errors import UserError
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Override a config value, e.g. --set train.epochs=2 (repeatable).",
     )
     run.add_argument("--workspace", help=workspace_help)
+    run.add_argument("-v", "--verbose", action="store_true", help="Show Prefect's full log in the terminal, not one line per variant.")
     run.add_argument(
         "--no-cache", dest="use_cache", action="store_false",
         help="Recompute every stage instead of reusing what an earlier run with the same inputs produced.",
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="How long to wait for a Dask worker, at the start and whenever the cluster has none left "
                              "(default: 60); then the sweep stops, to be resumed.")
     search.add_argument("--workspace", help=workspace_help + " Shared by every Dask worker.")
+    search.add_argument("-v", "--verbose", action="store_true", help="Show Prefect's full log in the terminal, not one line per trial.")
 
     serve = commands.add_parser(
         "serve",
@@ -82,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     down = commands.add_parser("down", help="Stop the local stack started by `shrinkflow up` in this workspace.")
     down.add_argument("--workspace", help=workspace_help)
+
+    model = commands.add_parser(
+        "serve-model",
+        help="Serve a registered model version with MLflow's scoring server (POST /invocations), until Ctrl-C.",
+    )
+    model.add_argument(
+        "model", metavar="NAME[@alias|/version]",
+        help="The registered model and which version: NAME@champion (NAME alone), NAME@ALIAS or NAME/VERSION.",
+    )
+    model.add_argument("--port", type=_port, default=serve_model.DEFAULT_PORT, help=f"Port (default: {serve_model.DEFAULT_PORT}).")
+    model.add_argument("--host", default="127.0.0.1", help="Address to listen on (default: 127.0.0.1, this machine only).")
+    model.add_argument("--workspace", help=workspace_help + " Its MLflow store holds the model unless MLFLOW_TRACKING_URI is set.")
 
     deployments = commands.add_parser(
         "deployments", help="List the deployments; regenerate or check deployments/prefect.yaml."
@@ -114,11 +128,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    port = _positive_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {port}")
+    return port
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     configure_libraries()
     args = build_parser().parse_args(argv)
     commands = {
         "run": run.run, "sweep": sweep.sweep, "serve": stack.serve, "up": stack.up, "down": stack.down, "deployments": stack.deployments,
+        "serve-model": serve_model.serve_model,
     }
     if args.command in ("run", "sweep"):
         _exit_without_teardown()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shrinkflow.cli.signals import SERVER_LOST_SIGNAL, ServerLost, signals_interrupt
@@ -20,30 +23,61 @@ EXIT_OK = 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from shrinkflow.core.summary import format_table
+    from shrinkflow.core.summary import DECISIVE_COLUMNS, compact_rows, format_table, headline
 
+    show_progress(args.verbose)
     with orchestrated(args, "the run stopped; its MLflow runs are marked KILLED and nothing from it was shipped") as (
         config, workspace, _,
     ):
         from shrinkflow.flows.pipeline import pipeline
 
         rows = pipeline(config, workspace=str(workspace.root), use_cache=args.use_cache)
-    print(f"\nshrinkflow: {config.name} done\n")
-    print(format_table(rows))
+    shown, left_out = compact_rows(rows)
+    print(f"\n{headline(rows, config.name)}\n")
+    print(format_table(shown, DECISIVE_COLUMNS))
+    comparison = latest_comparison(workspace)
+    if left_out or comparison:
+        print(f"\n{f'{left_out} more variants; ' if left_out else ''}every column of every variant: {comparison}")
     shipped = next((row for row in rows if row.selected), None)
     if shipped is not None:
-        champion = (
-            "it is now the champion" if shipped.promoted
-            else "the champion already is this very file: nothing new was registered" if shipped.promoted is None
-            else "the champion alias stays (see the version's promotion_reason tag)"
-        )
-        print(
-            f"\nshipped {shipped.variant} as version {shipped.version} of {config.name!r}; {champion}.\n"
-            f"export: {workspace.exports / config.name / shipped.version}"
-        )
+        print(f"export: {workspace.exports / config.name / shipped.version}")
+        if shipped.promoted is False:
+            print("the champion alias stays: see the version's promotion_reason tag (shrinkflow models " f"{config.name})")
     else:
-        print("\nno variant passed the selection policy (config section 'select'): nothing registered or exported.")
+        print("why each variant was not eligible: selection.json beside that table, and the flow run's log")
     return EXIT_OK
+
+
+def show_progress(verbose: bool) -> None:
+    """The terminal shows one line per variant as the run goes (the flows' `shrinkflow.progress` logger) and
+    Prefect's warnings and errors; Prefect's full log goes to its server (the flow run's page) as always, and to
+    the terminal too with --verbose. Set before Prefect is first imported: it reads its logging settings then."""
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    progress = logging.getLogger("shrinkflow.progress")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False  # with --verbose, Prefect's console handler would print it a second time
+
+
+def native_output_to(log: Path) -> None:
+    """Send what TensorFlow, LiteRT and the TFLite converter print from native code (to file descriptor 2: oneDNN
+    and XNNPACK notices, converter settings) to `log`, while Python's stderr (Prefect's warnings and errors, the
+    command's own messages) stays on the terminal."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    terminal = os.dup(2)
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    with open(log, "ab") as native:
+        os.dup2(native.fileno(), 2)
+
+
+def latest_comparison(workspace: Workspace) -> Path | None:
+    """The comparison table the run just wrote (<workspace>/runs/<parent run>/comparison/comparison.md)."""
+    written = sorted(workspace.runs.glob("*/comparison/comparison.md"), key=lambda path: path.stat().st_mtime)
+    return written[-1] if written else None
 
 
 @contextlib.contextmanager
@@ -67,6 +101,8 @@ def orchestrated(
     # Reject a bad environment and bad data before the run starts. The data preparation is the same
     # content-addressed one the flow's first task does, so the flow finds it ready.
     check_workspace(workspace, args.workspace)
+    if not getattr(args, "verbose", True):
+        native_output_to(workspace.root / "native.log")
     check_tracking_uri(workspace.tracking_uri())
     if check is not None:
         check(config, workspace)
@@ -78,6 +114,11 @@ def orchestrated(
         server = None if api_url else _start_temporary_server(workspace)
         dataset = prepare_dataset(config.data, workspace.datasets)
         check_model_fits_data(config.model, dataset.input_shape)
+        sizes = dict(dataset.split_sizes)
+        logging.getLogger("shrinkflow.progress").info(
+            f"shrinkflow: {config.name}: {sum(sizes.values()):,} samples ({sizes['train']:,} train, {sizes['validation']:,} "
+            f"validation, {sizes['test']:,} test); each variant as it is built:"
+        )
         import shrinkflow.flows.pipeline  # noqa: F401  (Prefect and MLflow: seconds of imports, while the server starts)
         from shrinkflow.tracking.store import prepare_tracking_store
 

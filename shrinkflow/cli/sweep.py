@@ -11,6 +11,7 @@ EXIT_OK = 0
 
 
 def sweep(args: argparse.Namespace) -> int:
+    from shrinkflow.cli.run import show_progress
     from shrinkflow.core import sweep as sweeps
     from shrinkflow.core.config import PipelineConfig
     from shrinkflow.core.environment import check_dask_address, check_worker_count
@@ -34,6 +35,7 @@ def sweep(args: argparse.Namespace) -> int:
         if args.dask_address:
             check_dask_workers(args.dask_address, worker_wait)
 
+    show_progress(args.verbose)
     stopped = "the sweep stopped; run it again to resume: finished trials are kept"
     with orchestrated(args, stopped, check_search) as (config, workspace, api_url):
         from shrinkflow.flows.sweep import sweep as sweep_flow
@@ -51,7 +53,8 @@ def sweep(args: argparse.Namespace) -> int:
     if result.best is not None:
         chosen = ", ".join(f"{key}={value}" for key, value in result.best.params.items()) or "the base config"
         print(
-            f"\nchosen: trial {result.best.number} ({chosen}): {result.best.variant}, {result.best.metric} {result.best.quality:.4f}, "
+            f"\nchosen: trial {result.best.number} ({chosen}): {result.best.variant}, validation {result.best.metric} "
+            f"{result.best.quality:.4f} (test {result.best.test_quality or 0:.4f}), "
             f"{result.best.gzip_size_bytes:,} bytes gzipped (floor {result.floor:.4f})\n{result.shipped}"
         )
     else:

@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from shrinkflow.core.config import ExportConfig
+from shrinkflow.core.contract import serving_contract
 from shrinkflow.core.files import atomic_path, sha256_file
 from shrinkflow.core.data import DatasetRef, load_vocabulary
 from shrinkflow.core.names import BASELINE, PRUNED
+from shrinkflow.core.predictors import describe_io
+from shrinkflow.core.serving import COLUMNS, IMAGE_BYTES, TENSOR, TEXT
 from shrinkflow.core.variants import Variant
 
 MANIFEST_NAME = "manifest.json"
 KERAS_FILE_NAME = "model.keras"
 VOCABULARY_FILE_NAME = "vocabulary.txt"
+CONTRACT_FILE_NAME = "serving_contract.json"
 SERVING_INPUT = "inputs"
 SERVING_OUTPUTS = {"classification": "probabilities", "regression": "predictions"}
 
@@ -62,6 +66,8 @@ def export_version(
             write_saved_model(source, staging / folder, dataset)
         if dataset is not None and dataset.vocabulary_size:
             (staging / VOCABULARY_FILE_NAME).write_text("\n".join(load_vocabulary(dataset)) + "\n")
+        if dataset is not None:
+            (staging / CONTRACT_FILE_NAME).write_text(json.dumps(serving_contract(dataset), indent=1))
         for name, source in (extra_files or {}).items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, staging / name)
@@ -113,6 +119,7 @@ def build_manifest(
         "preprocessing": dict(dataset.preprocessing),
         "class_names": list(dataset.class_names),
         "input_shape": list(dataset.input_shape),
+        "split_sizes": dict(dataset.split_sizes),  # how many rows each reported figure rests on
         **serving_fields(dataset),
         "metrics": selected.metrics,
         "variants": {
@@ -124,6 +131,7 @@ def build_manifest(
                 "sparsity": variant.sparsity,
                 "settings": variant.lineage()["step"],
                 "metrics": variant.metrics,
+                **({"io": describe_io(variant.model_path)} if Path(variant.model_path).suffix in (".tflite", ".onnx") else {}),
             }
             for variant in variants
         },
@@ -173,9 +181,9 @@ def restore_moved(moves: list[tuple[Path, Path]]) -> None:
 
 
 def serving_fields(dataset: DatasetRef) -> dict[str, Any]:
-    """What a client of the export needs besides the model (manifest.json): the serving signature, and the
-    target scaling (regression) or the vocabulary (text) that the model files, unlike the SavedModel, leave
-    to the client."""
+    """What a client of the export needs besides the model (manifest.json): what each kind of file takes and
+    returns (`serving`), the serving signature, and the target scaling (regression) or the vocabulary (text)
+    that the model files, unlike the registered model and the SavedModel, leave to the client."""
     output = SERVING_OUTPUTS[dataset.task]
     text = bool(dataset.vocabulary_size)
     fields: dict[str, Any] = {
@@ -183,6 +191,8 @@ def serving_fields(dataset: DatasetRef) -> dict[str, Any]:
             "inputs": "raw texts, string [n]" if text else f"scaled features, float32 [n, {', '.join(map(str, dataset.input_shape))}]",
             output: "class probabilities" if dataset.task == "classification" else "targets in original units",
         },
+        "serving": serving_description(dataset),
+        "serving_contract_file": CONTRACT_FILE_NAME,
     }
     if dataset.task == "regression":
         fields["target_names"] = list(dataset.target_names)
@@ -193,6 +203,51 @@ def serving_fields(dataset: DatasetRef) -> dict[str, Any]:
     if text:
         fields["vocabulary_file"] = VOCABULARY_FILE_NAME
     return fields
+
+
+def serving_description(dataset: DatasetRef) -> dict[str, Any]:
+    """In words, what the registered model, the SavedModel's serving_default and the model files take and return."""
+    contract = serving_contract(dataset)
+    request, shape = contract["input"], ", ".join(map(str, dataset.input_shape))
+    raw = {
+        TEXT: f"raw text in the column {request.get('column')!r}",
+        COLUMNS: f"the table's feature columns by name, unscaled: {', '.join(request.get('columns', []))}",
+        TENSOR: f"samples as the source holds them (e.g. pixels 0-255), float64 [n, {', '.join(map(str, request.get('shape', [])))}]",
+        IMAGE_BYTES: f"encoded images (PNG, JPEG, BMP, GIF) in the column {request.get('column')!r}, base64 in JSON",
+    }[request["kind"]]
+    if dataset.task == "classification":
+        answers = f"{contract['output']['label_column']!r} (the predicted class, as the data names it) and one probability column per class, named by class"
+        model_output = f"float32 [n, {dataset.num_classes}]: class probabilities in class_names order"
+    else:
+        answers = "one column per target (target_names), in the target's own units"
+        model_output = f"float32 [n, {len(dataset.target_names)}]: standardized targets, y = output * std + mean (target_scaling)"
+    model_input = (
+        f"int32 [n, {shape}] token ids: lower-case, strip punctuation, split on whitespace, look each word up in "
+        f"{VOCABULARY_FILE_NAME} (id = line number; 1 if unknown), cut or pad with 0" if request["kind"] == TEXT
+        else f"float32 [n, {shape}]: the raw values flattened, scaled as `preprocessing` says ((x - offset) * scale), reshaped"
+    )
+    return {
+        "registered_model": {
+            "takes": raw, "returns": answers,
+            "use": "mlflow.pyfunc.load_model('models:/NAME/VERSION'), or `shrinkflow serve-model NAME/VERSION` and POST "
+                   "/invocations with {\"dataframe_split\": ...} or {\"inputs\": ...}; its signature and serving_input_example.json "
+                   f"show the request ({CONTRACT_FILE_NAME} holds the statistics it applies)",
+        },
+        "saved_model": {
+            "signature": "serving_default", "input": SERVING_INPUT,
+            "takes": "raw texts, string [n]" if request["kind"] == TEXT else model_input,
+            "returns": {SERVING_OUTPUTS[dataset.task]: "class probabilities in class_names order" if dataset.task == "classification"
+                        else "targets in their own units"},
+            "tf_serving_request": "POST /v1/models/NAME:predict {\"instances\": [sample, ...]}" + (
+                "; encoded images to an image-bytes signature as {\"instances\": [{\"b64\": \"<base64 of the file>\"}, ...]}"
+                if request["kind"] == IMAGE_BYTES else ""
+            ),
+        },
+        "model_files": {
+            "takes": model_input, "returns": model_output,
+            "tensors": "variants.<name>.io: each TFLite and ONNX file's input and output tensor (a quantized tensor: q = x / scale + zero_point)",
+        },
+    }
 
 
 def write_saved_model(keras_path: str | Path, out_dir: str | Path, dataset: DatasetRef | None = None) -> None:

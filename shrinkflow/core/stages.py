@@ -25,33 +25,40 @@ from shrinkflow.core.training import EpochCallback
 from shrinkflow.core.variants import Variant
 
 
+# Per-epoch training metrics are step-indexed MLflow metrics under this prefix (the MLflow UI charts them as a group).
+HISTORY_PREFIX = "epoch/"
+
+
 @dataclass(frozen=True)
 class Measured:
-    """What every variant gets measured: its test metrics with what its kernels store (param_bits, distinct
-    values), its confusion-matrix plot, and its sparsity, all read from the file itself."""
+    """What every variant gets measured: its validation and test metrics with what its kernels store (param_bits,
+    distinct values), its confusion-matrix plot, its predictions row by row, and its sparsity, all read from the
+    file itself."""
 
     metrics: dict[str, float]
     plot_png: str
+    predictions: str
     sparsity: float
 
 
 def measure(model_path: Path, dataset: DatasetRef, out_dir: Path) -> Measured:
-    """Evaluate a model file on the test split and read its kernels once."""
+    """Evaluate a model file on the validation and test splits and read its kernels once."""
     evaluation = evaluate_model_file(model_path, dataset, out_dir)
     stats = weight_stats(model_path)
     weights = {"param_bits": float(stats.param_bits), "max_unique_weights": float(stats.max_unique)}
-    return Measured(evaluation.metrics | weights, evaluation.plot_png, stats.sparsity)
+    return Measured(evaluation.metrics | weights, evaluation.plot_png, evaluation.predictions, stats.sparsity)
 
 
 def train_stage(
     step: TrainStep, dataset: DatasetRef, out_dir: Path, on_epoch: EpochCallback | None = None, built_by: str = ""
 ) -> Variant:
-    """Train the baseline, measure its sparsity and evaluate it; its per-epoch history comes along."""
+    """Train the baseline, measure its sparsity and evaluate it; its per-epoch history comes along (as
+    HISTORY_PREFIX + Keras's names: epoch/loss, epoch/val_loss, ..., apart from the evaluation's val_<metric>)."""
     history: dict[str, list[float]] = {}
 
     def record_epoch(epoch: int, logs: dict[str, float]) -> None:
         for name, value in logs.items():
-            history.setdefault(name if name.startswith("val_") else f"train_{name}", []).append(value)
+            history.setdefault(f"{HISTORY_PREFIX}{name}", []).append(value)
         if on_epoch is not None:
             on_epoch(epoch, logs)
 
@@ -59,7 +66,7 @@ def train_stage(
     summary = training.train_baseline(dataset, step.model, step.train, model_path, on_epoch=record_epoch)
     measured = measure(model_path, dataset, out_dir)
     return Variant(
-        BASELINE, str(model_path), measured.metrics, measured.plot_png, step=step, sparsity=measured.sparsity,
+        BASELINE, str(model_path), measured.metrics, measured.plot_png, measured.predictions, step=step, sparsity=measured.sparsity,
         history=history, training={name: summary[name] for name in ("epochs_run", "train_seconds", "train_samples_per_s")},
         built_by=built_by,
     )
@@ -71,7 +78,7 @@ def distill_stage(step: DistillStep, teacher: Variant, dataset: DatasetRef, out_
     params = compression.distill(teacher.model_path, dataset, step, model_path)
     measured = measure(model_path, dataset, out_dir)
     return Variant(
-        step.variant, str(model_path), measured.metrics | {"params": float(params)}, measured.plot_png,
+        step.variant, str(model_path), measured.metrics | {"params": float(params)}, measured.plot_png, measured.predictions,
         parent=None if step.from_scratch else teacher.name, step=step, sparsity=measured.sparsity, built_by=built_by,
     )
 
@@ -82,7 +89,7 @@ def prune_stage(step: PruneStep, source: Variant, dataset: DatasetRef, out_dir: 
     compression.prune(source.model_path, dataset, step, model_path)
     measured = measure(model_path, dataset, out_dir)
     return Variant(
-        pruned_name(source.name), str(model_path), measured.metrics, measured.plot_png, parent=source.name, step=step,
+        pruned_name(source.name), str(model_path), measured.metrics, measured.plot_png, measured.predictions, parent=source.name, step=step,
         sparsity=measured.sparsity, target_sparsity=step.target_sparsity, built_by=built_by,
     )
 
@@ -94,7 +101,7 @@ def cluster_stage(step: ClusterStep, source: Variant, dataset: DatasetRef, out_d
     measured = measure(model_path, dataset, out_dir)
     return Variant(
         clustered_name(source.name), str(model_path), measured.metrics | {"clustered_kernels": float(clustered_kernels)},
-        measured.plot_png, parent=source.name, step=step, sparsity=measured.sparsity,
+        measured.plot_png, measured.predictions, parent=source.name, step=step, sparsity=measured.sparsity,
         target_sparsity=source.target_sparsity, clusters=step.clusters, built_by=built_by,
     )
 
@@ -112,7 +119,7 @@ def quantize_stage(step: QuantizeStep, source: Variant, dataset: DatasetRef, out
         compression.convert_to_tflite(source.model_path, step, dataset, model_path)
     measured = measure(model_path, dataset, out_dir)
     return Variant(
-        quantized_name(source.name, step.mode), str(model_path), measured.metrics, measured.plot_png,
+        quantized_name(source.name, step.mode), str(model_path), measured.metrics, measured.plot_png, measured.predictions,
         parent=source.name, step=step, quantization=step.mode, sparsity=measured.sparsity,
         target_sparsity=source.target_sparsity, clusters=source.clusters, built_by=built_by,
     )
@@ -124,7 +131,7 @@ def onnx_stage(step: OnnxStep, source: Variant, dataset: DatasetRef, out_dir: Pa
     compression.convert_to_onnx(source.model_path, step.opset, model_path)
     measured = measure(model_path, dataset, out_dir)
     return Variant(
-        onnx_name(source.name), str(model_path), measured.metrics, measured.plot_png, parent=source.name, step=step,
+        onnx_name(source.name), str(model_path), measured.metrics, measured.plot_png, measured.predictions, parent=source.name, step=step,
         quantization=source.quantization, sparsity=source.sparsity, target_sparsity=source.target_sparsity,
         clusters=source.clusters, built_by=built_by,
     )

@@ -91,6 +91,16 @@ Step = TrainStep | DistillStep | PruneStep | ClusterStep | QuantizeStep | OnnxSt
 
 
 @dataclass(frozen=True)
+class Judging:
+    """How every variant is compared with the baseline (shrinkflow.core.comparison): on the quality metric
+    (select.quality), with intervals at the selection's confidence (None: the point rule)."""
+
+    metric: str
+    confidence: float | None
+    budget: float  # select.max_quality_drop
+
+
+@dataclass(frozen=True)
 class Steps:
     """Every stage's parameters, and which sources the clustering and ONNX stages take: the pipeline's plan.
 
@@ -106,6 +116,7 @@ class Steps:
     quantize: tuple[QuantizeStep, ...]
     onnx: OnnxStep | None
     onnx_sources: tuple[Literal["float", "int8", "qat"], ...]
+    judging: Judging
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> Steps:
@@ -149,6 +160,7 @@ class Steps:
             ),
             onnx=OnnxStep(config.onnx.opset) if config.onnx.enabled else None,
             onnx_sources=config.onnx.convert,
+            judging=Judging(config.select.quality, config.select.confidence, config.select.max_quality_drop),
         )
 
 

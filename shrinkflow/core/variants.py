@@ -17,8 +17,10 @@ class Variant:
     Attributes:
         name: see shrinkflow.core.names ("baseline", "student-1", "pruned-clustered", "pruned-int8", ...).
         model_path: the `.keras`, `.tflite` or `.onnx` file.
-        metrics: its test metrics (shrinkflow.core.evaluation), with what its kernels store.
+        metrics: its validation and test metrics (shrinkflow.core.evaluation), with what its kernels store, and
+            once compared with the baseline (shrinkflow.core.selection.compare) the paired differences.
         plot_png: the plot of its test predictions.
+        predictions: the file of its predictions on the validation and test rows (compared row by row).
         parent: the variant it was derived from (None for the baseline and a student trained from scratch).
         step: the parameters of the stage that made it (shrinkflow.core.steps): its lineage.
         quantization: how its weights are stored.
@@ -35,6 +37,7 @@ class Variant:
     model_path: str
     metrics: dict[str, float]
     plot_png: str
+    predictions: str = ""
     parent: str | None = None
     step: Step | None = None
     quantization: Quantization = Quantization.NONE
@@ -82,7 +85,7 @@ class Variant:
 
     def output_paths(self) -> tuple[str, ...]:
         """The files the variant consists of; a cached variant whose files are gone must be built again."""
-        return (self.model_path, self.plot_png)
+        return (self.model_path, self.plot_png, self.predictions)
 
 
 @dataclass(frozen=True)

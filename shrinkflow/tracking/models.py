@@ -1,132 +1,132 @@
-"""Logging a variant's model file to its MLflow run and registering it as a new version of the registered model:
-Keras files with the `mlflow.tensorflow` flavor, TFLite files as a self-contained pyfunc model (tflite_pyfunc.py),
-ONNX files with the `onnx` flavor. Each loads with `mlflow.pyfunc.load_model("models:/<name>/<version>")`.
+"""Logging a variant's model file to its MLflow run and registering it as a new version of the registered model.
+
+Every variant, Keras, TFLite or ONNX, is logged the same way: as the pyfunc model of served_pyfunc.py, which
+takes the data as its user has it and answers in the data's terms (the serving contract, shrinkflow.core.
+contract), with an MLflow signature and an input example. It loads with
+`mlflow.pyfunc.load_model("models:/<name>/<version>")` and serves with `mlflow models serve` (or
+`shrinkflow serve-model`) where shrinkflow is not installed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import tempfile
 from importlib.metadata import version as installed_version
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
+from mlflow.types import ColSpec, Schema, TensorSpec
 
+from shrinkflow.core import predictors, serving
+from shrinkflow.core.contract import raw_requests, serving_contract
+from shrinkflow.core.data import DatasetRef, load_splits
 from shrinkflow.core.names import Runtime
 from shrinkflow.core.variants import Variant
-from shrinkflow.tracking import tflite_pyfunc
+from shrinkflow.tracking import served_pyfunc
 from shrinkflow.tracking.runs import TrackingRef
 from shrinkflow.tracking.store import client_for, fluent_mlflow
 
-TFLITE_PYFUNC_CODE = Path(tflite_pyfunc.__file__)
+SERVED_PYFUNC_CODE = Path(served_pyfunc.__file__)
+# In the logged model's MLmodel metadata: this version follows the serving contract of that format.
+CONTRACT_METADATA = "shrinkflow_serving_contract"
+# Each runtime's packages (PyPI names) besides numpy and pandas; decoding images takes TensorFlow.
+RUNTIME_PACKAGES = {
+    Runtime.TFLITE: ("ai-edge-litert",), Runtime.ONNXRUNTIME: ("onnxruntime",), Runtime.TENSORFLOW: ("tensorflow", "tf-keras"),
+}
+EXAMPLE_ROWS = 2
 
 
-def register_variant(tracking: TrackingRef, variant: Variant, registered_name: str, tags: dict[str, str]) -> str:
-    """Log the variant's file to its child run and register it as a new version of `registered_name`; returns the
-    version number."""
-    register = {
-        Runtime.TFLITE: log_and_register_tflite_model, Runtime.ONNXRUNTIME: log_and_register_onnx_model,
-    }.get(variant.runtime, log_and_register_keras_model)
-    return str(register(tracking, variant.run_id, variant.model_path, registered_name, tags).version)
-
-
-def log_and_register_keras_model(
-    tracking: TrackingRef, run_id: str, keras_path: str, registered_name: str, tags: dict[str, str]
-) -> ModelVersion:
-    """Log the Keras model with the `mlflow.tensorflow` flavor and register it as a new version."""
-    import mlflow
-    import mlflow.tensorflow
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras
-    from mlflow.models import infer_signature
-
-    from shrinkflow.core.training import load_keras_model
-
-    model = load_keras_model(keras_path)
-    example = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)
-    signature = infer_signature(example, model(example, training=False).numpy())
-    with fluent_mlflow(tracking.tracking_uri), mlflow.start_run(run_id=run_id):
-        info = mlflow.tensorflow.log_model(
-            model,
-            name="model",
-            signature=signature,
-            # Listing requirements skips MLflow's slow inference of them in a subprocess.
-            pip_requirements=[f"tensorflow=={tf.__version__}", f"tf-keras=={tf_keras.__version__}"],
+def register_variant(
+    tracking: TrackingRef, variant: Variant, registered_name: str, tags: dict[str, str], dataset: DatasetRef
+) -> str:
+    """Log the variant's file to its child run as a served pyfunc model and register it as a new version of
+    `registered_name`; returns the version number."""
+    # mlflow.register_model prints "Successfully registered model ..." to stderr itself; the run says it in its log.
+    with contextlib.redirect_stderr(io.StringIO()):
+        version = log_and_register_model(
+            tracking, variant.run_id, variant.model_path, variant.runtime, dataset, registered_name, tags
         )
+    return str(version.version)
+
+
+def log_and_register_model(
+    tracking: TrackingRef,
+    run_id: str,
+    model_path: str | Path,
+    runtime: Runtime,
+    dataset: DatasetRef,
+    registered_name: str,
+    tags: dict[str, str],
+) -> ModelVersion:
+    """Log a model file behind `dataset`'s serving contract to the run, and register it as a new version."""
+    contract = serving_contract(dataset)
+    example = readable(raw_requests(contract, load_splits(dataset).x_test[:EXAMPLE_ROWS]))
+    with tempfile.TemporaryDirectory(prefix="shrinkflow-contract-") as scratch:
+        contract_path = Path(scratch) / "serving_contract.json"
+        contract_path.write_text(json.dumps(contract, indent=1))
+        with fluent_mlflow(tracking.tracking_uri), mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=SERVED_PYFUNC_CODE,
+                artifacts={
+                    served_pyfunc.MODEL_ARTIFACT: str(model_path),
+                    served_pyfunc.CONTRACT_ARTIFACT: str(contract_path),
+                    served_pyfunc.PREDICTORS_ARTIFACT: predictors.__file__,
+                    served_pyfunc.SERVING_ARTIFACT: serving.__file__,
+                },
+                signature=model_signature(contract),
+                # Saved as serving_input_example.json (a request to copy); MLflow also checks it serves at log time.
+                input_example=example,
+                # Listing requirements skips MLflow's slow inference of them in a subprocess.
+                pip_requirements=requirements(runtime, contract),
+                metadata={CONTRACT_METADATA: contract["format"]},
+            )
     with fluent_mlflow(tracking.tracking_uri):
         version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
     return client_for(tracking.tracking_uri).get_model_version(registered_name, version.version)
 
 
-def log_and_register_tflite_model(
-    tracking: TrackingRef, run_id: str, tflite_path: str, registered_name: str, tags: dict[str, str]
-) -> ModelVersion:
-    """Log the TFLite file as a pyfunc model on the run and register it as a new version.
+def readable(example: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
+    """An input example with its numbers to float32's 7 significant digits: the raw values scaled back from
+    float32 (13.48, not 13.48000000596179)."""
+    def rounded(values: Any) -> Any:
+        return np.vectorize(lambda value: float(f"{value:.7g}"), otypes=[np.float64])(values)
 
-    The model is MLflow "models from code" (`tflite_pyfunc.py` is copied into it, the TFLite file
-    is its artifact), with a tensor signature float32 (-1, *input_shape) -> (-1, num_classes) so
-    that `mlflow models serve` validates and reshapes requests.
-    """
-    input_shape, output_shape = tflite_io_shapes(tflite_path)
-    float32 = np.dtype(np.float32)
-    # Float32 whatever the tensors' own dtypes: the pyfunc model quantizes int8 tensors itself.
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(float32, (-1, *input_shape))]),
-        outputs=Schema([TensorSpec(float32, (-1, *output_shape))]),
-    )
-    with fluent_mlflow(tracking.tracking_uri), mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=TFLITE_PYFUNC_CODE,
-            artifacts={tflite_pyfunc.TFLITE_ARTIFACT: str(tflite_path)},
-            signature=signature,
-            # Saved as serving_input_example.json; MLflow also checks the example serves at log time.
-            input_example=np.zeros((1, *input_shape), dtype=np.float32),
-            # Listing requirements skips MLflow's slow inference of them in a subprocess.
-            pip_requirements=[
-                f"ai-edge-litert=={installed_version('ai-edge-litert')}",
-                f"numpy=={np.__version__}",
-                f"pandas=={installed_version('pandas')}",
-            ],
+    if isinstance(example, np.ndarray):
+        return rounded(example)
+    return example.apply(lambda column: rounded(column) if pd.api.types.is_float_dtype(column) else column)
+
+
+def model_signature(contract: dict[str, Any]) -> ModelSignature:
+    """The contract as an MLflow signature: what the UI shows and the scoring server checks requests against."""
+    request, answer = contract["input"], contract["output"]
+    kind = request["kind"]
+    if kind == serving.COLUMNS:
+        inputs = Schema([ColSpec("double", name) for name in request["columns"]])
+    elif kind == serving.TENSOR:
+        inputs = Schema([TensorSpec(np.dtype(np.float64), (-1, *request["shape"]))])
+    else:
+        inputs = Schema([ColSpec("string" if kind == serving.TEXT else "binary", request["column"])])
+    if answer["kind"] == serving.CLASSES:
+        outputs = Schema(
+            [ColSpec("string", answer["label_column"]), *(ColSpec("double", name) for name in answer["probability_columns"])]
         )
-    with fluent_mlflow(tracking.tracking_uri):
-        version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
-    return client_for(tracking.tracking_uri).get_model_version(registered_name, version.version)
+    else:
+        outputs = Schema([ColSpec("double", name) for name in answer["columns"]])
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def log_and_register_onnx_model(
-    tracking: TrackingRef, run_id: str, onnx_path: str, registered_name: str, tags: dict[str, str]
-) -> ModelVersion:
-    """Log the ONNX file with MLflow's `onnx` flavor (served by onnxruntime) and register it as a new version."""
-    import mlflow.onnx
-    import onnx
-    import onnxruntime
-
-    model = onnx.load(onnx_path)
-    with fluent_mlflow(tracking.tracking_uri), mlflow.start_run(run_id=run_id):
-        info = mlflow.onnx.log_model(
-            model,
-            name="model",
-            # The file as converted: MLflow would otherwise store its weights beside it as external data.
-            save_as_external_data=False,
-            pip_requirements=[
-                f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}", f"numpy=={np.__version__}",
-            ],
-        )
-    with fluent_mlflow(tracking.tracking_uri):
-        version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
-    return client_for(tracking.tracking_uri).get_model_version(registered_name, version.version)
-
-
-def tflite_io_shapes(tflite_path: str | Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The per-sample input and output shapes of a TFLite file (batch dimension dropped)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(tflite_path))
-    input_shape = tuple(int(d) for d in interpreter.get_input_details()[0]["shape"][1:])
-    output_shape = tuple(int(d) for d in interpreter.get_output_details()[0]["shape"][1:])
-    return input_shape, output_shape
+def requirements(runtime: Runtime, contract: dict[str, Any]) -> list[str]:
+    """The pinned packages the logged model needs to load and serve."""
+    packages = {*RUNTIME_PACKAGES[runtime], "numpy", "pandas"}
+    if contract["input"]["kind"] == serving.IMAGE_BYTES:
+        packages.add("tensorflow")
+    return [f"{package}=={installed_version(package)}" for package in sorted(packages)]

@@ -15,10 +15,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from shrinkflow.core.contract import model_outputs, raw_requests, serving_contract
+from shrinkflow.core.data import DatasetRef
+from shrinkflow.core.errors import UserError
 from shrinkflow.core.evaluation import describe_metrics
 from shrinkflow.core.export import read_manifest
 from shrinkflow.core.names import BASELINE, Runtime
 from shrinkflow.core.variants import Variant
+from shrinkflow.tracking.models import CONTRACT_METADATA
 from shrinkflow.tracking.store import client_for, fluent_mlflow
 
 CHAMPION_ALIAS = "champion"
@@ -37,8 +41,8 @@ def model_description(name: str) -> str:
 
 def version_description(variant: Variant, parent_run_id: str) -> str:
     kind = {
-        Runtime.TFLITE: "TFLite file (pyfunc, runs in LiteRT)", Runtime.ONNXRUNTIME: "ONNX file (onnx flavor, runs in ONNX Runtime)",
-    }.get(variant.runtime, "Keras model (tensorflow flavor)")
+        Runtime.TFLITE: "TFLite file, run in LiteRT", Runtime.ONNXRUNTIME: "ONNX file, run in ONNX Runtime",
+    }.get(variant.runtime, "Keras model, run in TensorFlow")
     lineage = (
         f"derived from {variant.parent}" if variant.parent
         else "the trained baseline" if variant.name == BASELINE else "trained from the labels alone"
@@ -107,17 +111,23 @@ def restore_champion(tracking_uri: str, name: str, previous: str | None) -> None
             raise
 
 
-def predict_with_version(tracking_uri: str, name: str, version: str | int, x: np.ndarray) -> np.ndarray:
-    """Class probabilities from a registered version, loaded through `mlflow.pyfunc` (any flavor).
+def predict_with_version(tracking_uri: str, name: str, version: str | int, dataset: DatasetRef, x: np.ndarray) -> np.ndarray:
+    """A registered version's outputs for `dataset`'s model inputs, through its pyfunc model as a client would
+    call it: `x` (scaled features, token ids) goes in as the raw requests that give it, and the answers come back
+    as the model outputs `dataset`'s metrics take (probabilities in its class order, matched by class name;
+    standardized targets).
+
+    A version logged before the serving contract (a tensor in, the model's outputs out) gets `x` as it is.
 
     Args:
         tracking_uri: The tracking server, also used as the registry.
         name: The registered model's name.
         version: The version number.
-        x: float32 scaled features, shape (n, *input_shape).
+        dataset: The dataset `x` comes from (this run's), whose contract turns it into raw requests.
+        x: Model inputs, shape (n, *dataset.input_shape).
 
     Returns:
-        float32 probabilities, shape (n, num_classes).
+        float32 class probabilities (n, num_classes), or standardized targets (n, targets).
     """
     import tempfile
 
@@ -125,8 +135,10 @@ def predict_with_version(tracking_uri: str, name: str, version: str | int, x: np
     # registry_uri argument is not passed on), so set it for the block.
     with fluent_mlflow(tracking_uri), tempfile.TemporaryDirectory(prefix="shrinkflow-model-") as tmp:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}", dst_path=tmp)
+        if CONTRACT_METADATA in (model.metadata.metadata or {}):
+            return model_outputs(dataset, model.predict(raw_requests(serving_contract(dataset), x)))
         predictions = model.predict(np.asarray(x, dtype=np.float32))
-    if isinstance(predictions, dict):  # the onnx flavor answers {output name: array}; shrinkflow's have one
+    if isinstance(predictions, dict):  # the onnx flavor answers {output name: array}; shrinkflow's had one
         [predictions] = predictions.values()
     return np.asarray(predictions, dtype=np.float32)
 
@@ -139,3 +151,46 @@ def tag_version(tracking_uri: str, name: str, version: str, tags: dict[str, str]
     client = client_for(tracking_uri)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+
+
+class ModelNotFound(UserError):
+    """A model reference (NAME, NAME@alias or NAME/version) that the registry does not hold."""
+
+
+def resolve_version(tracking_uri: str, reference: str) -> ModelVersion:
+    """The version `reference` names: NAME@alias, NAME/version, or NAME alone for its champion.
+
+    Raises:
+        ModelNotFound: naming what the registry has instead.
+    """
+    name, alias, number = parse_reference(reference)
+    client = client_for(tracking_uri)
+    models = [model.name for model in client.search_registered_models(max_results=1000)]
+    if name not in models:
+        known = ", ".join(sorted(models)) or "none yet (a `shrinkflow run` that ships registers one)"
+        raise ModelNotFound(f"{reference!r}: no registered model {name!r} in {tracking_uri}; registered models: {known}")
+    if number is not None:
+        versions = sorted(int(version.version) for version in client.search_model_versions(f"name='{name}'"))
+        if number not in versions:
+            raise ModelNotFound(f"{reference!r}: model {name!r} has no version {number}; its versions: {', '.join(map(str, versions))}")
+        return client.get_model_version(name, str(number))
+    aliases = client.get_registered_model(name).aliases
+    if alias not in aliases:
+        known = ", ".join(f"@{key} (version {value})" for key, value in sorted(aliases.items())) or "none"
+        raise ModelNotFound(f"{reference!r}: model {name!r} has no alias {alias!r}; its aliases: {known}; or name a version, {name}/N")
+    return client.get_model_version(name, str(aliases[alias]))
+
+
+def parse_reference(reference: str) -> tuple[str, str | None, int | None]:
+    """(name, alias, version) of NAME@alias, NAME/version or NAME (the champion)."""
+    name, at, alias = reference.partition("@")
+    if at:
+        if not name or not alias:
+            raise ModelNotFound(f"{reference!r}: expected NAME@alias, e.g. digits_cnn@{CHAMPION_ALIAS}")
+        return name, alias, None
+    name, slash, number = reference.partition("/")
+    if slash:
+        if not name or not number.isdigit() or int(number) < 1:
+            raise ModelNotFound(f"{reference!r}: expected NAME/version with a version number from 1, e.g. digits_cnn/3")
+        return name, None, int(number)
+    return name, CHAMPION_ALIAS, None

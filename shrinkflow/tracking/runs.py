@@ -253,7 +253,8 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
         metrics |= {
             f"shipped_{name}": getattr(shipped, name)
             for name in (
-                "accuracy", "rmse", "r2", "quality_delta", "gzip_size_bytes", "compression_ratio", "param_bits_ratio",
+                "accuracy", "rmse", "r2", "quality_ci_low", "quality_ci_high", "quality_delta", "quality_delta_ci_low",
+                "quality_delta_ci_high", "val_quality_delta", "gzip_size_bytes", "compression_ratio", "param_bits_ratio",
                 "size_bytes", "latency_ms",
             )
         }
@@ -290,10 +291,16 @@ def run_description(rows: Sequence[SummaryRow]) -> str:
 
 
 def describe_quality(row: SummaryRow) -> str:
-    """The row's quality and its change against the baseline, in words."""
+    """The row's test quality with its 95 % interval, and its change against the baseline with the paired interval,
+    in words."""
+    delta = row.quality_delta or 0.0
+    low, high = row.quality_delta_ci_low, row.quality_delta_ci_high
     if row.accuracy is not None:
-        return f"Accuracy {row.accuracy:.4f} ({(row.quality_delta or 0) * 100:+.2f} pt against the baseline)"
-    return f"RMSE {row.rmse:.4g}, R2 {row.r2:.4f} ({row.quality_delta or 0:+.4g} against the baseline)"
+        paired = "" if low is None or high is None else f", 95 % paired interval {low * 100:+.2f} to {high * 100:+.2f} pt"
+        own = "" if row.quality_ci_low is None else f" (95 % interval {row.quality_ci_low:.4f} to {row.quality_ci_high:.4f})"
+        return f"Test accuracy {row.accuracy:.4f}{own}, {delta * 100:+.2f} pt against the baseline{paired}"
+    paired = "" if low is None or high is None else f", 95 % paired interval {low:+.4g} to {high:+.4g}"
+    return f"Test RMSE {row.rmse:.4g}, R2 {row.r2:.4f} ({delta:+.4g} against the baseline{paired})"
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -323,5 +330,5 @@ def log_comparison(tracking: TrackingRef, paths: Sequence[Path], reasons: dict[s
     client.log_dict(tracking.parent_run_id, reasons, "comparison/selection.json")
 
 
-def tag_parent(tracking: TrackingRef, key: str, value: str) -> None:
-    client_for(tracking.tracking_uri).set_tag(tracking.parent_run_id, key, value)
+def tag_parent(tracking: TrackingRef, tags: dict[str, str]) -> None:
+    client_for(tracking.tracking_uri).log_batch(tracking.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])

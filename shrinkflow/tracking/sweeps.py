@@ -72,8 +72,8 @@ def record_trial(tracking: TrackingRef, outcome: TrialOutcome) -> str:
     run_id = str(run.info.run_id)
     params = {key: _param(value) for key, value in outcome.params.items()} or {"base_config": "true"}
     measured: dict[str, float | int | None] = {
-        outcome.metric: outcome.quality, "gzip_size_bytes": outcome.gzip_size_bytes,
-        f"baseline_{outcome.metric}": outcome.baseline_quality, "seconds": outcome.seconds, "stage_seconds": outcome.stage_seconds,
+        f"val_{outcome.metric}": outcome.quality, outcome.metric: outcome.test_quality,
+        "gzip_size_bytes": outcome.gzip_size_bytes, f"baseline_val_{outcome.metric}": outcome.baseline_quality, "seconds": outcome.seconds, "stage_seconds": outcome.stage_seconds,
     }
     now = now_ms()
     client.log_batch(
@@ -100,14 +100,18 @@ def finish_sweep(
         metrics["quality_floor"] = floor
     tags = {"chosen_trial": "none", "shipped": shipped}
     if best is not None and best_config is not None:
-        metrics |= {f"best_{best.metric}": float(best.quality or 0.0), "best_gzip_size_bytes": float(best.gzip_size_bytes or 0)}
+        metrics |= {
+            f"best_val_{best.metric}": float(best.quality or 0.0), f"best_{best.metric}": float(best.test_quality or 0.0),
+            "best_gzip_size_bytes": float(best.gzip_size_bytes or 0),
+        }
         tags |= {"chosen_trial": str(best.number), "chosen_variant": best.variant}
         tags |= {f"chosen.{key}": _param(value) for key, value in best.params.items()}
         client.log_text(run_id, best_config.to_yaml(), "chosen_config.yaml")
         note = (
             f"Sweep of {len(rows)} trials. Chosen: trial {best.number} "
             f"({', '.join(f'{k}={_param(v)}' for k, v in best.params.items()) or 'the base config'}), shipping "
-            f"{best.variant} at {best.metric} {best.quality:.4f}, {best.gzip_size_bytes:,} bytes gzipped. {shipped}"
+            f"{best.variant} at validation {best.metric} {best.quality:.4f} (test {best.test_quality or 0:.4f}), "
+            f"{best.gzip_size_bytes:,} bytes gzipped. {shipped}"
         )
     else:
         note = f"Sweep of {len(rows)} trials: no trial kept the quality floor; nothing shipped."

@@ -3,16 +3,17 @@ selection and the champion gate, export."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from shrinkflow.core.config.base import Section
 from shrinkflow.core.config.model import StudentConfig
 
 Optimizer = Literal["adam", "sgd", "rmsprop", "adagrad"]
 QuantizationMode = Literal["dynamic", "float16", "int8", "qat"]
-SelectionMetric = Literal["gzip_size_bytes", "size_bytes", "latency_ms"]
+# latency_ms: one sample per call (serving single requests); batch64_latency_ms: 64 per call (scoring batches).
+SelectionMetric = Literal["gzip_size_bytes", "size_bytes", "latency_ms", "batch64_latency_ms"]
 QualityMetric = Literal["accuracy", "rmse", "r2"]
 # The quality metrics each task can be selected on; the first is the default.
 QUALITY_METRICS: dict[str, tuple[str, ...]] = {"classification": ("accuracy",), "regression": ("rmse", "r2")}
@@ -175,7 +176,10 @@ class SelectConfig(Section):
     model_config = ConfigDict(title="Selection and champion gate")
 
     metric: SelectionMetric = Field(
-        "gzip_size_bytes", title="Ship the lowest", description="Among the variants within the quality budget, ship the one lowest on this."
+        "gzip_size_bytes", title="Ship the lowest", description=(
+            "Among the variants within the quality budget, ship the one lowest on this: gzipped or plain file size, "
+            "latency of one sample per call (latency_ms) or of 64 per call (batch64_latency_ms)."
+        ),
     )
     quality: QualityMetric = Field(
         "accuracy", title="Quality metric",
@@ -188,11 +192,26 @@ class SelectConfig(Section):
             "point); rmse: a share of the baseline's RMSE (0.05 = 5 % higher)."
         ),
     )
+    confidence: float | None = Field(
+        0.95, ge=0.5, lt=1, title="Confidence",
+        description=(
+            "Decide on intervals at this confidence: a variant is eligible when the worse end of the interval of its "
+            "drop against the baseline, paired over the validation rows, stays within the largest quality drop; the "
+            "champion gate refuses a version only when a paired test shows it worse than the champion beyond the "
+            "largest regression. none: decide on the measured values alone (point rule)."
+        ),
+    )
     max_size_bytes: int | None = Field(None, ge=1, title="Largest size (bytes)", description="Only variants at most this large (size_bytes) may ship.")
     max_regression: float = Field(
         0.005, ge=0, le=1, title="Largest regression against the champion",
         description="The alias 'champion' moves only if the new version is no worse than the champion by more than this (same units as the quality drop).",
     )
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _none_means_point_rule(cls, value: Any) -> Any:
+        """`none` (as YAML and --set write it) turns the intervals off."""
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
 
 
 class ExportConfig(Section):

@@ -30,6 +30,8 @@ class DatasetRef:
     # regression: targets are learned standardized; a prediction in original units is y * std + mean.
     target_scaling: tuple[tuple[str, Any], ...] = ()
     vocabulary_size: int = 0  # text: tokens in the fitted vocabulary (stored in the .npz, see load_vocabulary)
+    # A table's feature columns as the file names them (text: the text column; a series: its column); () for arrays.
+    feature_names: tuple[str, ...] = ()
 
     def output_paths(self) -> tuple[str, ...]:
         return (self.path,)

@@ -107,6 +107,7 @@ def _prepare(cfg: DataConfig, out_dir: str | Path) -> DatasetRef:
         target_names=() if classification else target_names(cfg),
         target_scaling=target_scaling,
         vocabulary_size=0 if vocabulary is None else len(vocabulary),
+        feature_names=columns or (),
     )
 
 

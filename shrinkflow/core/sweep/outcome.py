@@ -21,10 +21,12 @@ class TrialOutcome:
         status: "complete", or "failed" (invalid config, a stage that raised, nothing selected).
         reason: why it failed.
         variant: the shipped variant's name.
-        quality, gzip_size_bytes: the shipped variant's test quality (select.quality: accuracy, rmse or r2) and
-            gzipped size.
+        quality: the shipped variant's validation quality (select.quality: accuracy, rmse or r2): what trials are
+            compared on, as variants are, so the test split is never used to choose.
+        test_quality: its test quality, reported (for the chosen trial, the number the sweep stands by).
+        gzip_size_bytes: its gzipped size.
         metric: what the quality is (accuracy, rmse or r2).
-        baseline_quality: the trial's own baseline's quality.
+        baseline_quality: the trial's own baseline's validation quality.
         worker: the Dask worker that ran it ("" when it ran in the flow's process).
         seconds: the trial task's wall time; stage_seconds: the part spent inside the pipeline's stages.
     """
@@ -35,6 +37,7 @@ class TrialOutcome:
     reason: str = ""
     variant: str = ""
     quality: float | None = None
+    test_quality: float | None = None
     metric: str = "accuracy"  # what `quality` measures (select.quality)
     gzip_size_bytes: int | None = None
     baseline_quality: float | None = None
@@ -54,10 +57,14 @@ class TrialOutcome:
         return cls(**json.loads(text))
 
 
-def shipped_outcome(selection: Selection, variants: Sequence[Variant], quality: str) -> tuple[str, float, int] | None:
-    """The trial's result: the shipped variant's name, quality (the metric select.quality names) and gzipped
-    size (None if nothing ships). The one place that says what a trial scores."""
+def shipped_outcome(selection: Selection, variants: Sequence[Variant], quality: str) -> dict[str, Any] | None:
+    """The trial's result as TrialOutcome fields: the shipped variant's name, validation and test quality (the
+    metric select.quality names) and gzipped size (None if nothing ships). The one place that says what a trial
+    scores."""
     if selection.selected is None:
         return None
     shipped = next(variant for variant in variants if variant.name == selection.selected)
-    return shipped.name, shipped.metrics[quality], int(shipped.metrics["gzip_size_bytes"])
+    return {
+        "variant": shipped.name, "quality": shipped.metrics[f"val_{quality}"], "test_quality": shipped.metrics[quality],
+        "gzip_size_bytes": int(shipped.metrics["gzip_size_bytes"]),
+    }

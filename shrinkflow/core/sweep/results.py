@@ -13,12 +13,14 @@ from shrinkflow.core.sweep.outcome import TrialOutcome
 from shrinkflow.core.sweep.spec import value_text
 from shrinkflow.core.tables import markdown_table, text_table
 
-TABLE_COLUMNS = ("trial", "status", "variant", "quality", "gzip_size_bytes", "worker", "seconds", "params", "reason")
+TABLE_COLUMNS = (
+    "trial", "status", "variant", "val_quality", "test_quality", "gzip_size_bytes", "worker", "seconds", "params", "reason",
+)
 
 
 def quality_floor_for(outcomes: Sequence[TrialOutcome], config: PipelineConfig) -> float | None:
-    """The worst quality a trial's shipped variant may have: sweep.quality_floor, else the base trial's baseline
-    quality within select.max_quality_drop (None while the base trial has not completed)."""
+    """The worst validation quality a trial's shipped variant may have: sweep.quality_floor, else the base trial's
+    baseline validation quality within select.max_quality_drop (None while the base trial has not completed)."""
     if config.sweep.quality_floor is not None:
         return config.sweep.quality_floor
     base = next((o for o in outcomes if not o.params and o.ok and o.baseline_quality is not None), None)
@@ -64,7 +66,8 @@ def table_rows(
             "trial": o.number,
             "status": o.status + (f" ({', '.join(marks)})" if marks else ""),
             "variant": o.variant,
-            "quality": None if o.quality is None else round(o.quality, 4),
+            "val_quality": None if o.quality is None else round(o.quality, 4),
+            "test_quality": None if o.test_quality is None else round(o.test_quality, 4),
             "gzip_size_bytes": o.gzip_size_bytes,
             "worker": o.worker,
             "seconds": round(o.seconds, 1),
@@ -113,7 +116,7 @@ def pareto_plot(
     if points and max(p[0] for p in points) > 10 * min(p[0] for p in points):
         axes.set_xscale("log")
     axes.set_xlabel("gzipped size of the shipped variant (bytes)")
-    axes.set_ylabel(f"test {quality.metric}")
+    axes.set_ylabel(f"validation {quality.metric}")
     axes.set_title(f"Sweep: size against {quality.metric}, one point per trial")
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
