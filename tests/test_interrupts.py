@@ -108,7 +108,7 @@ def test_losing_the_temporary_prefect_server_stops_the_run_and_ships_nothing(tmp
     workspace = tmp_path / "ws"
     run, lines = start_run(workspace, *LONG_RUN), []
     try:
-        read_until(run, "Task run 'load-data", lines)
+        read_until(run, "epoch 1/30", lines)  # the run has started: its server is in use
         [server] = [pid for pid in descendants(run.pid) if "uvicorn" in " ".join(psutil.Process(pid).cmdline())]
         os.kill(server, signal.SIGKILL)
         output = finish(run, lines)
