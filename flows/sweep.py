@@ -45,7 +45,7 @@ from shrinkflow.tracking.runs import TrackingRef
 
 # The study remembers its MLflow sweep parent run, so a resumed sweep adds its trials to the same run.
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
-WAIT_STEP = 5.0  # seconds between two looks at the cluster while a trial runs
+WAIT_STEP = 2.0  # seconds between two looks at the cluster while a trial runs (a cheap call to the scheduler)
 
 
 @dataclass(frozen=True)
