@@ -106,11 +106,8 @@ def stack(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         prefect_database=f"{postgres.replace('postgresql://', 'postgresql+asyncpg://')}/prefect",
         mlflow_database=f"{postgres}/mlflow",
     )
-    running = start_stack(config)
-    try:
+    with start_stack(config) as running:  # stopped on leaving
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
