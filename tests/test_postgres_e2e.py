@@ -14,11 +14,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
@@ -36,7 +34,7 @@ from shrinkflow.deployments.stack import RunningStack, StackConfig, start_stack
 from shrinkflow.tracking.registry import CHAMPION_ALIAS
 from shrinkflow.tracking.sweeps import STUDY_TAG
 from tests.conftest import REPO, tiny_digits_config
-from tests.test_deployments_e2e import apply_prefect_yaml, cli_env, prefect_client
+from tests.test_deployments_e2e import apply_prefect_yaml, cli_env, completed_run, prefect_client
 from tests.test_sweep_faults_e2e import Command
 
 pytestmark = pytest.mark.e2e
@@ -133,17 +131,6 @@ def shrinkflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
     )
 
 
-def completed(api_url: str, flow_run_id: Any, log: Callable[[], str]) -> Any:
-    """The flow run, once it has ended; it must have completed."""
-    deadline = time.monotonic() + TIMEOUT
-    with prefect_client(api_url) as client:
-        while (flow_run := client.read_flow_run(flow_run_id)).state is None or not flow_run.state.is_final():
-            assert time.monotonic() < deadline, f"flow run still {flow_run.state_name} after {TIMEOUT} s:\n{log()}"
-            time.sleep(1)
-    assert flow_run.state.is_completed(), f"flow run ended {flow_run.state_name}: {flow_run.state.message}\n{log()}"
-    return flow_run
-
-
 def assert_consistent(client: MlflowClient, name: str, versions: int = 1) -> None:
     """The model's registry and runs are whole: `versions` versions, the champion among them, no run left open."""
     registered = client.search_model_versions(f"name='{name}'")
@@ -184,7 +171,7 @@ def test_a_sweep_and_a_run_of_another_config_scheduled_at_once_both_complete_on_
             start_new_session=True,
         )
     try:
-        finished = [completed(stack.prefect_api_url, run.id, lambda: log_tail(log, 80)) for run in flow_runs]
+        finished = [completed_run(stack.prefect_api_url, run.id, lambda: log_tail(log, 80)) for run in flow_runs]
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
