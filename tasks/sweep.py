@@ -43,7 +43,11 @@ def check_dask_workers(address: str, wait: float) -> None:
     """The scheduler at `address` has a worker (within `wait` seconds): checked before anything starts."""
     from distributed import Client
 
-    with Client(address, timeout=wait, set_as_default=False) as client:
+    try:
+        client = Client(address, timeout=wait, set_as_default=False)
+    except OSError as exc:  # it listens, but does not answer as a Dask scheduler does
+        raise EnvironmentProblem(f"--dask-address {address}: no Dask scheduler answers there ({exc})") from None
+    with client:
         wait_for_a_worker(client, address, wait)
 
 

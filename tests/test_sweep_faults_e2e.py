@@ -32,6 +32,7 @@ pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 TIMEOUT = 240  # a deadline against a hang, not a timing assertion
 NAME = "sweep_faults"
+SHARED_MEMORY = Path("/dev/shm")
 
 
 @pytest.fixture
@@ -105,6 +106,7 @@ def dask_scheduler_and_worker(tmp_path: Path) -> Iterator[tuple[str, subprocess.
     address = f"tcp://127.0.0.1:{free_port()}"
     env = {**subprocess_env(), "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "worker.log"
+    semaphores = set(SHARED_MEMORY.glob("sem.*"))
     scheduler = subprocess.Popen(
         [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env, start_new_session=True,
@@ -123,6 +125,19 @@ def dask_scheduler_and_worker(tmp_path: Path) -> Iterator[tuple[str, subprocess.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=60)
+        unlink_orphans(set(SHARED_MEMORY.glob("sem.*")) - semaphores)
+
+
+def unlink_orphans(semaphores: set[Path]) -> None:
+    """Remove the POSIX semaphores no process has open any more: those of the `dask worker` killed outright (as a
+    lost machine would be), whose resource tracker died with it, so nobody else would."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        with contextlib.suppress(OSError):
+            mapped |= {line.split()[-1] for line in maps.read_text().splitlines() if "/dev/shm/sem." in line}
+    for semaphore in semaphores:
+        if str(semaphore) not in mapped:
+            semaphore.unlink(missing_ok=True)
 
 
 def sweep_args(config: Path, workspace: Path, *more: str) -> list[str]:
