@@ -76,12 +76,15 @@ class StackAlreadyRunningError(StackError):
 
 @dataclass(frozen=True)
 class StackConfig:
-    """Where the stack keeps its state and which loopback ports its servers listen on."""
+    """Where the stack keeps its state and which loopback ports its servers listen on; the servers' databases
+    (SQLite files in the workspace unless given: postgresql+asyncpg://... for Prefect, postgresql://... for MLflow)."""
 
     workspace: Workspace
     host: str = DEFAULT_HOST
     prefect_port: int = DEFAULT_PREFECT_PORT
     mlflow_port: int = DEFAULT_MLFLOW_PORT
+    prefect_database: str | None = None
+    mlflow_database: str | None = None
 
     def __post_init__(self) -> None:
         for server, port in self.ports.items():
@@ -332,6 +335,8 @@ def _prefect_launch(config: StackConfig) -> _Launch:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_CLI_PROMPT="false",
     )
+    if config.prefect_database:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = config.prefect_database
     argv = [_executable("prefect"), "server", "start", "--host", config.host, "--port", str(config.prefect_port)]
     return _Launch(PREFECT, argv, env, answers(f"{config.prefect_api_url}/health", b"true"))
 
@@ -350,7 +355,7 @@ def _mlflow_launch(config: StackConfig) -> _Launch:
         _executable("mlflow"), "server",
         "--host", config.host,
         "--port", str(config.mlflow_port),
-        "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
+        "--backend-store-uri", config.mlflow_database or f"sqlite:///{directory / 'mlflow.db'}",
         # Artifact proxying is on by default (--serve-artifacts): new experiments get mlflow-artifacts:/
         # locations and clients upload through the server into this directory.
         "--artifacts-destination", str(directory / "mlartifacts"),

@@ -79,7 +79,7 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
             if selection.selected is not None:
                 selected = next(variant for variant in variants if variant.name == selection.selected)
                 registration = register_variant(config.name, config.config_hash(), selected, dataset, run)
-                promoted = True  # an unchanged re-run: the selected file is the champion already
+                promoted: bool | None = None  # the selected file is the champion already: no gate decision
                 if registration.new:
                     export_models(
                         config.name, config.export, registration.version, selected, variants, dataset,

@@ -22,6 +22,7 @@ from shrinkflow.core.steps import Steps
 from shrinkflow.core.sweep import TrialOutcome, shipped_outcome
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.flows.variants import build_variants
+from shrinkflow.tasks.caching import keep_results_in
 from shrinkflow.tasks.sweep import dask_worker_address, host_of, limit_tensorflow_threads
 
 
@@ -46,6 +47,7 @@ def run_trial(request: TrialRequest, workspace: Workspace) -> TrialOutcome:
     and return what ships. A failure (a stage, nothing selected) is an outcome, not an exception, so the
     sweep goes on."""
     configure_libraries()  # a worker process of its own, started by `dask worker` rather than a shrinkflow command
+    keep_results_in(workspace)  # the stages' results with their checksums, as the sweep's own flow keeps them
     started = time.perf_counter()
     worker = dask_worker_address()
     threads = request.threads_by_host.get(host_of(worker), 1) if worker else 0

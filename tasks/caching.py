@@ -6,7 +6,9 @@ config section as its values (a data section also by its source files' sizes and
 variant by the content of its model file, a dataset by its content fingerprint, the workspace by its path.
 So a change recomputes exactly the stages downstream of it, and an unchanged re-run recomputes nothing.
 The stage writes its files into the folder named after its key (`Workspace.stage_dir`); Prefect keeps the
-small result (a reference to those files) under <workspace>/cache/results/.
+small result (a reference to those files) under <workspace>/cache/results/, and beside it the sha256 of each file
+the result names (`<key>.sha256.json`, written first). A cached result is used only while its files match those
+checksums: a file changed or damaged since (truncated, overwritten) makes the stage run again.
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.cache_policies import CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem
-from prefect.results import ResultStore
+from prefect.results import ResultRecord, ResultStore
 from prefect.transactions import get_transaction
 from pydantic import BaseModel
 
 from shrinkflow.core.config import DataConfig
 from shrinkflow.core.data import DatasetRef, source_stamp
-from shrinkflow.core.files import file_fingerprint
+from shrinkflow.core.files import file_fingerprint, write_json_atomically
 from shrinkflow.core.variants import Variant
 from shrinkflow.core.workspace import Workspace
 
@@ -36,6 +39,8 @@ from shrinkflow.core.workspace import Workspace
 CODE_PACKAGES = ("shrinkflow.core", "shrinkflow.tasks", "shrinkflow.flows")
 # The flow parameter that turns reuse off: the stages run again, and their new results replace the old.
 USE_CACHE_PARAMETER = "use_cache"
+# Beside a cached result's record: the sha256 of each file the result names.
+CHECKSUMS_SUFFIX = ".sha256.json"
 
 
 @lru_cache(maxsize=None)
@@ -86,8 +91,9 @@ def fingerprint(value: Any) -> Any:
 class StageInputs(CachePolicy):
     """The cache key of a pipeline stage: its task, the code version and its inputs' fingerprints.
 
-    A cached result whose files are gone (deleted by hand) is forgotten, so the stage runs again; so is
-    every cached result when the flow runs with `use_cache` off, so the stage runs and is cached anew.
+    A cached result whose files are gone (deleted by hand) or no longer match the checksums recorded with it
+    (damaged, changed) is forgotten, so the stage runs again; so is every cached result when the flow runs with
+    `use_cache` off, so the stage runs and is cached anew.
     """
 
     def compute_key(
@@ -96,16 +102,32 @@ class StageInputs(CachePolicy):
         payload = [code_version(), {name: fingerprint(value) for name, value in sorted(inputs.items())}]
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
         key = f"{task_ctx.task.name}-{digest}"
-        if not flow_parameters.get(USE_CACHE_PARAMETER, True) or _outputs_gone(task_ctx.result_store, key):
+        if not flow_parameters.get(USE_CACHE_PARAMETER, True) or _unusable(task_ctx.result_store, key):
             _forget(task_ctx.result_store, key)
         return key
 
 
+class ChecksummedResults(ResultStore):
+    """Prefect's result store, which records with each result the sha256 of every file the result names
+    (`output_paths()`), before the result itself: a record without its checksums is never a usable hit."""
+
+    def persist_result_record(self, result_record: ResultRecord[Any], holder: str | None = None) -> None:
+        result = result_record.result
+        outputs = result.output_paths() if hasattr(result, "output_paths") else ()
+        path = _record_path(self, Path(str(result_record.metadata.storage_key)).name)
+        if outputs and path is not None:
+            write_json_atomically(_checksums_path(path), {output: file_fingerprint(output) for output in outputs})
+        super().persist_result_record(result_record, holder)
+
+
 def keep_results_in(workspace: Workspace) -> None:
-    """Keep the results of this flow run's cached stages in the workspace, beside the files they name."""
-    context = FlowRunContext.get()
-    if context is not None:
-        context.result_store = ResultStore(result_storage=LocalFileSystem(basepath=str(workspace.stage_results)))
+    """Keep the results of this run's cached stages in the workspace, beside the files they name, with their
+    checksums. Called by a flow, and by a task that runs stages on a Dask worker (the run's result store
+    reaches a worker without its class)."""
+    store = ChecksummedResults(result_storage=LocalFileSystem(basepath=str(workspace.stage_results)))
+    for context in (FlowRunContext.get(), TaskRunContext.get()):
+        if context is not None:
+            context.result_store = store
 
 
 def stage_dir(workspace: Workspace) -> Path:
@@ -122,7 +144,13 @@ def _record_path(store: ResultStore, key: str) -> Path | None:
     return Path(str(storage.basepath)) / key if isinstance(storage, LocalFileSystem) else None
 
 
-def _outputs_gone(store: ResultStore, key: str) -> bool:
+def _checksums_path(record: Path) -> Path:
+    return record.with_name(record.name + CHECKSUMS_SUFFIX)
+
+
+def _unusable(store: ResultStore, key: str) -> bool:
+    """Whether the cached result of `key` exists but must not be used: its record unreadable, a file it names
+    gone, or one that does not match the checksum recorded with it."""
     path = _record_path(store, key)
     if path is None or not path.exists():
         return False
@@ -131,10 +159,23 @@ def _outputs_gone(store: ResultStore, key: str) -> bool:
     except Exception:  # an unreadable record (another version's, a half-written one): not a usable cache hit
         return True
     outputs = result.output_paths() if hasattr(result, "output_paths") else ()
-    return any(not Path(output).exists() for output in outputs)
+    if any(not Path(output).exists() for output in outputs):
+        return True
+    try:
+        recorded = json.loads(_checksums_path(path).read_text())
+    except (OSError, ValueError):  # no checksums: written by a run that died in between, or by another version
+        return bool(outputs)
+    damaged = [output for output in outputs if recorded.get(output) != file_fingerprint(output)]
+    if damaged:
+        get_run_logger().warning(
+            "%s does not match the checksum recorded when it was cached (damaged or changed since): building it again",
+            damaged[0],
+        )
+    return bool(damaged)
 
 
 def _forget(store: ResultStore, key: str) -> None:
     path = _record_path(store, key)
     if path is not None:
         path.unlink(missing_ok=True)
+        _checksums_path(path).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from shrinkflow.core.data import DatasetRef, split_targets
 from shrinkflow.core.evaluation import load_row_predictions, predict_split, row_predictions, task_metrics, true_rows
 from shrinkflow.core.export import build_manifest, export_variants, restore_moved, set_aside_versions
 from shrinkflow.core.files import sha256_file
+from shrinkflow.core.locks import HeldLock
 from shrinkflow.core.selection import Promotion, Quality, decide_promotion
 from shrinkflow.core.statistics import REPORTED_CONFIDENCE
 from shrinkflow.core.variants import Variant
@@ -30,6 +31,7 @@ from shrinkflow.core.workspace import Workspace
 from shrinkflow.tasks.options import SHIPPING_TASK
 from shrinkflow.tracking import models, registry, runs
 from shrinkflow.tracking.runs import TrackingRef
+from shrinkflow.tracking.store import model_lock
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,26 @@ def register_variant(
     name: str, config_hash: str, variant: Variant, dataset: DatasetRef, tracking_ref: TrackingRef
 ) -> Registration:
     """Log the variant's model to its child run, behind `dataset`'s serving contract, and register it as a new
-    version of the model `name`."""
+    version of the model `name`.
+
+    The model stays locked for this run from here until its shipment commits or rolls back (the hooks below), so
+    a concurrent run of the same config sees this run's champion and does not register the same file again.
+    """
+    uri = tracking_ref.tracking_uri
+    lock = model_lock(uri, name, on_wait=lambda holder: get_run_logger().info(
+        "waiting for another run (%s) to finish shipping %r", holder, name
+    ))
+    _remember(model_lock=lock)
+    try:
+        return _register(name, config_hash, variant, dataset, tracking_ref, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _register(
+    name: str, config_hash: str, variant: Variant, dataset: DatasetRef, tracking_ref: TrackingRef, lock: HeldLock
+) -> Registration:
     uri = tracking_ref.tracking_uri
     sha256 = sha256_file(variant.model_path)
     champion = registry.champion_version(uri, name)
@@ -54,6 +75,7 @@ def register_variant(
         get_run_logger().info(
             "the champion, version %s of %r, is this very file: nothing new to register", champion.version, name
         )
+        lock.release()  # nothing of this run to ship
         return Registration(str(champion.version), new=False)
     metrics = variant.metrics
     quality: dict[str, str] = {name: f"{metrics[name]:.4f}" for name in ("accuracy", "rmse", "r2") if name in metrics}
@@ -85,7 +107,19 @@ def register_variant(
 
 @register_variant.on_rollback
 def _delete_version(transaction: Transaction) -> None:
-    registry.delete_version(transaction.get("tracking_uri"), transaction.get("registered_name"), transaction.get("registered_version"))
+    try:
+        if transaction.get("registered_version", None) is not None:
+            registry.delete_version(transaction.get("tracking_uri"), transaction.get("registered_name"), transaction.get("registered_version"))
+    finally:
+        transaction.get("model_lock").release()
+
+
+@register_variant.on_commit
+def _release_model(transaction: Transaction) -> None:
+    transaction.get("model_lock").release()
+
+
+_release_model.log_on_run = False  # type: ignore[attr-defined]  # Prefect's switch for its "Running commit hook" lines
 
 
 @task(name="export", **SHIPPING_TASK)

@@ -12,12 +12,43 @@ from typing import Any
 from prefect import get_run_logger, runtime, task
 
 from shrinkflow.core.config import PipelineConfig
-from shrinkflow.core.environment import check_prefect_api, check_workspace
+from shrinkflow.core.environment import EnvironmentProblem, check_prefect_api, check_workspace
 from shrinkflow.core.sweep import TrialOutcome
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.tracking import sweeps
 from shrinkflow.tracking.runs import TrackingRef
 from shrinkflow.tasks.options import IO_TASK
+
+
+# Seconds a sweep waits for a Dask worker: for the first to join, and whenever the cluster has none left.
+WORKER_WAIT = 60.0
+
+
+def wait_for_a_worker(client: Any, where: str, wait: float) -> None:
+    """Block until the Dask cluster of `client` has a worker, for `wait` seconds at most.
+
+    Raises:
+        EnvironmentProblem: still no worker after `wait` seconds.
+    """
+    try:
+        client.wait_for_workers(1, timeout=wait)
+    except TimeoutError:  # distributed's WorkerStartTimeoutError is one
+        raise EnvironmentProblem(
+            f"the Dask scheduler at {where} has no worker after {wait:.0f} s; start workers with "
+            "`dask worker tcp://HOST:PORT --nthreads 1`"
+        ) from None
+
+
+def check_dask_workers(address: str, wait: float) -> None:
+    """The scheduler at `address` has a worker (within `wait` seconds): checked before anything starts."""
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=wait, set_as_default=False)
+    except OSError as exc:  # it listens, but does not answer as a Dask scheduler does
+        raise EnvironmentProblem(f"--dask-address {address}: no Dask scheduler answers there ({exc})") from None
+    with client:
+        wait_for_a_worker(client, address, wait)
 
 
 def dask_worker_address() -> str:

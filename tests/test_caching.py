@@ -17,6 +17,8 @@ import pytest
 from mlflow import MlflowClient
 
 from shrinkflow.core.export import MANIFEST_NAME
+from shrinkflow.core.files import sha256_file
+from shrinkflow.tasks.caching import CHECKSUMS_SUFFIX
 from shrinkflow.core.workspace import Workspace
 from tests.conftest import ONLY_PRUNE_AND_QUANTIZE, REPO, descendants, subprocess_env, tiny_digits_config
 
@@ -113,7 +115,11 @@ def test_each_stage_keeps_its_files_in_a_folder_of_its_own(first_run) -> None:
             ["confusion_matrix.png", "model.keras", "predictions.npz"],
             ["confusion_matrix.png", "model.tflite", "predictions.npz"],
         ), stage
-    assert len(list((workspace / "cache" / "results").iterdir())) == 1 + len(stages)
+    records = sorted(path.name for path in (workspace / "cache" / "results").iterdir() if not path.name.endswith(CHECKSUMS_SUFFIX))
+    assert len(records) == 1 + len(stages)
+    for record in records:  # the sha256 of each file a result names, recorded with it
+        checksums = json.loads((workspace / "cache" / "results" / f"{record}{CHECKSUMS_SUFFIX}").read_text())
+        assert checksums and all(sha256_file(path) == digest for path, digest in checksums.items())
 
 
 def test_the_code_version_covers_the_tasks_and_the_flow(tmp_path: Path) -> None:
@@ -155,6 +161,27 @@ def test_no_cache_recomputes_everything(first_run) -> None:
     config, workspace, _ = first_run
     states = stage_states(run_and_read_task_states(config, workspace, use_cache=False))
     assert set(states.values()) == {"Completed"}
+
+
+def test_a_damaged_cached_file_is_rebuilt_not_reused(first_run) -> None:
+    """Before: a truncated cached model was used again, and every later run failed (or shipped it) until the
+    user deleted the cache or passed --no-cache."""
+    config, workspace, _ = first_run
+    damaged = sorted((workspace / "cache").glob("quantize-*/model.tflite"))
+    assert damaged
+    for model in damaged:
+        with open(model, "r+b") as file:
+            file.truncate(model.stat().st_size // 2)
+    started = time.time()
+    states = stage_states(run_and_read_task_states(config, workspace))
+    assert states["baseline"] == states["pruned"] == states["load-data"] == "Cached"
+    assert {states[name] for name in ("baseline-dynamic", "baseline-int8", "pruned-dynamic", "pruned-int8")} == {"Completed"}
+    # This config's four quantized files are written whole again, each with its checksum recorded anew (the other
+    # configs' files stay damaged until those configs run again).
+    recorded = [path for path in (workspace / "cache" / "results").glob(f"quantize-*{CHECKSUMS_SUFFIX}") if path.stat().st_mtime >= started]
+    assert len(recorded) == 4
+    for checksums in recorded:
+        assert all(sha256_file(path) == digest for path, digest in json.loads(checksums.read_text()).items())
 
 
 def test_a_deleted_cached_file_is_rebuilt(first_run) -> None:

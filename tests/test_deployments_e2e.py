@@ -74,13 +74,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 def prefect_yaml_applied(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """deployments/prefect.yaml applied to the stack's Prefect server, as its header says; returns the CLI's env."""
     env = cli_env(stack, tmp_path_factory.mktemp("prefect-home"))
+    apply_prefect_yaml(env, "--all")
+    return env
+
+
+def apply_prefect_yaml(env: dict[str, str], *which: str) -> None:
+    """The `process` work pool, and the deployments of deployments/prefect.yaml `which` names (`--all`, or
+    `--name NAME` ...), on the Prefect server of `env`, as the file's header says."""
     for argv in (
         ["prefect", "work-pool", "create", WORK_POOL, "--type", "process"],
-        ["prefect", "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
+        ["prefect", "--no-prompt", "deploy", *which, "--prefect-file", "deployments/prefect.yaml"],
     ):
         done = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=REPO, env=env, capture_output=True, text=True)
         assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
-    return env
 
 
 def test_prefect_yaml_deploys_one_scheduled_deployment_per_preset_on_the_process_pool(prefect_yaml_applied) -> None:
@@ -404,15 +410,22 @@ def wait_until_final(api_url: str, flow_run_id: Any, log: Callable[[], str]) -> 
 
     Returns the flow run and the markdown of its "mlflow-run" artifact (links to the MLflow UI).
     """
+    flow_run = completed_run(api_url, flow_run_id, log)
+    with prefect_client(api_url) as client:
+        links = [a.data for a in client.read_artifacts() if a.key == "mlflow-run" and a.flow_run_id == flow_run.id]
+    assert len(links) == 1, links
+    return flow_run, links[0]
+
+
+def completed_run(api_url: str, flow_run_id: Any, log: Callable[[], str]) -> Any:
+    """The flow run once it has ended; it must have completed (else the executor's log says why)."""
     deadline = time.monotonic() + RUN_TIMEOUT
     with prefect_client(api_url) as client:
         while (flow_run := client.read_flow_run(flow_run_id)).state is None or not flow_run.state.is_final():
             assert time.monotonic() < deadline, f"flow run still {flow_run.state_name} after {RUN_TIMEOUT:.0f} s:\n{log()}"
             time.sleep(1)
-        assert flow_run.state.is_completed(), f"flow run ended {flow_run.state_name}: {flow_run.state.message}\n{log()}"
-        links = [a.data for a in client.read_artifacts() if a.key == "mlflow-run" and a.flow_run_id == flow_run.id]
-    assert len(links) == 1, links
-    return flow_run, links[0]
+    assert flow_run.state.is_completed(), f"flow run ended {flow_run.state_name}: {flow_run.state.message}\n{log()}"
+    return flow_run
 
 
 def assert_tracked(stack_root: Path, mlflow_url: str, finished: tuple[Any, str], model_name: str, variants: set[str]) -> None:

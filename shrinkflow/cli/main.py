@@ -15,8 +15,10 @@ from collections.abc import Sequence
 
 from shrinkflow.cli import run, serve_model, stack, sweep
 from shrinkflow.cli.signals import Interrupted, ServerLost
+from shrinkflow.core.environment import EnvironmentLost, disk_full
 from shrinkflow.core.errors import UserError
 from shrinkflow.core.runtime import configure_libraries
+from shrinkflow.core.workspace import Workspace
 
 EXIT_FAILURE, EXIT_USER_ERROR = 1, 2
 
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Worker processes of the local Dask cluster, one trial each (default: one per core).")
     where.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                        help="Run the trials on an existing Dask cluster (its scheduler's address).")
+    search.add_argument("--worker-wait", type=_positive_float, default=None, metavar="SECONDS",
+                        help="How long to wait for a Dask worker, at the start and whenever the cluster has none left "
+                             "(default: 60); then the sweep stops, to be resumed.")
     search.add_argument("--workspace", help=workspace_help + " Shared by every Dask worker.")
     search.add_argument("-v", "--verbose", action="store_true", help="Show Prefect's full log in the terminal, not one line per trial.")
 
@@ -113,6 +118,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected more than 0, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     port = _positive_int(text)
     if port > 65535:
@@ -136,6 +151,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shrinkflow: error: {exc}", file=sys.stderr)
         _exit_status[0] = EXIT_USER_ERROR
         return EXIT_USER_ERROR
+    except EnvironmentLost as exc:
+        print(f"shrinkflow: error: {exc}", file=sys.stderr)
+        _exit_status[0] = EXIT_FAILURE
+        return EXIT_FAILURE
+    except Exception as exc:
+        full = disk_full(exc)
+        if full is None:
+            raise
+        where = Workspace.resolve(getattr(args, "workspace", None)).root
+        print(
+            f"shrinkflow: error: {full}; free some space on the disk holding {where} (or wherever the message says), or "
+            "choose another workspace with --workspace DIR, and run the command again", file=sys.stderr,
+        )
+        _exit_status[0] = EXIT_FAILURE
+        return EXIT_FAILURE
     except ServerLost as exc:
         print(f"shrinkflow: error: {exc}", file=sys.stderr, flush=True)
         sys.stdout.flush()

@@ -82,7 +82,7 @@ def latest_comparison(workspace: Workspace) -> Path | None:
 
 @contextlib.contextmanager
 def orchestrated(
-    args: argparse.Namespace, stopped: str, check: Callable[[PipelineConfig], None] | None = None
+    args: argparse.Namespace, stopped: str, check: Callable[[PipelineConfig, Workspace], None] | None = None
 ) -> Iterator[tuple[PipelineConfig, Workspace, str]]:
     """The config, workspace and Prefect API a `run` or `sweep` command's flow runs with, everything checked first.
 
@@ -97,8 +97,6 @@ def orchestrated(
     from shrinkflow.core.workspace import Workspace
 
     config = load_config(args.config, args.overrides)
-    if check is not None:
-        check(config)
     workspace = Workspace.resolve(args.workspace)
     # Reject a bad environment and bad data before the run starts. The data preparation is the same
     # content-addressed one the flow's first task does, so the flow finds it ready.
@@ -106,6 +104,8 @@ def orchestrated(
     if not getattr(args, "verbose", True):
         native_output_to(workspace.root / "native.log")
     check_tracking_uri(workspace.tracking_uri())
+    if check is not None:
+        check(config, workspace)
     api_url = _configured_prefect_api()
     check_prefect_api(api_url)
     with signals_interrupt(stopped):
@@ -126,7 +126,7 @@ def orchestrated(
             prepare_tracking_store(workspace.tracking_uri())  # a second of imports, while the server starts
             server.wait_until_ready()
         watched = server.api_url if server is not None else str(api_url)
-        with _prefect_api(watched, temporary=server is not None), _stopped_if_lost(watched, server):
+        with _prefect_api(watched, temporary=server is not None), _stopped_if_lost(watched, server, workspace.tracking_uri()):
             yield config, workspace, watched
 
 
@@ -160,26 +160,30 @@ def _prefect_api(api_url: str, temporary: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stopped_if_lost(api_url: str, server: TemporaryPrefectServer | None) -> Iterator[None]:
-    """Stop the run (ServerLost, raised in the main thread) as soon as its Prefect server is gone: tasks run
-    on without it and would ship a model whose run Prefect can no longer record."""
+def _stopped_if_lost(api_url: str, server: TemporaryPrefectServer | None, tracking_uri: str) -> Iterator[None]:
+    """Stop the run (ServerLost, raised in the main thread) as soon as its Prefect server or its MLflow server is
+    gone: tasks run on without the one and would ship a model whose run Prefect can no longer record; without
+    the other every tracking call fails, each after MLflow's retries."""
     from shrinkflow.core.environment import PROBE_TIMEOUT, health_problem
     from shrinkflow.deployments.processes import watching
 
     lost: list[str] = []
-    misses = [0]  # a busy server may miss a beat: three health checks in a row must fail
+    # A busy server may miss a beat: three health checks in a row must fail.
+    watched = {"Prefect": f"{api_url.rstrip('/')}/health"} if server is None else {}
+    if tracking_uri.startswith(("http://", "https://")):
+        watched["MLflow"] = f"{tracking_uri.rstrip('/')}/health"
+    misses = dict.fromkeys(watched, 0)
 
     def gone() -> str | None:
-        if server is not None:
-            code = server.process.poll()
-            if code is None:
-                return None
+        if server is not None and (code := server.process.poll()) is not None:
             return f"the temporary Prefect server stopped unexpectedly (exit code {code}); its log is {server.log}"
-        problem = health_problem(f"{api_url.rstrip('/')}/health", b"true")
-        misses[0] = misses[0] + 1 if problem else 0
-        if misses[0] < 3:
-            return None
-        return f"the Prefect server at {api_url} stopped answering ({problem}, {3 * PROBE_TIMEOUT:.0f} s)"
+        for title, health in watched.items():
+            problem = health_problem(health, b"true" if title == "Prefect" else b"OK")
+            misses[title] = misses[title] + 1 if problem else 0
+            if misses[title] >= 3:
+                where = api_url if title == "Prefect" else tracking_uri
+                return f"the {title} server at {where} stopped answering ({problem}, {3 * PROBE_TIMEOUT:.0f} s)"
+        return None
 
     def stop_run(reason: str) -> None:
         lost.append(reason)

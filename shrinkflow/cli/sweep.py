@@ -12,15 +12,28 @@ EXIT_OK = 0
 
 def sweep(args: argparse.Namespace) -> int:
     from shrinkflow.cli.run import show_progress
+    from shrinkflow.core import sweep as sweeps
     from shrinkflow.core.config import PipelineConfig
-    from shrinkflow.core.environment import check_dask_address
-    from shrinkflow.core.sweep import check_sweep
+    from shrinkflow.core.environment import check_dask_address, check_worker_count
+    from shrinkflow.core.workspace import Workspace
+    from shrinkflow.tasks.sweep import WORKER_WAIT, check_dask_workers
 
-    def check_search(config: PipelineConfig) -> None:
-        # The whole search space is checked before anything starts: every key, choice and end of a range.
-        check_sweep(config.model_dump(mode="json"), config, source=args.config)
+    worker_wait = args.worker_wait or WORKER_WAIT
+
+    def check_search(config: PipelineConfig, workspace: Workspace) -> None:
+        # The whole search space is checked before anything starts: every key, choice and end of a range; then
+        # the study's database, that no other sweep holds the study, and the workers.
+        sweeps.check_sweep(config.model_dump(mode="json"), config, source=args.config)
         if args.dask_address:
             check_dask_address(args.dask_address)
+        elif args.workers:
+            check_worker_count(args.workers, "--workers")
+        name = sweeps.study_name(config)
+        storage = config.sweep.storage or sweeps.default_storage(workspace.root / "sweeps", name)
+        sweeps.check_storage(config.sweep, storage)
+        sweeps.lock_study(config.sweep, storage, name).release()  # the flow takes it for good
+        if args.dask_address:
+            check_dask_workers(args.dask_address, worker_wait)
 
     show_progress(args.verbose)
     stopped = "the sweep stopped; run it again to resume: finished trials are kept"
@@ -30,10 +43,13 @@ def sweep(args: argparse.Namespace) -> int:
         # A local cluster's worker processes start from this environment: they reach the same Prefect server.
         os.environ["PREFECT_API_URL"] = api_url
         result = sweep_flow(
-            config, workspace=str(workspace.root), trials=args.trials, workers=args.workers, dask_address=args.dask_address
+            config, workspace=str(workspace.root), trials=args.trials, workers=args.workers, dask_address=args.dask_address,
+            worker_wait=worker_wait,
         )
     print(f"\nshrinkflow: sweep of {config.name} done (study {result.study} in {result.storage})\n")
     print(result.table)
+    if result.note:
+        print(f"\nnote: {result.note}")
     if result.best is not None:
         chosen = ", ".join(f"{key}={value}" for key, value in result.best.params.items()) or "the base config"
         print(

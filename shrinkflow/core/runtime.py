@@ -28,6 +28,21 @@ LIBRARY_ENVIRONMENT = {
 # Prefect's logger of task runs: our tasks' own messages, retries and failures, and one "Finished in state
 # Completed()" line per task run (80 of a default run's log).
 TASK_RUN_LOGGER = "prefect.task_runs"
+# Prefect's loggers that log a failed flow or task run with its traceback.
+PREFECT_RUN_LOGGERS = (TASK_RUN_LOGGER, "prefect.flow_runs", "prefect.flow_engine", "prefect.task_engine", "prefect.engine")
+
+
+class OneLineErrors(logging.Filter):
+    """Drop the traceback from a log record of an error that is reported in one line (a user error, a lost
+    environment: shrinkflow.core.environment.reported_in_one_line). The record itself stays, in the terminal and
+    in the Prefect UI, as the one line that says why the run failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from shrinkflow.core.environment import reported_in_one_line
+
+        if record.exc_info and record.exc_info[1] is not None and reported_in_one_line(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 class QuietTaskCompletions(logging.Filter):
@@ -40,13 +55,19 @@ class QuietTaskCompletions(logging.Filter):
 
 
 def configure_libraries() -> None:
-    """Set LIBRARY_ENVIRONMENT (where unset) and quiet Prefect's per-task completion lines. Call once, early, in an
-    entry point: before TensorFlow or MLflow's client is first used."""
+    """Set LIBRARY_ENVIRONMENT (where unset), quiet Prefect's per-task completion lines, and keep Prefect from
+    printing a traceback for an error that is reported in one line (filters on the loggers, before their
+    handlers: they survive Prefect's logging set-up, which replaces the handlers). Call once, early, in an entry
+    point: before TensorFlow or MLflow's client is first used."""
     for name, value in LIBRARY_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     task_runs = logging.getLogger(TASK_RUN_LOGGER)
     if not any(isinstance(existing, QuietTaskCompletions) for existing in task_runs.filters):
         task_runs.addFilter(QuietTaskCompletions())
+    for name in PREFECT_RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, OneLineErrors) for existing in logger.filters):
+            logger.addFilter(OneLineErrors())
     # TensorFlow's Python warnings (tf.function retracing of the predict function, which evaluation calls on
     # batches of every size) and the TFLite converter's note on int8 statistics say nothing a user can act on.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

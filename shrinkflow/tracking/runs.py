@@ -277,7 +277,11 @@ def run_description(rows: Sequence[SummaryRow]) -> str:
             f"No variant passed the selection policy (config section `select`); nothing was registered or exported. "
             f"{measured} variants evaluated.{failed_note}"
         )
-    champion = "it is now the champion" if shipped.promoted else "the champion alias stayed (see the version's `promotion_reason`)"
+    champion = (
+        "it is now the champion" if shipped.promoted
+        else "the champion already was this very file" if shipped.promoted is None
+        else "the champion alias stayed (see the version's `promotion_reason`)"
+    )
     return (
         f"Shipped {shipped.variant} as version {shipped.version}; {champion}. "
         f"{describe_quality(shipped)}, "

@@ -1,5 +1,6 @@
 """The MLflow store a run tracks to: a client of it, MLflow's fluent API pointed at it for a block, a new SQLite
-store created once (as a copy of an empty one), and the leases that tell a run abandoned by its process.
+store created once (as a copy of an empty one), the leases that tell a run abandoned by its process, and the
+lock that lets one run at a time ship a version of a registered model.
 
 <workspace>/runs/<parent run id>/lease is locked (flock) by the process running that pipeline run: the kernel
 drops the lock when the process dies, however it dies, so a later run can tell the run was abandoned.
@@ -9,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow import MlflowClient
 
+from shrinkflow.core import locks
 from shrinkflow.core.files import atomic_path
 
 LEASE_FILE = "lease"
@@ -89,8 +92,7 @@ def _copy_empty_store(database: Path) -> None:
     """A new SQLite store: a copy of an empty store this version of MLflow made (and keeps in the user's cache)."""
     import mlflow
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shrinkflow"
-    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    template = _user_cache() / f"mlflow-{mlflow.__version__}-empty.db"
     with _file_lock(template.with_name(template.name + ".lock")):
         if not template.exists():
             with atomic_path(template) as partial:
@@ -103,6 +105,35 @@ def _copy_empty_store(database: Path) -> None:
                 "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
                 ((database.parent / "mlartifacts" / "0").as_uri(),),
             )
+
+
+# How long a run waits for another run to finish shipping a version of the same model (registering, exporting,
+# gating: seconds to minutes) before it gives up.
+MODEL_LOCK_WAIT = 30 * 60.0
+
+
+def model_lock(tracking_uri: str, name: str, on_wait: Callable[[str], None] | None = None) -> locks.HeldLock:
+    """Hold the registered model `name` of the store at `tracking_uri` for one run's shipment (from its look at
+    the champion to its gate), so that two runs selecting the same file register it once.
+
+    A SQLite store is locked by a file beside it, a PostgreSQL store in PostgreSQL (across machines); an MLflow
+    server by a file in this user's cache, which covers the runs of this machine (MLflow has no lock of its own).
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        where: str | Path = Path(f"{tracking_uri.removeprefix('sqlite:///')}.model-{name}.lock")
+    elif tracking_uri.split(":", 1)[0].split("+", 1)[0] == "postgresql":
+        where = tracking_uri
+    else:
+        digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
+        where = _user_cache() / "locks" / f"model-{digest}-{name}.lock"
+    return locks.acquire(
+        where, f"shrinkflow-model:{name}", MODEL_LOCK_WAIT, f"another run ({{holder}}) has been shipping {name} for "
+        f"over {MODEL_LOCK_WAIT / 60:.0f} minutes", on_wait,
+    )
+
+
+def _user_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shrinkflow"
 
 
 def take_lease(run_dir: Path) -> None:

@@ -11,13 +11,14 @@ from shrinkflow.core.sweep.results import (
 )
 from shrinkflow.core.sweep.spec import candidate_values, check_sweep, key_problem, trial_config, value_text
 from shrinkflow.core.sweep.study import (
-    BASE_ATTR, INTERRUPTED_ATTR, OUTCOME_ATTR, SHORTFALL_ATTR, default_storage, finished_outcomes, grid_space,
-    objective_values, open_study, quality_shortfall, recover_interrupted, sample, study_name, tell, trials_done,
+    BASE_ATTR, INTERRUPTED_ATTR, OUTCOME_ATTR, SHORTFALL_ATTR, check_storage, default_storage, finished_outcomes,
+    grid_space, lock_study, objective_values, open_study, quality_shortfall, recover_interrupted, sample,
+    storage_setting, study_name, tell, trials_done,
 )
 
 __all__ = [
     "BASE_ATTR", "INTERRUPTED_ATTR", "OUTCOME_ATTR", "SHORTFALL_ATTR", "TABLE_COLUMNS", "TrialOutcome", "best_trial",
-    "candidate_values", "check_sweep", "default_storage", "finished_outcomes", "format_trials", "grid_space",
+    "candidate_values", "check_storage", "check_sweep", "default_storage", "lock_study", "storage_setting", "finished_outcomes", "format_trials", "grid_space",
     "keeps_quality", "key_problem", "objective_values", "open_study", "pareto_plot", "pareto_trials",
     "quality_floor_for", "quality_shortfall", "recover_interrupted", "sample", "shipped_outcome", "study_name",
     "table_rows", "tell", "trial_config", "trials_done", "value_text",

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from shrinkflow.core import locks
 from shrinkflow.core.config import PipelineConfig, SweepConfig
+from shrinkflow.core.environment import check_database
 from shrinkflow.core.selection import Quality
 from shrinkflow.core.sweep.outcome import TrialOutcome
 
@@ -37,6 +39,55 @@ def study_name(config: PipelineConfig) -> str:
 def default_storage(sweeps_dir: Path, name: str) -> str:
     sweeps_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{sweeps_dir / name}.db"
+
+
+def storage_setting(spec: SweepConfig, storage: str) -> str:
+    """How messages name the study's database: the config's sweep.storage, or the default file."""
+    return f"sweep.storage {_shown(storage)}" if spec.storage else f"the study database {storage.removeprefix('sqlite:///')}"
+
+
+def check_storage(spec: SweepConfig, storage: str) -> None:
+    """The study's database can be used (its driver installed, reachable, a sound SQLite file we can write).
+
+    Raises:
+        EnvironmentProblem: naming sweep.storage (or the default file) and the fix.
+    """
+    check_database(
+        storage, storage_setting(spec, storage),
+        "move it aside to start the study afresh (its finished trials are lost), or set sweep.storage to another database",
+    )
+
+
+def lock_study(spec: SweepConfig, storage: str, name: str) -> locks.HeldLock:
+    """Hold the study for this sweep alone, until released (or this process ends, however it ends).
+
+    One sweep per study at a time: a second one would fail the first one's running trials as interrupted and
+    add trials of its own to the same budget. So a second sweep of the same study is refused at once. While
+    the lock is held, a RUNNING trial can only be one a dead sweep left, which recover_interrupted then
+    re-runs. A PostgreSQL study is locked in PostgreSQL (an advisory lock, across machines); a SQLite study by
+    a lock file beside its database; a study in another database is not locked.
+
+    Raises:
+        LockBusy: another sweep of the study is running (named by pid and host).
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(storage)
+    busy = (
+        f"{storage_setting(spec, storage)}: study {name} is being swept by another process ({{holder}}); wait for that "
+        "sweep to finish (or stop it), then run this command again: it resumes the study"
+    )
+    if url.get_backend_name() == "postgresql":
+        return locks.acquire(storage, f"shrinkflow-sweep:{name}", wait=0, busy=busy)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return locks.acquire(Path(f"{url.database}.{name}.lock"), name, wait=0, busy=busy)
+    return locks.HeldLock(lambda: None)
+
+
+def _shown(storage: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(storage).render_as_string(hide_password=True)
 
 
 def open_study(spec: SweepConfig, storage: str, name: str, quality: Quality) -> optuna.Study:
@@ -151,6 +202,10 @@ def tell(
         # The grid sampler calls study.stop() once its last point is told, which raises outside study.optimize;
         # the trial is stored by then.
         return False
+    except KeyError:
+        # The grid sampler, telling a trial it did not place on the grid (the base config, a resumed one) while
+        # one point is left, looks for the trial's grid point and finds none; the trial is stored all the same.
+        return True
     return True
 
 
