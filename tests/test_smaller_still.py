@@ -120,22 +120,85 @@ def test_pcqat_keeps_the_sparsity_and_the_clusters(chain: dict[str, Variant]) ->
 # --- ONNX Runtime --------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def int8_and_onnx(teacher: Variant, digits: DatasetRef, tmp_path_factory: pytest.TempPathFactory) -> tuple[Variant, Variant]:
+    """The teacher's int8 TFLite variant and its ONNX twin."""
+    int8 = stages.quantize_stage(INT8, teacher, digits, tmp_path_factory.mktemp("int8"))
+    return int8, stages.onnx_stage(OnnxStep(15), int8, digits, tmp_path_factory.mktemp("int8-onnx"))
+
+
 @pytest.mark.parametrize("source", ["keras", "int8", "pcqat"])
 def test_onnx_matches_the_accuracy_of_its_source(
-    source: str, teacher: Variant, chain: dict[str, Variant], digits: DatasetRef, tmp_path: Path
+    source: str, teacher: Variant, chain: dict[str, Variant], int8_and_onnx: tuple[Variant, Variant], digits: DatasetRef,
+    tmp_path: Path,
 ) -> None:
-    if source == "keras":
-        original = teacher
-    elif source == "int8":
-        original = stages.quantize_stage(INT8, teacher, digits, tmp_path / "int8")
+    if source == "int8":
+        original, onnx = int8_and_onnx
     else:
-        original = chain["pcqat"]
-    onnx = stages.onnx_stage(OnnxStep(15), original, digits, tmp_path / "onnx")
+        original = teacher if source == "keras" else chain["pcqat"]
+        onnx = stages.onnx_stage(OnnxStep(15), original, digits, tmp_path / "onnx")
     assert onnx.runtime == "onnxruntime" and onnx.name == f"{original.name}-onnx"
     assert onnx.metrics["accuracy"] == pytest.approx(original.metrics["accuracy"], abs=0.01)
     # The same weights: int8 stays int8 (QDQ), and the same kernels count the same.
     assert onnx.metrics["param_bits"] == original.metrics["param_bits"]
     assert onnx.lineage()["step"]["route"] == ("saved_model" if source == "keras" else "tflite")
+
+
+def test_int8_onnx_runs_every_layer_with_integer_kernels(int8_and_onnx: tuple[Variant, Variant], digits: DatasetRef, tmp_path: Path) -> None:
+    """tf2onnx leaves a Reshape or Transpose between some QuantizeLinear / DequantizeLinear pairs, which keeps
+    onnxruntime from fusing those layers; the written file has them moved, and answers as tf2onnx's does."""
+    import onnx
+    import onnxruntime
+
+    from shrinkflow.core.compression.onnx import convert_tflite
+    from shrinkflow.core.data import load_splits
+    from shrinkflow.core.predictors import onnx_session_options
+
+    int8, written = int8_and_onnx
+    as_converted = tmp_path / "tf2onnx.onnx"
+    convert_tflite(int8.model_path, 15, as_converted)
+    kernels = {}
+    for name, path in (("tf2onnx", as_converted), ("written", Path(written.model_path))):
+        options = onnx_session_options()
+        options.optimized_model_filepath = str(tmp_path / f"{name}-optimized.onnx")
+        onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        kernels[name] = {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}
+    assert kernels["tf2onnx"] & {"Conv", "Gemm", "MatMul"}  # what the rewrite is for: float layers left
+    assert not kernels["written"] & {"Conv", "Gemm", "MatMul"} and {"QLinearConv", "QGemm"} <= kernels["written"]
+    # The same answers as tf2onnx's graph on real rows, its operators run as ONNX defines them.
+    reference = onnxruntime.SessionOptions()
+    reference.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sessions = [onnxruntime.InferenceSession(str(path), reference, providers=["CPUExecutionProvider"]) for path in (as_converted, written.model_path)]
+    batch = {sessions[0].get_inputs()[0].name: load_splits(digits).x_test[:64]}
+    assert np.array_equal(sessions[0].run(None, batch)[0], sessions[1].run(None, batch)[0])
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_only_a_quantize_with_one_scale_moves_after_a_transpose(per_channel: bool) -> None:
+    """Quantizing with one scale commutes with a Transpose; with a scale per channel it does not (the axis moves)."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from shrinkflow.core.compression.onnx import quantize_after_layout_ops
+
+    scale = np.array([0.02, 0.05, 0.1], np.float32) if per_channel else np.array(0.05, np.float32)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"], axis=1),
+        helper.make_node("Transpose", ["q"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("DequantizeLinear", ["t", "scale", "zero"], ["y"], axis=2),
+    ]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 3])],
+        [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(np.zeros(scale.shape, np.int8), "zero")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
+    x = {"x": np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)}
+    before = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert quantize_after_layout_ops(model) == (0 if per_channel else 1)
+    assert [node.op_type for node in model.graph.node][:2] == (["QuantizeLinear", "Transpose"] if per_channel else ["Transpose", "QuantizeLinear"])
+    after = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert np.array_equal(before, after)
 
 
 def test_onnx_of_an_integer_input_model_is_not_applicable(teacher: Variant, digits: DatasetRef, tmp_path: Path) -> None:

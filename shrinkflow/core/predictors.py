@@ -105,20 +105,17 @@ def dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 def onnx_session_options() -> Any:
     """ONNX Runtime settings for shrinkflow's small models (measured in bench/onnx_latency.py).
 
-    One intra-op thread without spinning: a sample takes microseconds, less than waking a thread pool, and
-    spinning threads take the cores from the caller between calls. QDQ fusion off: tf2onnx's int8 graphs have a
-    Reshape or Transpose between some QuantizeLinear and DequantizeLinear pairs, so ONNX Runtime fuses only part
-    of the graph into int8 kernels and dequantizes the other weights again on every call; with fusion off it
-    folds every weight's dequantization into a constant once and runs float kernels between the activations'
-    quantize-dequantize pairs, the same arithmetic (the outputs were equal on the MNIST files), 2x to 6x faster.
+    One intra-op thread: a sample takes microseconds, less than handing work to a thread pool, and a pool's
+    threads take the cores from the caller (64 samples per call ran 2x faster on the MNIST teacher). With one
+    thread there is no pool to spin, and sequential execution uses no inter-op threads, so neither is set.
+    QDQ fusion stays on (the default): the int8 files shrinkflow writes have every QuantizeLinear next to its
+    DequantizeLinear (see shrinkflow.core.compression.onnx), so ONNX Runtime runs every layer with integer kernels.
     """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: QDQ models log a warning per node otherwise
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    options.intra_op_num_threads = 1
     return options
 
 
