@@ -31,9 +31,13 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	$(BIN)/shrinkflow run $(CONFIG)
 
+# Two pytest workers, one test file each at a time (a file's module fixtures stay in one worker): most e2e tests
+# wait on servers and subprocesses, so two overlap well on two cores.
+TEST_WORKERS ?= 2
+
 test: setup
 	$(BIN)/python -m tests.typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache .typecheck .mypy_cache

@@ -151,7 +151,7 @@ def test_int8_onnx_runs_every_layer_with_integer_kernels(int8_and_onnx: tuple[Va
     import onnxruntime
 
     from shrinkflow.core.compression.onnx import convert_tflite
-    from shrinkflow.core.data import load_splits
+    from tests.datasets import load_splits
     from shrinkflow.core.predictors import onnx_session_options
 
     int8, written = int8_and_onnx

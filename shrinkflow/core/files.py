@@ -54,7 +54,13 @@ def sha256_file(path: str | Path) -> str:
 
 
 def file_fingerprint(path: str | Path) -> str:
-    """The sha256 of a file's content, computed once per process for a given size and modification time."""
+    """The sha256 of a file's content, computed once per process for a given size and modification time; for a
+    folder (a prepared dataset's shards), a digest of every file in it with its path."""
+    if Path(path).is_dir():
+        digest = hashlib.sha256()
+        for member in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+            digest.update(f"{member.relative_to(path).as_posix()}\0{file_fingerprint(member)}\n".encode())
+        return digest.hexdigest()
     status = Path(path).stat()
     return _fingerprint(str(Path(path).resolve()), status.st_size, status.st_mtime_ns)
 

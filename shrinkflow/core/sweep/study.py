@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -95,21 +96,29 @@ def open_study(spec: SweepConfig, storage: str, name: str, quality: Quality) -> 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    samplers = {
-        "grid": lambda: optuna.samplers.GridSampler(grid_space(spec), seed=spec.seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=spec.seed),
-        # constant_liar: trials asked in one batch, before any is told, do not all land on the same point.
-        "tpe": lambda: optuna.samplers.TPESampler(
-            seed=spec.seed, constant_liar=True, multivariate=True, constraints_func=quality_shortfall
-        ),
-    }
+    def samplers(seed: int) -> dict[str, Callable[[], optuna.samplers.BaseSampler]]:
+        return {
+            "grid": lambda: optuna.samplers.GridSampler(grid_space(spec), seed=seed),
+            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+            # constant_liar: trials asked in one batch, before any is told, do not all land on the same point.
+            "tpe": lambda: optuna.samplers.TPESampler(
+                seed=seed, constant_liar=True, multivariate=True, constraints_func=quality_shortfall
+            ),
+        }
+
     quality_direction: Literal["minimize", "maximize"] = "maximize" if quality.higher_is_better else "minimize"
     directions: list[Literal["minimize", "maximize"]] = ["minimize"] if spec.objective == "size" else [quality_direction, "minimize"]
     study = optuna.create_study(
-        storage=storage, study_name=name, sampler=samplers[spec.sampler](), directions=directions, load_if_exists=True
+        storage=storage, study_name=name, sampler=samplers(spec.seed)[spec.sampler](), directions=directions,
+        load_if_exists=True,
     )
-    if not study.get_trials(deepcopy=False):
+    earlier = len(study.get_trials(deepcopy=False))
+    if not earlier:
         study.enqueue_trial({}, user_attrs={BASE_ATTR: True})
+    else:
+        # A resumed study goes on from where it stopped: a sampler seeded as the first sweep's would draw that
+        # sweep's values again, beside the interrupted trials' own values enqueued for their re-run.
+        study.sampler = samplers(spec.seed + earlier)[spec.sampler]()
     return study
 
 
