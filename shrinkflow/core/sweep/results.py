@@ -86,6 +86,23 @@ def format_trials(rows: Sequence[Mapping[str, Any]], markdown: bool = False) -> 
     return markdown_table(TABLE_COLUMNS, cells) if markdown else text_table(TABLE_COLUMNS, cells)
 
 
+# The Prefect artifact's columns: the trials table without the Dask worker's address, the widest cell after the
+# sampled values, so that every value shows whole at 1,400 px (the full table is trials.md on the MLflow run).
+ARTIFACT_COLUMNS = tuple(column for column in TABLE_COLUMNS if column != "worker")
+
+
+def trials_markdown(rows: Sequence[Mapping[str, Any]], quality: Quality, lines: Sequence[str] = ()) -> str:
+    """The sweep-trials artifact: `lines` (links, a note; empty ones left out), then the trials, quality columns
+    named after the metric."""
+    headers = [
+        {"val_quality": f"validation {quality.metric}", "test_quality": f"test {quality.metric}", "gzip_size_bytes": "gzipped bytes",
+         "params": "sampled values"}.get(column, column)
+        for column in ARTIFACT_COLUMNS
+    ]
+    table = markdown_table(headers, [[row[column] for column in ARTIFACT_COLUMNS] for row in rows])
+    return "".join(f"{line}\n\n" for line in lines if line) + table
+
+
 def pareto_plot(
     outcomes: Sequence[TrialOutcome], floor: float | None, best: TrialOutcome | None, path: Path, quality: Quality
 ) -> Path:
