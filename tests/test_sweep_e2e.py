@@ -230,4 +230,5 @@ def test_the_time_budget_ends_the_search_and_the_best_trial_so_far_ships_linked_
             key=ArtifactFilterKey(any_=["sweep-trials"]), flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
         ))
     assert result.note in artifact.data
-    assert "| trial | status | variant | validation accuracy | test accuracy | gzipped bytes | seconds | sampled values | reason |" in artifact.data
+    assert "| trial | status | variant | val accuracy | test accuracy | gzip bytes |" in artifact.data
+    assert f"- trial 0 ({result.outcomes[0].seconds:.1f} s): base config\n" in artifact.data
