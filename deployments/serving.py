@@ -8,8 +8,9 @@
   `prefect deploy` onto a `process` work pool polled by `prefect worker start`. The file is generated,
   never edited by hand: `shrinkflow deployments --check` (and a test) fails while it is stale.
 
-Each deployment's `config` parameter is its preset, validated (`load_config(preset).model_dump(mode="json")`),
-so the Prefect UI's Run form is the pydantic model as a typed form, filled with the preset's values.
+Each deployment's `config` parameter is its preset, validated (`load_config(preset).model_dump(mode="json")`, the
+pipeline's without the sweep section), so the Prefect UI's Run form is the pydantic model as a typed form
+(PipelineSettings for the pipeline, PipelineConfig for a sweep), filled with the preset's values.
 
 `shrinkflow up` starts the local stack (deployments.stack) and then `shrinkflow serve` as a child
 process pointed at it; the child is recorded in `<workspace>/stack/runner.json` so that `shrinkflow
@@ -93,8 +94,10 @@ class DeploymentSpec:
         return load_config(self.preset_path)
 
     def parameters(self) -> dict[str, Any]:
-        """The deployment's parameters: the flow's `config`, as the preset's validated values."""
-        return {"config": self.config().model_dump(mode="json")}
+        """The deployment's parameters: the flow's `config`, as the preset's validated values (the pipeline's
+        without the sweep section, which its Run form does not have)."""
+        exclude = None if self.entrypoint == SWEEP_ENTRYPOINT else {"sweep"}
+        return {"config": self.config().model_dump(mode="json", exclude=exclude)}
 
 
 # Nightly, staggered by half an hour so the runs (limited to one at a time) do not queue up at once.

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import TerminationSignal
 from prefect.transactions import transaction
 
-from shrinkflow.core.config import PipelineConfig
+from shrinkflow.core.config import PipelineConfig, PipelineSettings
 from shrinkflow.core.environment import check_workspace
 from shrinkflow.core.selection import select_variant
 from shrinkflow.core.steps import Steps
@@ -34,7 +34,7 @@ PROGRESS = logging.getLogger("shrinkflow.progress")
 
 
 @flow(name="shrinkflow", log_prints=True)
-def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bool = True) -> list[SummaryRow]:
+def pipeline(config: PipelineSettings, workspace: str | None = None, use_cache: bool = True) -> list[SummaryRow]:
     """Train a model from `config`, compress it into variants, and ship the best one that passes the gate.
 
     Args:
@@ -46,6 +46,7 @@ def pipeline(config: PipelineConfig, workspace: str | None = None, use_cache: bo
         One summary row per variant; the shipped one is marked selected, with its version and gate decision.
     """
     logger = get_run_logger()
+    config = PipelineConfig.of(config)  # the Run form has no sweep section: the pipeline reads none
     ws = Workspace.resolve(workspace)
     check_workspace(ws, workspace)  # deployments start here, not in the CLI that checks it first
     keep_results_in(ws)

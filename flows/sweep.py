@@ -85,15 +85,14 @@ def submit_trial(runner: DaskTaskRunner, request: TrialRequest, workspace: Works
 
 @flow(name="shrinkflow-sweep", log_prints=True)
 def sweep(
-    config: PipelineConfig, workspace: str | None = None, trials: int | None = None, workers: int | None = None,
-    dask_address: str | None = None, worker_wait: float = WORKER_WAIT,
+    config: PipelineConfig, workspace: str | None = None, workers: int | None = None, dask_address: str | None = None,
+    worker_wait: float = WORKER_WAIT,
 ) -> SweepResult:
     """Search `config.sweep.parameters` for the smallest model that keeps the quality (select.quality), then ship it.
 
     Args:
-        config: The base config and its `sweep` section (search space, sampler, objective, trials).
+        config: The base config and its `sweep` section (search space, sampler, objective, trials, time budget).
         workspace: Folder shared by every Dask worker: datasets, cached stages, the study, exports.
-        trials: Trials to reach, counting those an interrupted sweep of the same study finished; empty: sweep.trials.
         workers: Worker processes of a local Dask cluster, one trial each; empty: one per core.
         dask_address: An existing Dask cluster's scheduler (tcp://HOST:PORT) to run the trials on instead.
         worker_wait: Seconds to wait for a Dask worker, at the start and whenever the cluster has none left;
@@ -108,7 +107,7 @@ def sweep(
     sweeps.check_sweep(config.model_dump(mode="json"), config, source=config.name)
     if not dask_address:
         check_worker_count(workers or local_worker_limit(), "workers")
-    spec = config.sweep if trials is None else config.sweep.model_copy(update={"trials": trials})
+    spec = config.sweep
     name = sweeps.study_name(config)
     storage = spec.storage or sweeps.default_storage(ws.root / "sweeps", name)
     (ws.root / "sweeps").mkdir(parents=True, exist_ok=True)  # also how a worker tells the workspace is shared
@@ -161,15 +160,28 @@ def _search_and_ship(
         logger.info(
             "study %s in %s: %d of %d trials done; %d at a time", name, storage, sweeps.trials_done(study), spec.trials, slots
         )
-        grid_done = _run_trials(study, spec, config, raw, outcomes, run, runner, ws, slots, threads_by_host, worker_wait)
-    note = ""
-    if grid_done and (done := sweeps.trials_done(study)) < spec.trials:
-        note = (
+        earlier = len(outcomes)
+        ended_by = _run_trials(study, spec, config, raw, outcomes, run, runner, ws, slots, threads_by_host, worker_wait)
+    note = _ended_early(ended_by, spec, sweeps.trials_done(study), len(outcomes) - earlier)
+    if note:
+        logger.warning(note)
+    return _finish(config, raw, ws, run, outcomes, quality, name, storage, note)
+
+
+def _ended_early(ended_by: str, spec: SweepConfig, done: int, ran: int) -> str:
+    """Why the sweep ended short of its trials, in a line ("" if it reached them)."""
+    if ended_by == "grid" and done < spec.trials:
+        return (
             f"the grid has no point left to try: the sweep stopped after {done} of the {spec.trials} trials asked for "
             "(every combination of the grid's values has run, plus the base config)"
         )
-        logger.warning(note)
-    return _finish(config, raw, ws, run, outcomes, quality, name, storage, note)
+    if ended_by == "time" and done < spec.trials:
+        return (
+            f"the time budget of {spec.timeout_minutes:g} min ended the search after {ran} trial{'s' * (ran != 1)} in this sweep "
+            f"({done} of the {spec.trials} asked for); the best trial so far ships, and a sweep of the same study goes on "
+            "from there"
+        )
+    return ""
 
 
 @contextlib.contextmanager
@@ -205,12 +217,16 @@ def _stop_signals_noted() -> Iterator[list[int]]:
 def _run_trials(
     study: Any, spec: SweepConfig, config: PipelineConfig, raw: dict[str, Any], outcomes: list[TrialOutcome],
     run: TrackingRef, runner: DaskTaskRunner, ws: Workspace, slots: int, threads_by_host: dict[str, int], worker_wait: float,
-) -> bool:
-    """Ask, run and tell trials in batches until `spec.trials` are done; True if the sampler ran out first (a grid
-    whose every point has been tried)."""
+) -> str:
+    """Ask, run and tell trials in batches until `spec.trials` are done ("trials"), the sampler runs out first ("grid":
+    a grid whose every point has been tried) or the time budget is spent ("time"). As Optuna's `timeout`: no new
+    trial is asked for once the budget is spent, and the trials already running finish and count."""
     quality = Quality(config.select.quality)
+    deadline = None if spec.timeout_minutes is None else time.monotonic() + spec.timeout_minutes * 60
     more = True  # until the sampler has nothing left to try (a grid's last point)
     while more and (remaining := spec.trials - sweeps.trials_done(study)) > 0:
+        if deadline is not None and time.monotonic() >= deadline:
+            return "time"
         batch: list[tuple[Any, dict[str, Any], PrefectFuture[TrialOutcome] | None, str]] = []  # trial, values, future or why none
         for trial in [study.ask() for _ in range(min(slots, remaining))]:
             values = sweeps.sample(trial, spec)
@@ -228,7 +244,7 @@ def _run_trials(
             more = sweeps.tell(study, trial, outcome, spec, sweeps.quality_floor_for(outcomes, config), quality) and more
             record_trial(run, outcome)
             PROGRESS.info(trial_line(outcome))  # once the trial is told to Optuna and recorded in MLflow
-    return not more
+    return "trials" if more else "grid"
 
 
 def _finish(
@@ -245,22 +261,29 @@ def _finish(
     logger.info(
         "trials of %s (%s floor %s):\n%s", config.name, quality.metric, "none" if floor is None else f"{floor:.4f}", table
     )
-    create_markdown_artifact(sweeps.format_trials(rows, markdown=True), key="sweep-trials", description=f"Trials of {config.name}")
+    create_markdown_artifact(
+        sweeps.trials_markdown(rows, quality, [run.ui_links() or "", note]), key="sweep-trials",
+        description=f"Trials of the sweep of {config.name}",
+    )
     plot = sweeps.pareto_plot(outcomes, floor, best, ws.runs / run.parent_run_id / "pareto.png", quality)
 
     shipped = f"nothing shipped: no trial kept the {quality.metric} floor"
-    best_config = None
+    best_config, pipeline_run = None, None
     if best is not None:
         best_config = sweeps.trial_config(raw, best.params)
         logger.info("chosen: trial %d (%s); running the pipeline on its config", best.number, best.params or "the base config")
-        rows_shipped = pipeline(best_config, workspace=str(ws.root))
+        state = pipeline(best_config, workspace=str(ws.root), return_state=True)
+        rows_shipped, pipeline_run = state.result(), state.state_details.flow_run_id
         selected = next((row for row in rows_shipped if row.selected), None)
         shipped = (
             f"The pipeline on the chosen config shipped {selected.variant} as version {selected.version} of "
             f"{config.name} ({_champion_note(selected.promoted)}); export: {ws.exports / config.name / selected.version}"
             if selected is not None else "The pipeline on the chosen config shipped nothing (see its run)."
         )
-    finish_sweep_tracking(run, rows, sweeps.format_trials(rows, markdown=True), plot, best, best_config, floor, shipped)
+    finish_sweep_tracking(
+        run, rows, sweeps.format_trials(rows, markdown=True), plot, best, best_config, floor, shipped, note,
+        None if pipeline_run is None else str(pipeline_run),
+    )
     return SweepResult(outcomes, table, floor, best, shipped, run.parent_run_id, name, storage, note)
 
 

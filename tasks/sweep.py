@@ -142,6 +142,7 @@ def recorded_trials(tracking_ref: TrackingRef) -> set[int]:
 @task(name="finish-sweep-tracking", **IO_TASK)
 def finish_sweep_tracking(
     tracking_ref: TrackingRef, rows: Sequence[Mapping[str, Any]], table_markdown: str, plot_png: Path,
-    best: TrialOutcome | None, best_config: PipelineConfig | None, floor: float | None, shipped: str,
+    best: TrialOutcome | None, best_config: PipelineConfig | None, floor: float | None, shipped: str, ended_early: str,
+    pipeline_flow_run: str | None,
 ) -> None:
-    sweeps.finish_sweep(tracking_ref, rows, table_markdown, plot_png, best, best_config, floor, shipped)
+    sweeps.finish_sweep(tracking_ref, rows, table_markdown, plot_png, best, best_config, floor, shipped, ended_early, pipeline_flow_run)

@@ -26,7 +26,7 @@ from cronsim import CronSim
 from mlflow import MlflowClient
 from prefect.exceptions import PrefectHTTPStatusError
 
-from shrinkflow.core.config import PipelineConfig
+from shrinkflow.core.config import PipelineSettings
 from shrinkflow.deployments.processes import free_ports, log_tail, port_problem
 from shrinkflow.deployments.serving import DEPLOYMENTS, WORK_POOL, runner_file, runner_log
 from shrinkflow.tracking.registry import CHAMPION_ALIAS
@@ -99,7 +99,7 @@ def test_prefect_yaml_deploys_one_scheduled_deployment_per_preset_on_the_process
             [schedule] = deployment.schedules
             assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == (spec.cron, "UTC", True)
             # The Run form is filled with the preset's values.
-            assert deployment.parameters == {"config": spec.config().model_dump(mode="json")}
+            assert deployment.parameters == spec.parameters()
 
 
 def test_the_stored_run_form_is_the_typed_described_config(prefect_yaml_applied) -> None:
@@ -107,17 +107,17 @@ def test_the_stored_run_form_is_the_typed_described_config(prefect_yaml_applied)
         schema = client.read_deployment_by_name(DEPLOYMENTS[0].full_name).parameter_openapi_schema
 
     assert schema["required"] == ["config"]
-    assert schema["properties"]["config"]["$ref"] == "#/definitions/PipelineConfig"
+    assert schema["properties"]["config"]["$ref"] == "#/definitions/PipelineSettings"  # no sweep section
     assert schema["properties"]["use_cache"] == {
         "default": True, "description": schema["properties"]["use_cache"]["description"],
         "position": 2, "title": "use_cache", "type": "boolean",
     }
     definitions = schema["definitions"]
     # Nested: one typed sub-form per stage.
-    sections = definitions["PipelineConfig"]["properties"]
+    sections = definitions["PipelineSettings"]["properties"]
     assert {name: field.get("$ref") for name, field in sections.items() if name != "name"} == {
         name: f"#/definitions/{type(section).__name__}"
-        for name, section in PipelineConfig(name="x") if name != "name"
+        for name, section in PipelineSettings(name="x") if name != "name"
     }
     # Choices are enums (drop-downs in the form).
     assert definitions["TrainConfig"]["properties"]["optimizer"]["enum"] == ["adam", "sgd", "rmsprop", "adagrad"]

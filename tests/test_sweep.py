@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shrinkflow.cli.sweep import time_budget
 from shrinkflow.core import sweep
 from shrinkflow.core.config import validate_config
 from shrinkflow.core.errors import ConfigError
@@ -72,6 +73,29 @@ def test_the_cli_exits_2_on_a_bad_spec_with_one_message_and_no_traceback(tmp_pat
     assert done.returncode == 2, done.stderr
     assert "sweep.parameters.model.nope: unknown config key" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_a_bad_time_budget_exits_2_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep_raw({"model.hidden_units": {"choice": [[8]]}})))
+    done = subprocess.run(
+        [sys.executable, "-m", "shrinkflow.cli.main", "sweep", str(path), "--workspace", str(tmp_path / "ws"), "--timeout", "0"],
+        capture_output=True, text=True, cwd=REPO, env=subprocess_env(), timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"shrinkflow: error: {TIME_BUDGET_PROBLEM % '0'}"]
+    assert not (tmp_path / "ws").exists()  # refused before anything started
+
+
+TIME_BUDGET_PROBLEM = "--timeout %s: expected the time budget in minutes, a number above 0 (e.g. --timeout 30)"
+
+
+@pytest.mark.parametrize("minutes", ["ten", "-1", "nan", "inf"])
+def test_a_time_budget_is_a_finite_number_of_minutes_above_0(minutes: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        time_budget(minutes)
+    assert str(raised.value) == TIME_BUDGET_PROBLEM % minutes
+    assert time_budget("0.5") == 0.5 and time_budget(None) is None
 
 
 def test_an_unreachable_dask_address_fails_fast_naming_the_option(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from optuna.trial import TrialState
 from shrinkflow.deployments.processes import free_port
 from shrinkflow.core.sweep import INTERRUPTED_ATTR, OUTCOME_ATTR, TrialOutcome
 from shrinkflow.core.workspace import Workspace
-from shrinkflow.tracking.sweeps import STUDY_TAG, TRIAL_TAG
+from shrinkflow.tracking.runs import MLFLOW_NOTE_TAG
+from shrinkflow.tracking.sweeps import PIPELINE_RUN_TAG, STUDY_TAG, SWEEP_RUN_TAG, TRIAL_TAG
 from tests.conftest import REPO, descendants, pids_alive, subprocess_env, tiny_digits_config
 
 pytestmark = pytest.mark.e2e
@@ -193,3 +194,41 @@ def test_a_trial_that_cannot_run_is_failed_in_optuna_and_mlflow_and_the_sweep_go
     trial_runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
     failed_runs = {int(run.data.tags[TRIAL_TAG]) for run in trial_runs if run.info.status == "FAILED"}
     assert failed_runs == {o.number for o in rejected + unsplittable}
+
+
+def test_the_time_budget_ends_the_search_and_the_best_trial_so_far_ships_linked_both_ways(prefect_harness, tmp_path: Path) -> None:
+    """A budget spent by the first batch (one trial slot: the base config): no trial is asked for after it, the
+    base trial ships through a pipeline run, and the sweep's and the pipeline's MLflow parent runs name each other."""
+    from distributed import LocalCluster
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    from shrinkflow.core.config import validate_config
+    from shrinkflow.flows.sweep import sweep as sweep_flow
+
+    raw = tiny_digits_config(**{"prune.enabled": "false", "quantize.modes": "[]", "cluster.apply_to": "[unpruned]"}).model_dump(mode="json")
+    raw["name"] = "digits_sweep_budget"
+    raw["sweep"] = {"sampler": "random", "trials": 4, "timeout_minutes": 0.001, "parameters": {"model.hidden_units": {"choice": [[8], [16]]}}}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        state = sweep_flow(validate_config(raw), workspace=str(tmp_path / "ws"), dask_address=cluster.scheduler_address, return_state=True)
+    result = state.result()
+
+    assert [outcome.number for outcome in result.outcomes] == [0]  # fewer than the 4 asked for
+    assert result.note.startswith("the time budget of 0.001 min ended the search after 1 trial in this sweep (1 of the 4 asked for)")
+    assert result.best is not None and result.best.number == 0 and "shipped" in result.shipped
+
+    client = MlflowClient(tracking_uri=Workspace(tmp_path / "ws").tracking_uri())
+    sweep_run = client.get_run(result.parent_run_id)
+    pipeline_run = client.get_run(sweep_run.data.tags[PIPELINE_RUN_TAG])
+    assert pipeline_run.data.tags[SWEEP_RUN_TAG] == result.parent_run_id
+    assert "The sweep ended early: the time budget" in sweep_run.data.tags[MLFLOW_NOTE_TAG]
+    assert f"The pipeline run that shipped the chosen trial: {pipeline_run.info.run_name}" in sweep_run.data.tags[MLFLOW_NOTE_TAG]
+    assert pipeline_run.data.tags[MLFLOW_NOTE_TAG].endswith(f"Started by the sweep {sweep_run.info.run_name} (run {result.parent_run_id}) to ship its chosen trial 0.")
+
+    with get_client(sync_client=True) as prefect:
+        [artifact] = prefect.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["sweep-trials"]), flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+        ))
+    assert result.note in artifact.data
+    assert "| trial | status | variant | val accuracy | test accuracy | gzip bytes |" in artifact.data
+    assert f"- trial 0 ({result.outcomes[0].seconds:.1f} s): base config\n" in artifact.data

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--trials", type=_positive_int, default=None, metavar="N",
                         help="Trials to reach, counting those an interrupted sweep finished (default: sweep.trials).")
+    search.add_argument("--timeout", default=None, metavar="MINUTES",
+                        help="Time budget: ask for no new trial after this many minutes; the running ones finish, then "
+                             "the best trial so far ships (default: sweep.timeout_minutes, else none).")
     where = search.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                        help="Worker processes of the local Dask cluster, one trial each (default: one per core).")

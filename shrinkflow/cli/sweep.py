@@ -19,6 +19,11 @@ def sweep(args: argparse.Namespace) -> int:
     from shrinkflow.tasks.sweep import WORKER_WAIT, check_dask_workers
 
     worker_wait = args.worker_wait or WORKER_WAIT
+    # --trials and --timeout are the sweep section's own settings, given on the command line.
+    args.overrides = [*args.overrides, *(
+        f"sweep.{key}={value}" for key, value in (("trials", args.trials), ("timeout_minutes", time_budget(args.timeout)))
+        if value is not None
+    )]
 
     def check_search(config: PipelineConfig, workspace: Workspace) -> None:
         # The whole search space is checked before anything starts: every key, choice and end of a range; then
@@ -43,8 +48,7 @@ def sweep(args: argparse.Namespace) -> int:
         # A local cluster's worker processes start from this environment: they reach the same Prefect server.
         os.environ["PREFECT_API_URL"] = api_url
         result = sweep_flow(
-            config, workspace=str(workspace.root), trials=args.trials, workers=args.workers, dask_address=args.dask_address,
-            worker_wait=worker_wait,
+            config, workspace=str(workspace.root), workers=args.workers, dask_address=args.dask_address, worker_wait=worker_wait,
         )
     print(f"\nshrinkflow: sweep of {config.name} done (study {result.study} in {result.storage})\n")
     print(result.table)
@@ -60,3 +64,22 @@ def sweep(args: argparse.Namespace) -> int:
     else:
         print(f"\nno trial kept the quality floor ({result.floor}): nothing shipped.")
     return EXIT_OK
+
+
+def time_budget(text: str | None) -> float | None:
+    """--timeout MINUTES as a number the sweep section takes (None when not given).
+
+    Raises:
+        ConfigError: in one line, naming the option and what it takes.
+    """
+    from pydantic import ValidationError
+
+    from shrinkflow.core.config import SweepConfig
+    from shrinkflow.core.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return SweepConfig(timeout_minutes=text).timeout_minutes  # validated as the config's field
+    except ValidationError:
+        raise ConfigError(f"--timeout {text}: expected the time budget in minutes, a number above 0 (e.g. --timeout 30)") from None

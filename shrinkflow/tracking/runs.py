@@ -32,6 +32,7 @@ MLFLOW_EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_EXPERIMENT = "custom_model_development"
 MLFLOW_UI_WORKFLOW = "workflowType=machine_learning"
 ABANDONED_TAG = "abandoned"
+PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"  # on a parent run: the Prefect flow run it records (a sweep finds its pipeline run by it)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def start_parent_run(
         MLFLOW_NOTE_TAG: f"Running: a shrinkflow pipeline run of {config.name}.",
     }
     if prefect_flow_run_id:
-        tags["prefect.flow_run_id"] = prefect_flow_run_id
+        tags[PREFECT_FLOW_RUN_TAG] = prefect_flow_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     take_lease(runs_root / run_id)

@@ -19,10 +19,15 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from shrinkflow.core.config import PipelineConfig
 from shrinkflow.core.sweep import TrialOutcome
 from shrinkflow.tracking import runs
-from shrinkflow.tracking.runs import MLFLOW_NOTE_TAG, MLFLOW_PARENT_RUN_TAG, TrackingRef, now_ms
+from shrinkflow.tracking.runs import (
+    MLFLOW_NOTE_TAG, MLFLOW_PARENT_RUN_TAG, PREFECT_FLOW_RUN_TAG, TrackingRef, mlflow_ui_url, now_ms,
+)
 from shrinkflow.tracking.store import client_for, take_lease
 
 STUDY_TAG = "shrinkflow.sweep_study"
+# The sweep's parent run and the parent run of the pipeline run it started to ship its chosen trial, each naming the other.
+SWEEP_RUN_TAG = "shrinkflow.sweep_run_id"
+PIPELINE_RUN_TAG = "shrinkflow.pipeline_run_id"
 TRIAL_TAG = "sweep.trial"
 
 
@@ -86,10 +91,13 @@ def record_trial(tracking: TrackingRef, outcome: TrialOutcome) -> str:
 
 def finish_sweep(
     tracking: TrackingRef, rows: Sequence[Mapping[str, Any]], table_markdown: str, plot_png: Path,
-    best: TrialOutcome | None, best_config: PipelineConfig | None, floor: float | None, shipped: str,
+    best: TrialOutcome | None, best_config: PipelineConfig | None, floor: float | None, shipped: str, ended_early: str,
+    pipeline_flow_run: str | None,
 ) -> None:
     """The trials table (an MLflow table and markdown), the Pareto plot and the chosen trial on the sweep
-    parent; then close it as FINISHED."""
+    parent, linked both ways with the parent run of `pipeline_flow_run` (the Prefect flow run of the pipeline that
+    shipped the chosen trial, if one ran); then close it as FINISHED. `ended_early` says why the sweep stopped short
+    of its trials, if it did."""
     client = client_for(tracking.tracking_uri)
     run_id = tracking.parent_run_id
     client.log_table(run_id, data={column: [row[column] for row in rows] for column in (rows[0] if rows else {})}, artifact_file="trials.json")
@@ -115,6 +123,18 @@ def finish_sweep(
         )
     else:
         note = f"Sweep of {len(rows)} trials: no trial kept the quality floor; nothing shipped."
+    if ended_early:
+        note += f"\n\nThe sweep ended early: {ended_early}."
+    pipeline_run = _pipeline_run(client, tracking, pipeline_flow_run) if pipeline_flow_run else None
+    if pipeline_run is not None and best is not None:
+        tags[PIPELINE_RUN_TAG] = pipeline_run.info.run_id
+        note += f"\n\nThe pipeline run that shipped the chosen trial: {_run_link(tracking, pipeline_run.info)}."
+        sweep_run = client.get_run(run_id).info
+        client.log_batch(pipeline_run.info.run_id, tags=[
+            RunTag(SWEEP_RUN_TAG, run_id),
+            RunTag(MLFLOW_NOTE_TAG, f"{pipeline_run.data.tags.get(MLFLOW_NOTE_TAG, '')}\n\nStarted by the sweep "
+                                    f"{_run_link(tracking, sweep_run)} to ship its chosen trial {best.number}.".lstrip()),
+        ])
     tags[MLFLOW_NOTE_TAG] = note
     client.log_batch(
         run_id, metrics=[Metric(k, v, now_ms(), 0) for k, v in metrics.items()],
@@ -125,3 +145,18 @@ def finish_sweep(
 
 def _param(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+def _pipeline_run(client: Any, tracking: TrackingRef, flow_run_id: str) -> Any:
+    """The parent run of the pipeline's Prefect flow run `flow_run_id` in the sweep's experiment (None if none)."""
+    found = client.search_runs(
+        [tracking.experiment_id], filter_string=f"tags.`{PREFECT_FLOW_RUN_TAG}` = '{flow_run_id}'", max_results=10,
+    )
+    return next((run for run in found if MLFLOW_PARENT_RUN_TAG not in run.data.tags), None)
+
+
+def _run_link(tracking: TrackingRef, run: Any) -> str:
+    """A run by name, as a link to its page in the MLflow UI where tracking goes to a server (else with its id)."""
+    if not tracking.tracking_uri.startswith(("http://", "https://")):
+        return f"{run.run_name} (run {run.run_id})"
+    return f"[{run.run_name}]({mlflow_ui_url(tracking.tracking_uri, f'experiments/{run.experiment_id}/runs/{run.run_id}')})"

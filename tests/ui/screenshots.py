@@ -126,11 +126,14 @@ class Stack:
         return code
 
 
-def quick_run(stack: Stack, deployment_name: str = DEPLOYMENT, name: str = NAME, **extra: Any) -> tuple[str, str]:
-    """Start a small run of the deployment as the UI's Run button does; returns (deployment id, flow run id)."""
+def quick_run(stack: Stack, deployment_name: str = DEPLOYMENT, name: str = NAME, **sections: dict[str, Any]) -> tuple[str, str]:
+    """Start a small run of the deployment as the UI's Run button does, with the config `sections` edited too;
+    returns (deployment id, flow run id)."""
     deployment = http_json(f"{stack.api}/deployments/name/{deployment_name}")
-    parameters = {**deployment["parameters"], **extra}
+    parameters = deployment["parameters"]
     config = parameters["config"]
+    for section, values in sections.items():
+        config[section].update(values)
     config["name"] = name
     config["train"]["epochs"] = 2
     config["model"]["conv_filters"] = [8]
@@ -290,6 +293,12 @@ def sweep_shots(page: Page, stack: Stack, out: Path, deployment_id: str, flow_ru
     """The sweep deployment's Run form, its flow run, and its MLflow sweep parent: trials, Pareto plot, chosen trial."""
     ui = stack.prefect_ui
     shots = shot(page, out, "sweep-01-run-form", f"{ui}/deployments/deployment/{deployment_id}/run", 3, parts=4)
+    # The whole form is taller than MAX_HEIGHT: the sweep section's own settings (trials, time budget, quality
+    # floor) below its search space, in view.
+    page.get_by_text("Time budget (minutes)").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    shots.append(out / "sweep-01-run-form-sweep-settings.png")
+    page.screenshot(path=str(shots[-1]))
     page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
     settle(page, 3)
     click_tab(page, "Logs")
@@ -306,7 +315,13 @@ def sweep_shots(page: Page, stack: Stack, out: Path, deployment_id: str, flow_ru
     shots += shot(page, out, "sweep-04-mlflow-sweep-parent", f"{mlflow_ui}/experiments/{exp_id}/runs/{parent_id}", 3, unclip=True)
     artifacts = f"{mlflow_ui}/experiments/{exp_id}/runs/{parent_id}/artifacts"
     for name in ("pareto.png", "trials.md"):
+        page.goto("about:blank")  # a new address after the '#' alone leaves MLflow's artifact view on the last file
         shots += shot(page, out, f"sweep-05-{name.replace('.', '-')}", f"{artifacts}/{name}", 3)
+    trials = http_json(f"{stack.api}/artifacts/filter", {
+        "artifacts": {"key": {"any_": ["sweep-trials"]}, "flow_run_id": {"any_": [flow_run_id]}}, "limit": 1,
+    })
+    if trials:
+        shots += shot(page, out, "sweep-06-trials-artifact", f"{ui}/artifacts/artifact/{trials[0]['id']}")
     return shots
 
 
@@ -327,7 +342,7 @@ def main() -> int:
             deployment_id, first = quick_run(stack)
             quick_run(stack)  # a second parent run of the same experiment, to compare in MLflow
             # The sweep deployment's Run button, with a few tiny trials.
-            sweep_id, sweep_run = quick_run(stack, SWEEP_DEPLOYMENT, SWEEP_NAME, trials=4)
+            sweep_id, sweep_run = quick_run(stack, SWEEP_DEPLOYMENT, SWEEP_NAME, sweep={"trials": 4})
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport=VIEWPORT)

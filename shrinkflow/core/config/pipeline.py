@@ -1,10 +1,15 @@
 """The whole config: the model's name and one section per stage, checked together (a regression is judged on
-RMSE or R2, a text model reads a text column, a student is smaller than its teacher)."""
+RMSE or R2, a text model reads a text column, a student is smaller than its teacher).
+
+Two models, so that each Prefect Run form shows what its flow reads: `PipelineSettings` (every stage: the
+pipeline's parameter) and `PipelineConfig` (those plus the `sweep` section: a YAML config, the sweep's parameter).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 import yaml
@@ -20,7 +25,7 @@ from shrinkflow.core.config.stages import (
 from shrinkflow.core.config.sweep import SweepConfig
 
 
-class PipelineConfig(Section):
+class PipelineSettings(Section):
     """A shrinkflow run: the model's name and one section per stage."""
 
     model_config = ConfigDict(title="Pipeline settings")
@@ -41,7 +46,6 @@ class PipelineConfig(Section):
     onnx: OnnxConfig = Field(OnnxConfig(), title="ONNX Runtime")
     select: SelectConfig = Field(SelectConfig(), title="Selection and champion gate")
     export: ExportConfig = Field(ExportConfig(), title="Export")
-    sweep: SweepConfig = Field(SweepConfig(), title="Sweep")
 
     @model_validator(mode="before")
     @classmethod
@@ -54,7 +58,7 @@ class PipelineConfig(Section):
         return raw
 
     @model_validator(mode="after")
-    def _check_stages(self) -> PipelineConfig:
+    def _check_stages(self) -> PipelineSettings:
         task, family = self.data.task, self.model.family
         if self.select.quality not in QUALITY_METRICS[task]:
             raise ValueError(f"select.quality: {self.select.quality} does not measure a {task}; use {' or '.join(QUALITY_METRICS[task])}")
@@ -74,7 +78,6 @@ class PipelineConfig(Section):
                 raise ValueError(f"distill.students.{number - 1} (student-{number}): {problem}")
         return self
 
-
     def config_hash(self) -> str:
         """A short, stable hash of every setting: the same config gives the same hash."""
         # The sweep section says how to search around this config, not what it trains: left out.
@@ -83,3 +86,25 @@ class PipelineConfig(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class PipelineConfig(PipelineSettings):
+    """A config file: the pipeline's settings and how `shrinkflow sweep` searches around them."""
+
+    model_config = ConfigDict(title="Pipeline and sweep settings")
+
+    sweep: SweepConfig = Field(SweepConfig(), title="Sweep")
+
+    @model_validator(mode="after")
+    def _check_quality_floor(self) -> PipelineConfig:
+        """The floor is in the units of select.quality: an accuracy from 0 to 1, an R2 up to 1, an RMSE from 0."""
+        floor, metric = self.sweep.quality_floor, self.select.quality
+        low, high = {"accuracy": (0.0, 1.0), "r2": (-math.inf, 1.0)}.get(metric, (0.0, math.inf))
+        if floor is not None and not low <= floor <= high:
+            raise ValueError(f"sweep.quality_floor: {floor} is no {metric}; give one from {low:g} to {high:g}")
+        return self
+
+    @classmethod
+    def of(cls, settings: PipelineSettings) -> PipelineConfig:
+        """`settings` as a config (a Run form's settings have no sweep section: the default one)."""
+        return settings if isinstance(settings, PipelineConfig) else cls.model_validate(settings.model_dump())

@@ -151,7 +151,7 @@ class OnnxConfig(Section):
 
     model_config = ConfigDict(title="ONNX Runtime")
 
-    enabled: bool = Field(False, title="Build ONNX variants", description="Convert the variants chosen in 'convert' to ONNX (<variant>-onnx).")
+    enabled: bool = Field(False, title="Build ONNX variants", description="Convert the variants chosen in 'convert' to ONNX (variants named VARIANT-onnx).")
     opset: int = Field(15, ge=13, le=18, title="ONNX opset", description="The ONNX opset to target: 13 to 18 (what tf2onnx 1.17 supports with QDQ).")
     convert: tuple[Literal["float", "int8", "qat"], ...] = Field(
         ("int8", "qat"), title="Convert",

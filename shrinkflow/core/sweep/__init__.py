@@ -7,7 +7,8 @@ Plain logic, no Prefect and no MLflow: the search space checked against the conf
 
 from shrinkflow.core.sweep.outcome import TrialOutcome, shipped_outcome
 from shrinkflow.core.sweep.results import (
-    TABLE_COLUMNS, best_trial, format_trials, keeps_quality, pareto_plot, pareto_trials, quality_floor_for, table_rows,
+    ARTIFACT_COLUMNS, TABLE_COLUMNS, best_trial, format_trials, keeps_quality, pareto_plot, pareto_trials, quality_floor_for,
+    table_rows, trials_markdown,
 )
 from shrinkflow.core.sweep.spec import candidate_values, check_sweep, key_problem, trial_config, value_text
 from shrinkflow.core.sweep.study import (
@@ -17,9 +18,9 @@ from shrinkflow.core.sweep.study import (
 )
 
 __all__ = [
-    "BASE_ATTR", "INTERRUPTED_ATTR", "OUTCOME_ATTR", "SHORTFALL_ATTR", "TABLE_COLUMNS", "TrialOutcome", "best_trial",
+    "ARTIFACT_COLUMNS", "BASE_ATTR", "INTERRUPTED_ATTR", "OUTCOME_ATTR", "SHORTFALL_ATTR", "TABLE_COLUMNS", "TrialOutcome", "best_trial",
     "candidate_values", "check_storage", "check_sweep", "default_storage", "lock_study", "storage_setting", "finished_outcomes", "format_trials", "grid_space",
     "keeps_quality", "key_problem", "objective_values", "open_study", "pareto_plot", "pareto_trials",
     "quality_floor_for", "quality_shortfall", "recover_interrupted", "sample", "shipped_outcome", "study_name",
-    "table_rows", "tell", "trial_config", "trials_done", "value_text",
+    "table_rows", "tell", "trial_config", "trials_done", "trials_markdown", "value_text",
 ]

@@ -86,6 +86,25 @@ def format_trials(rows: Sequence[Mapping[str, Any]], markdown: bool = False) -> 
     return markdown_table(TABLE_COLUMNS, cells) if markdown else text_table(TABLE_COLUMNS, cells)
 
 
+# The Prefect artifact's table: what fits its markdown view whole (about 800 px of a 1,400 px window, which does
+# not wrap cells); each trial's sampled values, time and failure follow as a list, which wraps. Every column is in
+# trials.md on the MLflow run.
+ARTIFACT_COLUMNS = ("trial", "status", "variant", "val_quality", "test_quality", "gzip_size_bytes")
+
+
+def trials_markdown(rows: Sequence[Mapping[str, Any]], quality: Quality, lines: Sequence[str] = ()) -> str:
+    """The sweep-trials artifact: `lines` (links, a note; empty ones left out), the trials table (quality columns
+    named after the metric), then per trial its sampled values, seconds and why it failed."""
+    names = {"val_quality": f"val {quality.metric}", "test_quality": f"test {quality.metric}", "gzip_size_bytes": "gzip bytes"}
+    table = markdown_table([names.get(column, column) for column in ARTIFACT_COLUMNS],
+                           [[row[column] for column in ARTIFACT_COLUMNS] for row in rows])
+    trials = "".join(
+        f"- trial {row['trial']} ({row['seconds']} s): {row['params']}{f'; failed: {reason}' if (reason := row['reason']) else ''}\n"
+        for row in rows
+    )
+    return "".join(f"{line}\n\n" for line in lines if line) + table + "\n" + trials
+
+
 def pareto_plot(
     outcomes: Sequence[TrialOutcome], floor: float | None, best: TrialOutcome | None, path: Path, quality: Quality
 ) -> Path:

@@ -31,8 +31,10 @@ SHORTFALL_ATTR = "quality_shortfall"  # how far the trial's quality is on the wr
 
 def study_name(config: PipelineConfig) -> str:
     """The study of this base config and search space: a changed config starts a new study, a larger
-    `trials` (or --trials) goes on with the same one."""
-    search = config.sweep.model_dump(mode="json", exclude={"trials"})
+    `trials` (or --trials) or another time budget goes on with the same one."""
+    search = config.sweep.model_dump(mode="json", exclude={"trials", "timeout_minutes"})
+    # Each space with all its fields, as names were hashed before the form's list of entries: studies keep their names.
+    search["parameters"] = {key: space.model_dump(mode="json") for key, space in config.sweep.parameters.items()}
     digest = hashlib.sha256(json.dumps([config.config_hash(), search], sort_keys=True).encode()).hexdigest()[:16]
     return f"{config.name}-{digest}"
 
