@@ -96,7 +96,9 @@ def _register(
         registry.describe(
             uri, name, version,
             model_description=registry.model_description(name),
-            version_description=registry.version_description(variant, tracking_ref.parent_run_id),
+            version_description=registry.version_description(
+                variant, tracking_ref.parent_run_id, tracking_ref.run_name, tracking_ref.experiment_id
+            ),
         )
     except BaseException:  # a failed task is not rolled back: its version must not stay behind
         registry.delete_version(uri, name, version)

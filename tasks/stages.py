@@ -59,8 +59,9 @@ def distill(step: DistillStep, teacher: Variant, dataset: DatasetRef, workspace:
     """Train a student from the teacher's soft targets (or from the labels alone); the teacher is only read."""
     student = stages.distill_stage(step, teacher, dataset, stage_dir(workspace), _built_by())
     get_run_logger().info(
-        "trained %s (%s parameters) %s", student.name, f"{int(student.metrics['params']):,}",
+        "trained %s (%s parameters) %s in %d epochs", student.name, f"{int(student.metrics['params']):,}",
         "from the labels alone" if step.from_scratch else f"from {teacher.name}'s soft targets",
+        student.training["epochs_run"],
     )
     return student
 

@@ -26,8 +26,25 @@ def start_tracking(config: PipelineConfig, workspace: Workspace) -> TrackingRef:
     artifact_root = workspace.mlartifacts if uri.startswith("sqlite:") else None
     # The parent run takes the flow run's name: distinct, readable, and the same in both UIs.
     return runs.start_parent_run(
-        uri, config, artifact_root, workspace.runs, runtime.flow_run.name, runtime.flow_run.id
+        uri, config, artifact_root, workspace.runs, runtime.flow_run.name, runtime.flow_run.id,
+        prefect_flow_run_page(runtime.flow_run.id),
     )
+
+
+def prefect_flow_run_page(flow_run_id: str) -> str | None:
+    """The flow run's page in the Prefect UI, if the server this run reports to serves one: a temporary server (that
+    of `shrinkflow run` without PREFECT_API_URL, or a test harness) has no UI, and it is gone after the run."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    ui_url = get_current_settings().ui_url
+    if not ui_url:
+        return None
+    try:  # the UI's settings name the UI versions it serves: none on a server without the UI
+        serves_ui = bool(httpx.get(f"{ui_url}/ui-settings", timeout=5).json().get("available_uis"))
+    except (httpx.HTTPError, ValueError):
+        serves_ui = False
+    return f"{ui_url}/runs/flow-run/{flow_run_id}" if serves_ui else None
 
 
 @task(name="record-dataset", **IO_TASK)

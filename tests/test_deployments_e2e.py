@@ -441,7 +441,9 @@ def assert_tracked(stack_root: Path, mlflow_url: str, finished: tuple[Any, str],
     assert parent.data.params["train.epochs"] == "2" and parent.data.params["prune.enabled"] == "False"
     # Each UI leads to the other: the Prefect run links to the MLflow run, which is tagged with the flow run id.
     assert f"({mlflow_url}/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning)" in mlflow_link
-    assert f"({mlflow_url}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning)" in mlflow_link
+    assert f"({mlflow_url}/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=shrinkflow-decisive&workflowType=machine_learning)" in mlflow_link
+    # ...and the MLflow run's description links back to the flow run's page in the stack's Prefect UI.
+    assert f"/runs/flow-run/{flow_run.id})" in parent.data.tags["mlflow.note.content"]
 
     children = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"

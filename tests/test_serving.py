@@ -209,7 +209,8 @@ def test_a_table_classifier_answers_raw_rows_with_its_labels_and_reproduces_its_
     assert list(by_split.columns) == ["label", *classes]
     np.testing.assert_allclose(by_split[classes].sum(axis=1), 1.0, atol=0.02)
     assert (by_split[classes].to_numpy().argmax(axis=1) == [classes.index(label) for label in by_split["label"]]).all()
-    assert (by_split["label"] == wine.truth).mean() == pytest.approx(wine.reported["accuracy"], abs=1e-9)
+    # The wine run's accuracy as MLflow has it: to 4 significant digits.
+    assert (by_split["label"] == wine.truth).mean() == pytest.approx(wine.reported["accuracy"], abs=5e-5)
     by_records = answers(wine.url, {"inputs": wine.raw.to_dict(orient="records")})
     pd.testing.assert_frame_equal(by_records, by_split)
 

@@ -8,9 +8,12 @@ stage applies to which variant is decided here too (the "not applicable" rules),
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, ParamSpec
 
 from shrinkflow.core import compression, training
 from shrinkflow.core.config import ModelConfig
@@ -41,6 +44,28 @@ class Measured:
     sparsity: float
 
 
+P = ParamSpec("P")
+
+
+def timed(stage: Callable[P, Variant]) -> Callable[P, Variant]:
+    """The stage, its variant stamped with when the stage started and finished: what its MLflow child run shows as
+    its start and duration (the recording takes a fraction of a second; the building is what took the time)."""
+
+    @functools.wraps(stage)
+    def run(*args: P.args, **kwargs: P.kwargs) -> Variant:
+        started = time.time()
+        variant = stage(*args, **kwargs)
+        return replace(variant, started_at=started, finished_at=time.time())
+
+    return run
+
+
+def trained_for(epochs: int) -> dict[str, float]:
+    """A variant's `training` record: the epochs its stage trained for (the MLflow metric epochs_run). Pruning,
+    clustering and QAT fine-tune for exactly their step's epochs (no early stopping); a student may stop early."""
+    return {"epochs_run": float(epochs)}
+
+
 def measure(model_path: Path, dataset: DatasetRef, out_dir: Path) -> Measured:
     """Evaluate a model file on the validation and test splits and read its kernels once."""
     evaluation = evaluate_model_file(model_path, dataset, out_dir)
@@ -49,6 +74,7 @@ def measure(model_path: Path, dataset: DatasetRef, out_dir: Path) -> Measured:
     return Measured(evaluation.metrics | weights, evaluation.plot_png, evaluation.predictions, stats.sparsity)
 
 
+@timed
 def train_stage(
     step: TrainStep, dataset: DatasetRef, out_dir: Path, on_epoch: EpochCallback | None = None, built_by: str = ""
 ) -> Variant:
@@ -72,17 +98,20 @@ def train_stage(
     )
 
 
+@timed
 def distill_stage(step: DistillStep, teacher: Variant, dataset: DatasetRef, out_dir: Path, built_by: str = "") -> Variant:
     """Train the student from the teacher (or, from scratch, from the hard labels alone) and evaluate it."""
     model_path = out_dir / "model.keras"
-    params = compression.distill(teacher.model_path, dataset, step, model_path)
+    student = compression.distill(teacher.model_path, dataset, step, model_path)
     measured = measure(model_path, dataset, out_dir)
     return Variant(
-        step.variant, str(model_path), measured.metrics | {"params": float(params)}, measured.plot_png, measured.predictions,
-        parent=None if step.from_scratch else teacher.name, step=step, sparsity=measured.sparsity, built_by=built_by,
+        step.variant, str(model_path), measured.metrics | {"params": float(student.params)}, measured.plot_png,
+        measured.predictions, parent=None if step.from_scratch else teacher.name, step=step, sparsity=measured.sparsity,
+        training=trained_for(student.epochs_run), built_by=built_by,
     )
 
 
+@timed
 def prune_stage(step: PruneStep, source: Variant, dataset: DatasetRef, out_dir: Path, built_by: str = "") -> Variant:
     """Prune a copy of the baseline or a student and evaluate it."""
     model_path = out_dir / "model.keras"
@@ -90,10 +119,12 @@ def prune_stage(step: PruneStep, source: Variant, dataset: DatasetRef, out_dir: 
     measured = measure(model_path, dataset, out_dir)
     return Variant(
         pruned_name(source.name), str(model_path), measured.metrics, measured.plot_png, measured.predictions, parent=source.name, step=step,
-        sparsity=measured.sparsity, target_sparsity=step.target_sparsity, built_by=built_by,
+        sparsity=measured.sparsity, target_sparsity=step.target_sparsity, training=trained_for(step.tuning.epochs),
+        built_by=built_by,
     )
 
 
+@timed
 def cluster_stage(step: ClusterStep, source: Variant, dataset: DatasetRef, out_dir: Path, built_by: str = "") -> Variant:
     """Cluster a copy of `source`'s weights (sparsity-preserving when it is pruned) and evaluate it."""
     model_path = out_dir / "model.keras"
@@ -102,29 +133,35 @@ def cluster_stage(step: ClusterStep, source: Variant, dataset: DatasetRef, out_d
     return Variant(
         clustered_name(source.name), str(model_path), measured.metrics | {"clustered_kernels": float(clustered_kernels)},
         measured.plot_png, measured.predictions, parent=source.name, step=step, sparsity=measured.sparsity,
-        target_sparsity=source.target_sparsity, clusters=step.clusters, built_by=built_by,
+        target_sparsity=source.target_sparsity, clusters=step.clusters, training=trained_for(step.tuning.epochs),
+        built_by=built_by,
     )
 
 
+@timed
 def quantize_stage(step: QuantizeStep, source: Variant, dataset: DatasetRef, out_dir: Path, built_by: str = "") -> Variant:
     """Convert `source` to TFLite in the step's mode and evaluate it. QAT fine-tunes first, keeping what earlier
     steps made: the zeros of a pruned source, the clusters of a clustered one (PCQAT)."""
     model_path = out_dir / "model.tflite"
+    trained: dict[str, float] = {}  # a post-training conversion trains nothing
     if step.mode is Quantization.QAT:
+        assert step.tuning is not None, "a QAT step fine-tunes"
         compression.quantization_aware_train(
             source.model_path, dataset, step, model_path,
             preserve_sparsity=source.target_sparsity > 0, preserve_clusters=source.clusters > 0,
         )
+        trained = trained_for(step.tuning.epochs)
     else:
         compression.convert_to_tflite(source.model_path, step, dataset, model_path)
     measured = measure(model_path, dataset, out_dir)
     return Variant(
         quantized_name(source.name, step.mode), str(model_path), measured.metrics, measured.plot_png, measured.predictions,
         parent=source.name, step=step, quantization=step.mode, sparsity=measured.sparsity,
-        target_sparsity=source.target_sparsity, clusters=source.clusters, built_by=built_by,
+        target_sparsity=source.target_sparsity, clusters=source.clusters, training=trained, built_by=built_by,
     )
 
 
+@timed
 def onnx_stage(step: OnnxStep, source: Variant, dataset: DatasetRef, out_dir: Path, built_by: str = "") -> Variant:
     """Convert `source` to ONNX and evaluate it in onnxruntime (see onnx_problem for what cannot be converted)."""
     model_path = out_dir / "model.onnx"

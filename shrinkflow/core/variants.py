@@ -28,8 +28,12 @@ class Variant:
         target_sparsity: the sparsity pruning aimed at, inherited from the pruned source (0 if never pruned).
         clusters: distinct values per kernel clustering aimed at, inherited likewise (0 if never clustered).
         history: per-epoch training metrics (train_loss, val_accuracy, ...), for the baseline.
-        training: epochs_run, train_seconds and train_samples_per_s, for the baseline.
+        training: what its stage trained: epochs_run for every stage that trains (the baseline, a student, pruning,
+            clustering and QAT fine-tuning, each its own count), with train_seconds and train_samples_per_s for the
+            baseline; empty for a conversion (dynamic, float16, int8, ONNX), which trains nothing.
         built_by: the pipeline run (Prefect flow run) that built it; another run reused it from the cache.
+        started_at, finished_at: when the stage that built it started and finished (seconds since the epoch; 0:
+            unknown), building and measuring included: its MLflow child run's start and end.
         run_id: its MLflow child run in the current pipeline run, once recorded there.
     """
 
@@ -47,6 +51,8 @@ class Variant:
     history: dict[str, list[float]] = field(default_factory=dict)
     training: dict[str, float] = field(default_factory=dict)
     built_by: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
     run_id: str = ""
 
     ok = True

@@ -21,6 +21,7 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.entities import LoggedModelInput
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
@@ -66,7 +67,9 @@ def log_and_register_model(
     registered_name: str,
     tags: dict[str, str],
 ) -> ModelVersion:
-    """Log a model file behind `dataset`'s serving contract to the run, and register it as a new version."""
+    """Log a model file behind `dataset`'s serving contract to the run, and register it as a new version. When the
+    run is a child of the pipeline run, the logged model is also an input of the parent run: the MLflow run page
+    lists the versions of its input models under "Registered models", so the parent run links to the version."""
     contract = serving_contract(dataset)
     example = readable(raw_requests(contract, next(batches(dataset, "test", EXAMPLE_ROWS))[0]))
     with tempfile.TemporaryDirectory(prefix="shrinkflow-contract-") as scratch:
@@ -91,7 +94,10 @@ def log_and_register_model(
             )
     with fluent_mlflow(tracking.tracking_uri):
         version = mlflow.register_model(info.model_uri, registered_name, tags=tags)
-    return client_for(tracking.tracking_uri).get_model_version(registered_name, version.version)
+    client = client_for(tracking.tracking_uri)
+    if run_id != tracking.parent_run_id:
+        client.log_inputs(tracking.parent_run_id, models=[LoggedModelInput(model_id=info.model_id)])
+    return client.get_model_version(registered_name, version.version)
 
 
 def readable(example: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:

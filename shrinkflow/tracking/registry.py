@@ -22,10 +22,12 @@ from shrinkflow.core.data import DatasetRef
 from shrinkflow.core.errors import UserError
 from shrinkflow.core.evaluation import describe_metrics
 from shrinkflow.core.export import read_manifest
-from shrinkflow.core.names import BASELINE, Runtime
+from shrinkflow.core.names import Quantization, Runtime
+from shrinkflow.core.steps import ClusterStep, DistillStep, OnnxStep, PruneStep, QuantizeStep
 from shrinkflow.core.variants import Variant
 from shrinkflow.tracking.models import CONTRACT_METADATA
 from shrinkflow.tracking.store import client_for, fluent_mlflow
+from shrinkflow.tracking.ui import in_training_view, run_page
 
 CHAMPION_ALIAS = "champion"
 # A version's tag with the sha256 of its model file: a re-run that selects the very file the champion holds
@@ -41,19 +43,54 @@ def model_description(name: str) -> str:
     )
 
 
-def version_description(variant: Variant, parent_run_id: str) -> str:
+def version_description(variant: Variant, parent_run_id: str, run_name: str = "", experiment_id: str = "") -> str:
+    """The version's description (markdown): what the file is, how it was made and from what, its test figures,
+    and the pipeline run that selected it, by name (linked, with `experiment_id`) and id."""
     kind = {
         Runtime.TFLITE: "TFLite file, run in LiteRT", Runtime.ONNXRUNTIME: "ONNX file, run in ONNX Runtime",
     }.get(variant.runtime, "Keras model, run in TensorFlow")
-    lineage = (
-        f"derived from {variant.parent}" if variant.parent
-        else "the trained baseline" if variant.name == BASELINE else "trained from the labels alone"
-    )
+    run = parent_run_id
+    if run_name:
+        named = f"[{run_name}](#/{in_training_view(run_page(experiment_id, parent_run_id))})" if experiment_id else run_name
+        run = f"{named} ({parent_run_id})"
     return (
-        f"{variant.name}: {kind}, {lineage}; quantization {variant.quantization}, "
+        f"{variant.name}: {kind}; {how_made(variant)}. Quantization {variant.quantization}, "
         f"sparsity {variant.sparsity:.3f}. Test: {describe_metrics(variant.metrics)}. "
-        f"Selected by pipeline run {parent_run_id}."
+        f"Selected by pipeline run {run}."
     )
+
+
+# How each post-training quantization mode stores the model, in words.
+QUANTIZATION_WORDS = {
+    Quantization.DYNAMIC: "dynamic-range quantization (int8 weights, float activations)",
+    Quantization.FLOAT16: "float16 weights",
+    Quantization.INT8: "full-integer quantization (int8 weights and activations)",
+}
+
+
+def how_made(variant: Variant) -> str:
+    """How the variant was made and from which variant (its parent), in words, by the step that made it."""
+    step, parent = variant.step, variant.parent
+    if isinstance(step, DistillStep):
+        params = f" ({int(variant.metrics['params']):,} parameters)" if "params" in variant.metrics else ""
+        if step.from_scratch:
+            return f"student {step.number}'s model{params} trained from the labels alone, without a teacher"
+        return f"student {step.number}{params}, distilled from {parent}'s soft targets and the labels"
+    if isinstance(step, PruneStep):
+        return f"a copy of {parent} pruned to {step.target_sparsity:.0%} zero weights while fine-tuning"
+    if isinstance(step, ClusterStep):
+        kept = ", keeping its zeros" if variant.target_sparsity > 0 else ""
+        return f"a copy of {parent} with each kernel's weights clustered into {step.clusters} values{kept}"
+    if isinstance(step, QuantizeStep) and step.mode is Quantization.QAT:
+        kept_things = [what for what, on in (("zeros", variant.target_sparsity > 0), ("clusters", variant.clusters > 0)) if on]
+        keeping = f", keeping its {' and '.join(kept_things)}" if kept_things else ""
+        return f"{parent} fine-tuned with quantization-aware training{keeping}, then converted with int8 weights and activations"
+    if isinstance(step, QuantizeStep):
+        integer_io = " and integer input and output" if step.int8_io else ""
+        return f"{parent} converted with {QUANTIZATION_WORDS[step.mode]}{integer_io}"
+    if isinstance(step, OnnxStep):
+        return f"{parent} converted to ONNX (opset {step.opset})"
+    return f"derived from {parent}" if parent else "the baseline, trained from the labels"
 
 
 def describe(tracking_uri: str, name: str, version: str, model_description: str, version_description: str) -> None:

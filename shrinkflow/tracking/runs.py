@@ -7,10 +7,12 @@ here addresses runs by id through an `MlflowClient` instead of relying on `mlflo
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -23,6 +25,9 @@ from shrinkflow.core.variants import Failure, Variant
 from shrinkflow.tracking.store import (
     LEASE_FILE, client_for, lease_is_abandoned, release_lease, store_creation_lock, take_lease,
 )
+from shrinkflow.tracking.ui import (
+    OUTCOME_TAG, in_training_view, mlflow_ui_url, run_page, runs_table_page, set_runs_view,
+)
 
 MLFLOW_PARENT_RUN_TAG = "mlflow.parentRunId"
 # What the MLflow UI shows as a run's, an experiment's or a model version's description (markdown).
@@ -30,9 +35,12 @@ MLFLOW_NOTE_TAG = "mlflow.note.content"
 # MLflow 3 opens an experiment in its GenAI view unless told it holds model training runs.
 MLFLOW_EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_EXPERIMENT = "custom_model_development"
-MLFLOW_UI_WORKFLOW = "workflowType=machine_learning"
 ABANDONED_TAG = "abandoned"
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"  # on a parent run: the Prefect flow run it records (a sweep finds its pipeline run by it)
+PREFECT_FLOW_RUN_PAGE_TAG = "prefect.flow_run_url"
+# Metrics are logged to this many significant digits (whole numbers stay whole): the UI prints stored doubles as
+# they are (0.9416666666666667). Selection and the gate compute with the unrounded values; only MLflow gets these.
+LOGGED_DIGITS = 4
 
 
 @dataclass(frozen=True)
@@ -42,21 +50,16 @@ class TrackingRef:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    run_name: str = ""  # the parent run's name (its Prefect flow run's)
 
     def ui_links(self) -> str | None:
         """Markdown links to the parent run and to the experiment's runs in the MLflow UI, when tracking goes
         to a server (a SQLite file has no UI)."""
         if not self.tracking_uri.startswith(("http://", "https://")):
             return None
-        run = mlflow_ui_url(self.tracking_uri, f"experiments/{self.experiment_id}/runs/{self.parent_run_id}")
-        runs = mlflow_ui_url(self.tracking_uri, f"experiments/{self.experiment_id}/runs")
+        run = mlflow_ui_url(self.tracking_uri, run_page(self.experiment_id, self.parent_run_id))
+        runs = mlflow_ui_url(self.tracking_uri, runs_table_page(self.experiment_id))
         return f"[This run in MLflow]({run}) · [Every run of this model, side by side]({runs})"
-
-
-def mlflow_ui_url(server: str, page: str = "experiments") -> str:
-    """A page of the MLflow UI in its model-training view. MLflow 3.17's UI opens in its GenAI view unless the
-    address says otherwise (a browser remembers the choice only once the user has switched it by hand)."""
-    return f"{server.rstrip('/')}/#/{page}?{MLFLOW_UI_WORKFLOW}"
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
@@ -95,20 +98,25 @@ def start_parent_run(
     runs_root: Path,
     run_name: str,
     prefect_flow_run_id: str | None,
+    prefect_flow_run_page: str | None = None,
 ) -> TrackingRef:
     """Open the parent run, named `run_name` (the Prefect flow run's name): the config as params, the
-    resolved YAML as an artifact, tags. This process holds the run's lease under `runs_root` until
-    `finish_pipeline`; runs of this experiment whose lease nobody holds any more are closed first.
+    resolved YAML as an artifact, tags (the Prefect flow run, and its page in the Prefect UI when a lasting one
+    shows it). This process holds the run's lease under `runs_root` until `finish_pipeline`; runs of this
+    experiment whose lease nobody holds any more are closed first. Sets the experiment's saved runs view.
     """
     with store_creation_lock(tracking_uri):  # the client creates (and migrates) a new store as it starts
         client = client_for(tracking_uri)
         experiment_id = ensure_experiment(client, config.name, artifact_root)
+    set_runs_view(client, experiment_id, config.select.quality)
     tags = {
         "shrinkflow.config_hash": config.config_hash(),
         MLFLOW_NOTE_TAG: f"Running: a shrinkflow pipeline run of {config.name}.",
     }
     if prefect_flow_run_id:
         tags[PREFECT_FLOW_RUN_TAG] = prefect_flow_run_id
+    if prefect_flow_run_page:
+        tags[PREFECT_FLOW_RUN_PAGE_TAG] = prefect_flow_run_page
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     take_lease(runs_root / run_id)
@@ -116,32 +124,52 @@ def start_parent_run(
     params = [Param(key, str(value)) for key, value in flatten(config.model_dump(mode="json", exclude={"sweep"})).items()]
     client.log_batch(run_id, params=params)
     client.log_text(run_id, config.to_yaml(), "config.yaml")
-    return TrackingRef(tracking_uri, experiment_id, run_id)
+    return TrackingRef(tracking_uri, experiment_id, run_id, run_name)
 
 
 def record_variant(tracking: TrackingRef, variant: Variant, reused: bool) -> str:
     """The variant's child run, written in one go: its lineage as params (Variant.lineage: the same keys for every
     variant, so MLflow's compare view and parallel-coordinates plot line them up, then the settings of the step
-    that made it), its test metrics and measured sparsity, its training history (step-indexed, for the baseline), its confusion matrix; then closed.
+    that made it), its test metrics and measured sparsity, what its stage trained (epochs_run, for the stages that
+    train), its training history (step-indexed, for the baseline), its confusion matrix; then closed. It starts and
+    ends when the stage that built the variant did, so its duration is the stage's.
 
     A variant an earlier run built (`reused`) is recorded all the same, tagged `cache_hit=true` with the
-    Prefect flow run that built it. Returns the child run's id.
+    Prefect flow run that built it, and timed by the recording (this run built nothing). Returns the child run's id.
     """
     client = client_for(tracking.tracking_uri)
     tags = {"variant": variant.name, "cache_hit": str(reused).lower()}
     if reused:
         tags |= {"reused_from_flow_run": variant.built_by, "reused_artifact": variant.model_path}
-    run_id = _child_run(tracking, variant.name, tags)
-    now = now_ms()
-    metrics = [Metric(name, value, now, 0) for name, value in {**variant.metrics, **variant.training}.items()]
-    metrics.append(Metric("sparsity", variant.sparsity, now, 0))
-    metrics += [Metric(name, value, now, step) for name, values in variant.history.items() for step, value in enumerate(values)]
+    # Reused, it was built by an earlier run: this run only records it (its runs sort by when this run had it).
+    started, finished = (
+        (seconds_to_ms(variant.started_at), seconds_to_ms(variant.finished_at)) if variant.finished_at and not reused
+        else (None, None)
+    )
+    run_id = _child_run(tracking, variant.name, tags, start_time=started)
+    when = finished or now_ms()
+    values = {**variant.metrics, **variant.training, "sparsity": variant.sparsity}
+    metrics = [Metric(name, logged(value), when, 0) for name, value in values.items()]
+    metrics += [
+        Metric(name, logged(value), when, step) for name, values in variant.history.items() for step, value in enumerate(values)
+    ]
     lineage = {**flatten(variant.lineage()), "sparsity": f"{variant.sparsity:.4f}"}  # measured in the variant's own file
     params = [Param(key, f"{value:g}" if isinstance(value, float) else str(value)) for key, value in lineage.items()]
     client.log_batch(run_id, metrics=metrics, params=params)
     client.log_artifact(run_id, variant.plot_png)
-    client.set_terminated(run_id)
+    client.set_terminated(run_id, end_time=finished)
     return run_id
+
+
+def logged(value: float) -> float:
+    """A metric as MLflow gets it: LOGGED_DIGITS significant digits, whole numbers kept whole (a size in bytes)."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, max(0, LOGGED_DIGITS - 1 - math.floor(math.log10(abs(value)))))
+
+
+def seconds_to_ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 def record_failure(tracking: TrackingRef, failure: Failure) -> str:
@@ -155,9 +183,10 @@ def record_failure(tracking: TrackingRef, failure: Failure) -> str:
     return run_id
 
 
-def _child_run(tracking: TrackingRef, name: str, tags: dict[str, str]) -> str:
+def _child_run(tracking: TrackingRef, name: str, tags: dict[str, str], start_time: int | None = None) -> str:
     run = client_for(tracking.tracking_uri).create_run(
-        tracking.experiment_id, run_name=name, tags={MLFLOW_PARENT_RUN_TAG: tracking.parent_run_id, **tags}
+        tracking.experiment_id, start_time=start_time, run_name=name,
+        tags={MLFLOW_PARENT_RUN_TAG: tracking.parent_run_id, **tags},
     )
     return str(run.info.run_id)
 
@@ -235,10 +264,12 @@ def _open_children(client: MlflowClient, experiment_id: str, parent_run_id: str)
 
 
 def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
-    """The summary table, and the shipped variant's headline metrics and a description on the parent run.
+    """The summary table, and the shipped variant's headline metrics and a description on the parent run; each
+    variant's outcome (OUTCOME_TAG) and compression ratio on its child run, for the saved runs view.
 
     The `shipped_*` metrics put runs of one experiment side by side in the runs table: what each run
-    shipped, how accurate and how much smaller than its baseline.
+    shipped, how accurate and how much smaller than its baseline. The description links to the registered
+    version, the shipped variant's child run and the Prefect flow run.
     """
     client = client_for(tracking.tracking_uri)
     run_id = tracking.parent_run_id
@@ -259,12 +290,65 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
                 "size_bytes", "latency_ms",
             )
         }
-    tags = {MLFLOW_NOTE_TAG: run_description(rows), "shipped_variant": shipped.variant if shipped else "none"}
+    children = {
+        child.data.tags.get("variant"): child.info.run_id
+        for child in client.search_runs(
+            [tracking.experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_TAG}` = '{run_id}'", max_results=10000
+        )
+    }
+    now = now_ms()
+    for row in rows:
+        if (child_id := children.get(row.variant)) is not None:
+            ratio = [] if row.compression_ratio is None else [Metric("compression_ratio", logged(row.compression_ratio), now, 0)]
+            client.log_batch(child_id, metrics=ratio, tags=[RunTag(OUTCOME_TAG, variant_outcome(row))])
+    parent = client.get_run(run_id)
+    links = run_links(
+        tracking, client.get_experiment(tracking.experiment_id).name, shipped,
+        children.get(shipped.variant) if shipped else None, parent.data.tags,
+    )
+    tags = {
+        MLFLOW_NOTE_TAG: f"{links}\n\n{run_description(rows)}",
+        "shipped_variant": shipped.variant if shipped else "none",
+        OUTCOME_TAG: f"shipped: v{shipped.version} {shipped.variant}" if shipped else "nothing shipped",
+    }
     client.log_batch(
         run_id,
-        metrics=[Metric(k, float(v), now_ms(), 0) for k, v in metrics.items() if v is not None],
+        metrics=[Metric(k, logged(float(v)), now, 0) for k, v in metrics.items() if v is not None],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
+
+
+def variant_outcome(row: SummaryRow) -> str:
+    """What became of a variant: shipped (as which version), eligible (within the budget, not the smallest), not
+    eligible, failed, or not applicable."""
+    if row.selected:
+        return f"shipped: v{row.version}"
+    if not row.ok:
+        return row.status.partition(":")[0]
+    return "eligible" if row.eligible else "not eligible"
+
+
+def run_links(
+    tracking: TrackingRef, model_name: str, shipped: SummaryRow | None, shipped_run_id: str | None, tags: dict[str, str]
+) -> str:
+    """The parent run's links, one line of markdown the MLflow UI renders (its own pages by relative address): the
+    registered version (the registered model is named like the experiment, after the config), the shipped variant's
+    child run, every run side by side, and the Prefect flow run, by its page when a lasting Prefect UI shows it."""
+    links = []
+    if shipped is not None and shipped.version:
+        links.append(f"[{model_name} version {shipped.version}](#/models/{quote(model_name)}/versions/{shipped.version})")
+    if shipped is not None and shipped_run_id:
+        links.append(f"shipped variant [{shipped.variant}](#/{in_training_view(run_page(tracking.experiment_id, shipped_run_id))})")
+    links.append(f"[every variant side by side](#/{in_training_view(runs_table_page(tracking.experiment_id))})")
+    flow_run_id = tags.get(PREFECT_FLOW_RUN_TAG)
+    if flow_run_id:
+        name = tracking.run_name or flow_run_id
+        page = tags.get(PREFECT_FLOW_RUN_PAGE_TAG)
+        links.append(
+            f"Prefect flow run [{name}]({page})" if page
+            else f"Prefect flow run {name} ({flow_run_id}), on a temporary Prefect server that stopped with the run"
+        )
+    return " · ".join(links)
 
 
 def run_description(rows: Sequence[SummaryRow]) -> str:

@@ -223,6 +223,17 @@ def click_if_present(page: Page, selector: str) -> None:
         page.wait_for_timeout(300)
 
 
+def artifact_shot(page: Page, out: Path, name: str, run_url: str, path: str) -> list[Path]:
+    """A run's artifact `path`, chosen in the run's artifact tree as a user does: going to another artifact's
+    address from an artifact page keeps showing the first one (the address changes only after its #)."""
+    page.goto(f"{run_url}/artifacts?workflowType=machine_learning")
+    settle(page, 3)
+    for part in path.split("/"):  # folders open, then the file shows
+        page.get_by_text(part, exact=True).first.click(timeout=10_000)
+        page.wait_for_timeout(800)
+    return shot(page, out, name, seconds=3)
+
+
 def click_tab(page: Page, title: str) -> None:
     # Prefect's tabs are plain buttons, not ARIA tabs.
     page.get_by_text(title, exact=True).first.click(timeout=10_000)
@@ -268,17 +279,23 @@ def mlflow_shots(page: Page, stack: Stack, out: Path) -> list[Path]:
     print(f"MLflow: {len(parents)} parent runs, {len(children)} child runs of {parent}", file=sys.stderr)
 
     # As a first-time visitor sees it, coming from the link `shrinkflow up` prints (MLflow's assistant panel
-    # opens by itself), then the experiment as the flow run's `mlflow-run` artifact links to it.
+    # opens by itself), then the experiment as the flow run's `mlflow-run` artifact links to it: in the saved view
+    # of the decisive columns.
     shots = shot(page, out, "mlflow-01-experiments", stack.mlflow_link, seconds=3)
     click_if_present(page, "[data-component-id='mlflow.assistant.chat_panel.close']")
-    page.goto(f"{ui}/experiments/{exp_id}/runs?workflowType=machine_learning")
+    page.goto(f"{ui}/experiments/{exp_id}/runs?viewStateShareKey=shrinkflow-decisive&workflowType=machine_learning")
     settle(page, 3)
     click_if_present(page, "[data-component-id='mlflow.detect_issues.guidance.got_it']")
     click_if_present(page, "[data-component-id='mlflow.experiment.metadata_editor.expand_button']")
     # Parent runs start collapsed: open each so its child runs (the variants) show.
     click_if_present(page, "button[data-component-id*='runnamecellrenderer']")
     shots += shot(page, out, "mlflow-03-experiment-runs")
-    shots += shot(page, out, "mlflow-04-parent-run", f"{ui}/experiments/{exp_id}/runs/{parent}", 3, unclip=True)
+    # As the flow run's `mlflow-run` artifact links to it: in the model-training view.
+    page.goto(f"{ui}/experiments/{exp_id}/runs/{parent}?workflowType=machine_learning")
+    settle(page, 3)
+    click_if_present(page, "text='Show more'")  # the whole description, whose first line is its links
+    shots += shot(page, out, "mlflow-04-parent-run", seconds=1, unclip=True)
+    shots += artifact_shot(page, out, "mlflow-04b-pareto-png", f"{ui}/experiments/{exp_id}/runs/{parent}", "comparison/pareto.png")
     compare = urllib.parse.urlencode({"runs": json.dumps(children), "experiments": json.dumps([exp_id])})
     page.goto(f"{ui}/compare-runs?{compare}")
     settle(page, 4)
@@ -313,10 +330,8 @@ def sweep_shots(page: Page, stack: Stack, out: Path, deployment_id: str, flow_ru
     click_if_present(page, "button[data-component-id*='runnamecellrenderer']")
     shots += shot(page, out, "sweep-03-mlflow-runs")
     shots += shot(page, out, "sweep-04-mlflow-sweep-parent", f"{mlflow_ui}/experiments/{exp_id}/runs/{parent_id}", 3, unclip=True)
-    artifacts = f"{mlflow_ui}/experiments/{exp_id}/runs/{parent_id}/artifacts"
     for name in ("pareto.png", "trials.md"):
-        page.goto("about:blank")  # a new address after the '#' alone leaves MLflow's artifact view on the last file
-        shots += shot(page, out, f"sweep-05-{name.replace('.', '-')}", f"{artifacts}/{name}", 3)
+        shots += artifact_shot(page, out, f"sweep-05-{name.replace('.', '-')}", f"{mlflow_ui}/experiments/{exp_id}/runs/{parent_id}", name)
     trials = http_json(f"{stack.api}/artifacts/filter", {
         "artifacts": {"key": {"any_": ["sweep-trials"]}, "flow_run_id": {"any_": [flow_run_id]}}, "limit": 1,
     })

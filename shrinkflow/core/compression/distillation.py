@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -14,7 +14,12 @@ from shrinkflow.core.steps import DistillStep
 from shrinkflow.core.training import keras_loss, model_for, save_for_inference, training_data
 
 
-def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, out_path: str | Path) -> int:
+class Student(NamedTuple):
+    params: int
+    epochs_run: int  # early stopping (step.tuning.early_stopping_patience) may end before step.tuning.epochs
+
+
+def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, out_path: str | Path) -> Student:
     """Train the step's student from the teacher's soft targets and the hard labels, and save it.
 
     Classification: the loss is alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels,
@@ -27,7 +32,7 @@ def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, ou
     batch size, seed and early stopping on the validation loss as in `step.tuning`.
 
     Returns:
-        The student's number of parameters.
+        The student's number of parameters and how many epochs it trained.
     """
     import tensorflow as tf
     import tf_keras
@@ -89,6 +94,6 @@ def distill(teacher_path: str | Path, dataset: DatasetRef, step: DistillStep, ou
         for split in ("train", "validation"):
             write_targets(dataset, split, with_teacher, targets)
         train_data, validation_data = training_data(dataset, tuning.batch_size, tuning.seed, targets_from=targets)
-        student.fit(train_data, validation_data=validation_data, epochs=tuning.epochs, callbacks=callbacks, verbose=0)
+        history = student.fit(train_data, validation_data=validation_data, epochs=tuning.epochs, callbacks=callbacks, verbose=0)
     save_for_inference(student, out_path)
-    return int(student.count_params())
+    return Student(int(student.count_params()), len(history.epoch))

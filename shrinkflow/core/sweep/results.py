@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shrinkflow.core.config import PipelineConfig
+from shrinkflow.core.report import label_points, size_axis
 from shrinkflow.core.selection import Quality, pareto_front
 from shrinkflow.core.sweep.outcome import TrialOutcome
 from shrinkflow.core.sweep.spec import value_text
@@ -108,8 +109,9 @@ def trials_markdown(rows: Sequence[Mapping[str, Any]], quality: Quality, lines: 
 def pareto_plot(
     outcomes: Sequence[TrialOutcome], floor: float | None, best: TrialOutcome | None, path: Path, quality: Quality
 ) -> Path:
-    """Gzipped size against quality, one point per complete trial; the Pareto front joined and marked, the
-    quality floor drawn, the best trial circled. Written to `path` (PNG)."""
+    """Gzipped size against quality, one point per complete trial; the Pareto front joined and labelled with its
+    trial numbers, the quality floor drawn, the best trial circled; the other trials unlabelled grey dots. Written to
+    `path` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,26 +121,27 @@ def pareto_plot(
     points = [(float(o.gzip_size_bytes), o.quality, o.number) for o in outcomes
               if o.ok and o.gzip_size_bytes is not None and o.quality is not None]
     front = pareto_trials(outcomes, quality)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = plt.subplots(figsize=(10, 6))
     others = [p for p in points if p[2] not in front]
-    axes.scatter([p[0] for p in others], [p[1] for p in others], color="0.6", label="trial")
+    if others:
+        axes.scatter([p[0] for p in others], [p[1] for p in others], color="0.65", s=18, label="other trials")
     on_front = sorted(p for p in points if p[2] in front)
     axes.plot([p[0] for p in on_front], [p[1] for p in on_front], "o-", color="tab:blue", label="Pareto front")
-    for size, value, number in points:
-        axes.annotate(str(number), (size, value), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    chosen = [p for p in points if best is not None and p[2] == best.number]
     if floor is not None:
         axes.axhline(floor, color="tab:red", linestyle="--", linewidth=1, label=f"{quality.metric} floor {floor:.4f}")
-    chosen = [p for p in points if best is not None and p[2] == best.number]
     if chosen:
         axes.scatter([chosen[0][0]], [chosen[0][1]], s=200, facecolors="none", edgecolors="tab:green",
                      linewidths=2, label=f"chosen: trial {chosen[0][2]}")
-    if points and max(p[0] for p in points) > 10 * min(p[0] for p in points):
-        axes.set_xscale("log")
-    axes.set_xlabel("gzipped size of the shipped variant (bytes)")
+    if points:
+        size_axis(axes, [p[0] for p in points])
+    axes.set_xlabel("gzipped size of the shipped variant (log scale)")
     axes.set_ylabel(f"validation {quality.metric}")
     axes.set_title(f"Sweep: size against {quality.metric}, one point per trial")
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
+    labelled = on_front + [p for p in chosen if p[2] not in front]
+    label_points(axes, [(f"trial {number}", (size, value)) for size, value, number in labelled])
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
