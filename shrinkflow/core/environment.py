@@ -40,16 +40,17 @@ def check_workspace(workspace: Workspace, explicit: str | None) -> None:
     _check_writable(workspace.root, setting, fix)
 
 
-def check_tracking_uri(uri: str) -> None:
-    """MLflow can track to `uri`: a known kind of store, and a server that answers if it is one."""
-    if "MLFLOW_TRACKING_URI" not in os.environ:
+def check_tracking_uri(uri: str, flag: str | None = None) -> None:
+    """MLflow can track to `uri`: a known kind of store, and a server that answers if it is one. `uri` comes from
+    MLFLOW_TRACKING_URI, or from the command-line option `flag` when given."""
+    if flag is None and "MLFLOW_TRACKING_URI" not in os.environ:
         return  # the workspace's own SQLite file, checked with the workspace
-    setting = f"MLFLOW_TRACKING_URI={uri}"
+    setting, instead = (f"{flag} {uri}", f"leave out {flag}") if flag else (f"MLFLOW_TRACKING_URI={uri}", "unset MLFLOW_TRACKING_URI")
     match = SCHEME.match(uri)
     if match is None or match["scheme"].lower() not in TRACKING_SCHEMES:
         raise EnvironmentProblem(
             f"{setting}: not a tracking URI MLflow can use; give an MLflow server (http://HOST:PORT), a database "
-            "(sqlite:///path/mlflow.db, postgresql://...), or unset it to track into the workspace"
+            f"(sqlite:///path/mlflow.db, postgresql://...), or {instead} to track into the workspace"
         )
     if match["scheme"].lower() == "sqlite":
         _check_writable(Path(uri.removeprefix("sqlite:///")).parent, setting, "give a path in a folder you can write to")
@@ -58,7 +59,7 @@ def check_tracking_uri(uri: str) -> None:
         if problem:
             raise EnvironmentProblem(
                 f"{setting}: no MLflow server answers at {uri} ({problem}); start it (`mlflow server --host ... "
-                "--port ...`), or unset MLFLOW_TRACKING_URI to track into the workspace's SQLite file"
+                f"--port ...`), or {instead} to track into the workspace's SQLite file"
             )
 
 
