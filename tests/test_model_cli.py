@@ -6,7 +6,6 @@ The gate itself moving the alias, and a failed run taking its move back, are in 
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -135,37 +134,51 @@ def test_promote_and_rollback_move_the_champion_and_record_who_when_why(store: W
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def test_bad_names_versions_and_stores_exit_2_with_one_line(
+    store: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real command: in subprocesses for what is refused before MLflow is imported and for an unknown model
+    (nothing MLflow prints on its way may reach the terminal), in this process for the rest (importing MLflow takes
+    each process seconds)."""
+    from shrinkflow.deployments.processes import free_port
 
-
-def test_bad_names_versions_and_stores_exit_2_with_one_line(store: Workspace, tmp_path: Path) -> None:
-    """The real command in subprocesses, started together (each imports MLflow for seconds)."""
     three_versions(store, "checked")
     ship(store, "single", "calm-heron", "baseline-int8", 0.9444)
     where = ["--workspace", str(store.root)]
-    cases = {
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "mlflow.db").write_text("not a database\n")
+    corrupt = f"the MLflow store at sqlite:///{tmp_path / 'corrupt' / 'mlflow.db'} failed: .*file is not a database"
+    in_subprocesses = {
         ("models", "nope", *where): "no registered model 'nope' in sqlite:///.*; registered models: .*checked.*single",
-        ("promote", "checked", "9", "--reason", "x", *where): "'checked/9': model 'checked' has no version 9; its versions: 1, 2, 3",
-        ("rollback", "single", *where): "'single': nothing to roll back to: version 1 is the first champion",
         ("rollback", "checked", "--tracking-uri", f"http://127.0.0.1:{free_port()}"): "no MLflow server answers at",
         ("models", "checked", "--workspace", str(tmp_path)): re.escape(f"no MLflow store at {tmp_path / 'mlflow.db'}"),
         ("promote", "checked", "2", "--reason", " ", *where): "--reason: say why",
+    }
+    in_this_process = {
+        ("promote", "checked", "9", "--reason", "x", *where): "'checked/9': model 'checked' has no version 9; its versions: 1, 2, 3",
+        ("rollback", "single", *where): "'single': nothing to roll back to: version 1 is the first champion",
+        ("models", "checked", "--workspace", str(tmp_path / "corrupt")): corrupt,
+        ("promote", "checked", "1", "--reason", "x", "--workspace", str(tmp_path / "corrupt")): corrupt,
+        ("rollback", "checked", "--workspace", str(tmp_path / "corrupt")): corrupt,
     }
     started = {
         args: subprocess.Popen(
             [sys.executable, "-m", "shrinkflow.cli.main", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env=subprocess_env(),
         )
-        for args in cases
+        for args in in_subprocesses
     }
+    outcomes = {}
+    for args in in_this_process:
+        code = shrinkflow(*args)
+        outcomes[args] = (code, *capsys.readouterr())
     for args, process in started.items():
         out, err = process.communicate(timeout=300)
-        assert process.returncode == 2, (args, err)
+        outcomes[args] = (process.returncode, out, err)
+    for args, (code, out, err) in outcomes.items():
+        assert code == 2, (args, err)
         assert out == "" and len(err.splitlines()) == 1 and err.startswith("shrinkflow: error: "), (args, err)
-        assert re.search(cases[args], err), (args, err)
+        assert re.search({**in_subprocesses, **in_this_process}[args], err), (args, err)
     assert champion_of(store, "checked") == "2" and champion_of(store, "single") == "1"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import mlflow.pyfunc
 import numpy as np
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
@@ -179,14 +179,19 @@ def resolve_version(tracking_uri: str, reference: str) -> ModelVersion:
     return client.get_model_version(name, str(aliases[alias]))
 
 
-def require_model(tracking_uri: str, name: str, reference: str | None = None) -> None:
-    """Raises ModelNotFound, naming the registered models there are, unless `name` is one (`reference`: what the
-    user wrote, if more than the name)."""
-    models = [model.name for model in client_for(tracking_uri).search_registered_models(max_results=1000)]
-    if name not in models:
+def require_model(tracking_uri: str, name: str, reference: str | None = None) -> RegisteredModel:
+    """The registered model `name`, or ModelNotFound naming those there are (`reference`: what the user wrote, if
+    more than the name)."""
+    client = client_for(tracking_uri)
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        models = [model.name for model in client.search_registered_models(max_results=1000)]
         known = ", ".join(sorted(models)) or "none yet (a `shrinkflow run` that ships registers one)"
         mentioned = f"{reference!r}: " if reference else ""
-        raise ModelNotFound(f"{mentioned}no registered model {name!r} in {tracking_uri}; registered models: {known}")
+        raise ModelNotFound(f"{mentioned}no registered model {name!r} in {tracking_uri}; registered models: {known}") from None
 
 
 def parse_reference(reference: str) -> tuple[str, str | None, int | None]:

@@ -30,6 +30,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from sqlalchemy.exc import SQLAlchemyError
 
 from shrinkflow.core.config import QUALITY_METRICS
 from shrinkflow.core.export import SERVING_CONFIG_NAME, read_manifest, served_version, write_serving_config
@@ -131,8 +132,7 @@ def champion_history(tracking_uri: str, name: str) -> tuple[str | None, list[Mov
     Raises:
         ModelNotFound: no such registered model.
     """
-    require_model(tracking_uri, name)
-    model = client_for(tracking_uri).get_registered_model(name)
+    model = require_model(tracking_uri, name)
     champion = model.aliases.get(CHAMPION_ALIAS)
     champion = None if champion is None else str(champion)
     return champion, effective(parse_history(model.tags.get(HISTORY_TAG)), champion)
@@ -229,11 +229,16 @@ def serving_config(model: ModelVersions) -> tuple[Path, str | None] | None:
 
 @contextmanager
 def store_errors(tracking_uri: str) -> Iterator[None]:
-    """An MLflow store that fails mid-command (a server gone since it answered) as a UserError: one line."""
+    """A store that fails (a file that is not an MLflow database, a server gone since it answered) as a UserError:
+    one line."""
     try:
         yield
-    except MlflowException as exc:
-        raise UserError(f"the MLflow store at {tracking_uri} failed: {exc.message.splitlines()[0][:300]}") from None
+    except (MlflowException, SQLAlchemyError) as exc:
+        detail = (exc.message if isinstance(exc, MlflowException) else str(exc)).strip().splitlines()[0][:300]
+        raise UserError(
+            f"the MLflow store at {tracking_uri} failed: {detail}; name the store that holds the model "
+            "(--workspace DIR, --tracking-uri URI or MLFLOW_TRACKING_URI)"
+        ) from None
 
 
 def pipeline_run_name(tracking_uri: str, run_id: str) -> str:
