@@ -29,7 +29,7 @@ from shrinkflow.core.statistics import REPORTED_CONFIDENCE
 from shrinkflow.core.variants import Variant
 from shrinkflow.core.workspace import Workspace
 from shrinkflow.tasks.options import SHIPPING_TASK
-from shrinkflow.tracking import models, registry, runs
+from shrinkflow.tracking import models, registry, runs, versions
 from shrinkflow.tracking.runs import TrackingRef
 from shrinkflow.tracking.store import model_lock
 
@@ -149,7 +149,7 @@ def export_models(
         get_run_logger().warning("moved %s aside to %s: the MLflow registry has no such version", original, aside)
     path = export_variants(workspace.exports / name / version, variants, export_cfg, manifest, dataset)
     _remember(export_path=str(path))
-    runs.tag_parent(tracking_ref, {"export_path": str(path)})
+    runs.tag_parent(tracking_ref, {versions.EXPORT_PATH_TAG: str(path)})
     get_run_logger().info("exported version %s (%s) to %s", version, selected.name, path)
     return str(path)
 
@@ -171,7 +171,7 @@ def gate_champion(
     (on the quality metric, select.quality)."""
     uri = tracking_ref.tracking_uri
     champion = registry.champion_version(uri, name)
-    _remember(previous_champion=champion.version if champion else None, model_name=name, tracking_uri=uri)
+    _remember(previous_champion=champion.version if champion else None, model_name=name, tracking_uri=uri, candidate=version)
     quality = Quality(select_cfg.quality)
     candidate = selected.metrics[quality.metric]
     record: dict[str, str] = {}
@@ -196,11 +196,11 @@ def gate_champion(
             )
             record = gate_record(decision, quality.metric, champion.version, champion_quality)
     record |= {"promoted": str(decision.promote).lower(), "promotion_reason": decision.reason[:5000]}
-    if decision.promote:
-        registry.set_champion(uri, name, version)
     registry.tag_version(uri, name, version, record)
     runs.tag_parent(tracking_ref, record)
-    if decision.promote:
+    if decision.promote:  # last: a move that fails takes itself back, and this task has nothing else to undo
+        run_name = versions.pipeline_run_name(uri, tracking_ref.parent_run_id)
+        versions.move_champion(uri, name, version, by=run_name, reason=decision.reason)
         get_run_logger().info("champion gate: version %s is now the champion (%s)", version, decision.reason)
     else:
         get_run_logger().warning("champion gate: the champion stays; version %s is not promoted (%s)", version, decision.reason)
@@ -223,7 +223,10 @@ def gate_record(decision: Promotion, metric: str, champion_version: str, champio
 
 @gate_champion.on_rollback
 def _restore_champion(transaction: Transaction) -> None:
-    registry.restore_champion(transaction.get("tracking_uri"), transaction.get("model_name"), transaction.get("previous_champion"))
+    versions.undo_move(
+        transaction.get("tracking_uri"), transaction.get("model_name"), transaction.get("candidate"),
+        transaction.get("previous_champion"),
+    )
 
 
 def _remember(**values: Any) -> None:

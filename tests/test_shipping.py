@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from shrinkflow.core.export import MANIFEST_NAME
+from shrinkflow.core.export import MANIFEST_NAME, served_version
 from shrinkflow.core.workspace import Workspace
+from shrinkflow.tracking import versions
 from tests.conftest import tiny_digits_config
 
 QUICK = {"prune.enabled": "false", "quantize.modes": "[dynamic]"}
@@ -43,10 +44,18 @@ def test_a_run_that_fails_after_shipping_rolls_the_shipment_back(
     client = client_of(workspace)
     assert [str(v.version) for v in client.search_model_versions("name='rolled_back'")] == ["1"]
     assert str(client.get_model_version_by_alias("rolled_back", "champion").version) == "1"
-    assert sorted(p.name for p in (Workspace(workspace).exports / "rolled_back").iterdir()) == ["1"]
+    assert sorted(p.name for p in (Workspace(workspace).exports / "rolled_back").iterdir() if p.is_dir()) == ["1"]
     parents = [r for r in client.search_runs([client.get_experiment_by_name("rolled_back").experiment_id])
                if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.info.status for r in parents) == ["FAILED", "FINISHED"]
+    # The failed run's gate had moved the alias; its rollback took the move back out of the champion's history too,
+    # and the TF Serving config serves version 1 again.
+    [failed] = [r for r in parents if r.info.status == "FAILED"]
+    [shipped] = [r for r in parents if r.info.status == "FINISHED"]
+    assert failed.data.tags["promoted"] == "true"
+    champion, history = versions.champion_history(Workspace(workspace).tracking_uri(), "rolled_back")
+    assert [(move.version, move.from_version, move.by) for move in history] == [("1", None, shipped.info.run_name)]
+    assert served_version(Workspace(workspace).exports / "rolled_back") == "1"
 
 
 def test_the_first_shipment_rolled_back_leaves_no_registered_model(
@@ -78,7 +87,8 @@ def test_a_workspace_reused_with_a_fresh_store_ships_and_sets_the_old_exports_as
     [shipped] = [row for row in pipeline(config, workspace=str(workspace)) if row.selected]
     assert shipped.version == "1"
     exports = Workspace(workspace).exports / "reused"
-    assert sorted(p.name for p in exports.iterdir() if not p.name.startswith(".")) == ["1"]
+    assert sorted(p.name for p in exports.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["1"]
+    assert served_version(exports) == "1"  # the new store's champion, not the old store's version 2
     [aside] = (exports / ".superseded").iterdir()
     assert sorted(p.name for p in aside.iterdir()) == ["1", "2"]
     manifest = json.loads((exports / "1" / MANIFEST_NAME).read_text())

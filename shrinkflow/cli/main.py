@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from shrinkflow.cli import run, serve_model, stack, sweep
+from shrinkflow.cli import models, run, serve_model, stack, sweep
 from shrinkflow.cli.signals import Interrupted, ServerLost
 from shrinkflow.core.environment import EnvironmentLost, disk_full
 from shrinkflow.core.errors import UserError
@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--host", default="127.0.0.1", help="Address to listen on (default: 127.0.0.1, this machine only).")
     model.add_argument("--workspace", help=workspace_help + " Its MLflow store holds the model unless MLFLOW_TRACKING_URI is set.")
 
+    add_version_commands(commands, workspace_help)
+
     deployments = commands.add_parser(
         "deployments", help="List the deployments; regenerate or check deployments/prefect.yaml."
     )
@@ -109,6 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="Exit 1 if deployments/prefect.yaml does not match the presets."
     )
     return parser
+
+
+def add_version_commands(commands: argparse._SubParsersAction, workspace_help: str) -> None:
+    """`models`, `promote` and `rollback` (shrinkflow.cli.models): NAME, and the store that holds it."""
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=help)
+        parser.add_argument("name", metavar="NAME", help="The registered model: the config's name, e.g. digits_cnn.")
+        store = parser.add_mutually_exclusive_group()
+        store.add_argument("--workspace", help=workspace_help + " Its MLflow store holds the model unless MLFLOW_TRACKING_URI is set.")
+        store.add_argument("--tracking-uri", metavar="URI", help="The MLflow store (server or database) that holds the model.")
+        return parser
+
+    listing = command("models", "A registered model's versions, its champion and the champion's history.")
+    listing.add_argument("--all", action="store_true", help=f"Every version and every recorded move, not the newest {models.SHOWN}.")
+    promote = command(
+        "promote", "Make a version the champion: the alias `champion` moves, without the gate (your decision, recorded with its reason).",
+    )
+    promote.add_argument("version", type=_positive_int, metavar="VERSION", help="The version to make the champion.")
+    promote.add_argument("--reason", required=True, help="Why, recorded in the champion history.")
+    rollback = command("rollback", "Move the alias `champion` back to the champion before the current one.")
+    rollback.add_argument("--reason", default="rollback", help="Why, recorded in the champion history (default: rollback).")
 
 
 def _positive_int(text: str) -> int:
@@ -143,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "run": run.run, "sweep": sweep.sweep, "serve": stack.serve, "up": stack.up, "down": stack.down, "deployments": stack.deployments,
-        "serve-model": serve_model.serve_model,
+        "serve-model": serve_model.serve_model, **models.COMMANDS,
     }
     if args.command in ("run", "sweep"):
         _exit_without_teardown()

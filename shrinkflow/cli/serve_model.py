@@ -14,20 +14,11 @@ DEFAULT_PORT = 5001  # MLflow's own default, 5000, is the tracking server's in `
 
 
 def serve_model(args: argparse.Namespace) -> int:
-    from shrinkflow.core.environment import check_tracking_uri
-    from shrinkflow.core.workspace import Workspace
+    from shrinkflow.cli.models import tracking_store
     from shrinkflow.deployments.processes import port_problem
     from shrinkflow.tracking import registry, scoring
 
-    workspace = Workspace.resolve(args.workspace)
-    uri = workspace.tracking_uri()
-    check_tracking_uri(uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise UserError(
-            f"no MLflow store at {uri.removeprefix('sqlite:///')}: nothing was registered in workspace {workspace.root} "
-            "yet; run `shrinkflow run CONFIG` first, or pass --workspace DIR (or MLFLOW_TRACKING_URI) of the store "
-            "that holds the model"
-        )
+    uri = tracking_store(args.workspace)
     problem = port_problem(args.host, args.port)
     if problem:
         raise UserError(f"--port {args.port}: {args.host}:{args.port} is {problem}; choose another port with --port")

@@ -107,18 +107,19 @@ def local_worker_limit() -> int:
     return max(1, min(cores, int(psutil.virtual_memory().available // WORKER_MEMORY_BYTES)))
 
 
-def check_tracking_uri(uri: str) -> None:
+def check_tracking_uri(uri: str, flag: str | None = None) -> None:
     """MLflow can track to `uri`: a known kind of store, a database it can open and write (its driver
-    installed), and a server that answers if it is one."""
-    if "MLFLOW_TRACKING_URI" not in os.environ:  # the workspace's own SQLite file
+    installed), and a server that answers if it is one. `uri` comes from MLFLOW_TRACKING_URI, or from the
+    command-line option `flag` when given."""
+    if flag is None and "MLFLOW_TRACKING_URI" not in os.environ:  # the workspace's own SQLite file
         check_database(uri, f"the workspace's MLflow store {uri.removeprefix('sqlite:///')}", MOVE_ASIDE)
         return
-    setting = f"MLFLOW_TRACKING_URI={uri}"
+    setting, instead = (f"{flag} {uri}", f"leave out {flag}") if flag else (f"MLFLOW_TRACKING_URI={uri}", "unset MLFLOW_TRACKING_URI")
     match = SCHEME.match(uri)
     if match is None or match["scheme"].lower() not in TRACKING_SCHEMES:
         raise EnvironmentProblem(
             f"{setting}: not a tracking URI MLflow can use; give an MLflow server (http://HOST:PORT), a database "
-            "(sqlite:///path/mlflow.db, postgresql://...), or unset it to track into the workspace"
+            f"(sqlite:///path/mlflow.db, postgresql://...), or {instead} to track into the workspace"
         )
     if match["scheme"].lower() not in ("http", "https", "databricks"):
         check_database(uri, setting, "give a database you can write to")
@@ -127,7 +128,7 @@ def check_tracking_uri(uri: str) -> None:
         if problem:
             raise EnvironmentProblem(
                 f"{setting}: no MLflow server answers at {uri} ({problem}); start it (`mlflow server --host ... "
-                "--port ...`), or unset MLFLOW_TRACKING_URI to track into the workspace's SQLite file"
+                f"--port ...`), or {instead} to track into the workspace's SQLite file"
             )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ import numpy as np
 
 from shrinkflow.core.config import ExportConfig
 from shrinkflow.core.contract import serving_contract
-from shrinkflow.core.files import atomic_path, sha256_file
+from shrinkflow.core.files import atomic_path, sha256_file, write_bytes_atomically
 from shrinkflow.core.data import DatasetRef, load_vocabulary
 from shrinkflow.core.names import BASELINE, PRUNED
 from shrinkflow.core.predictors import describe_io
@@ -29,6 +30,8 @@ from shrinkflow.core.serving import COLUMNS, IMAGE_BYTES, TENSOR, TEXT
 from shrinkflow.core.variants import Variant
 
 MANIFEST_NAME = "manifest.json"
+# <exports>/<name>/models.config: TF Serving's model config, serving the version the alias `champion` names.
+SERVING_CONFIG_NAME = "models.config"
 KERAS_FILE_NAME = "model.keras"
 VOCABULARY_FILE_NAME = "vocabulary.txt"
 CONTRACT_FILE_NAME = "serving_contract.json"
@@ -159,6 +162,36 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) else None
+
+
+def write_serving_config(model_dir: Path, name: str, version: str) -> Path:
+    """Point <exports>/<name>/models.config at the champion, `version` (replaced in one step).
+
+    TF Serving alone serves the highest version folder, which need not be the champion (a version the gate refused,
+    or the one a rollback left); given this file (--model_config_file, with --model_config_file_poll_wait_seconds
+    to follow its changes) it serves exactly the champion."""
+    text = (
+        f"# The champion of {name}: version {version}. shrinkflow rewrites this file whenever the alias `champion`\n"
+        "# moves (a pipeline run's gate, `shrinkflow promote`, `shrinkflow rollback`).\n"
+        "model_config_list {\n  config {\n"
+        f"    name: {json.dumps(name, ensure_ascii=False)}\n"
+        f"    base_path: {json.dumps(str(model_dir), ensure_ascii=False)}\n"
+        '    model_platform: "tensorflow"\n'
+        f"    model_version_policy {{ specific {{ versions: {int(version)} }} }}\n"
+        "  }\n}\n"
+    )
+    path = model_dir / SERVING_CONFIG_NAME
+    write_bytes_atomically(path, text.encode())
+    return path
+
+
+def served_version(model_dir: Path) -> str | None:
+    """The version <exports>/<name>/models.config serves, or None without one."""
+    try:
+        found = re.search(r"versions:\s*(\d+)", (model_dir / SERVING_CONFIG_NAME).read_text())
+    except OSError:
+        return None
+    return found.group(1) if found else None
 
 
 def set_aside_versions(model_dir: Path, belongs: Callable[[Path], bool]) -> list[tuple[Path, Path]]:

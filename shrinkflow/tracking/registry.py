@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import mlflow.pyfunc
 import numpy as np
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
@@ -137,19 +137,6 @@ def delete_version(tracking_uri: str, name: str, version: str) -> None:
         client.delete_registered_model(name)
 
 
-def restore_champion(tracking_uri: str, name: str, previous: str | None) -> None:
-    """Point the alias back where it was before a rolled-back shipment moved it (or remove it, if it was new)."""
-    client = client_for(tracking_uri)
-    if previous is not None:
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, previous)
-        return
-    try:
-        client.delete_registered_model_alias(name, CHAMPION_ALIAS)
-    except MlflowException as exc:
-        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            raise
-
-
 def predict_with_version(tracking_uri: str, name: str, version: str | int, dataset: DatasetRef, x: np.ndarray) -> np.ndarray:
     """A registered version's outputs for `dataset`'s model inputs, through its pyfunc model as a client would
     call it: `x` (scaled features, token ids) goes in as the raw requests that give it, and the answers come back
@@ -198,10 +185,6 @@ def version_predictor(
         yield predict
 
 
-def set_champion(tracking_uri: str, name: str, version: str) -> None:
-    client_for(tracking_uri).set_registered_model_alias(name, CHAMPION_ALIAS, version)
-
-
 def tag_version(tracking_uri: str, name: str, version: str, tags: dict[str, str]) -> None:
     client = client_for(tracking_uri)
     for key, value in tags.items():
@@ -219,11 +202,8 @@ def resolve_version(tracking_uri: str, reference: str) -> ModelVersion:
         ModelNotFound: naming what the registry has instead.
     """
     name, alias, number = parse_reference(reference)
+    require_model(tracking_uri, name, reference)
     client = client_for(tracking_uri)
-    models = [model.name for model in client.search_registered_models(max_results=1000)]
-    if name not in models:
-        known = ", ".join(sorted(models)) or "none yet (a `shrinkflow run` that ships registers one)"
-        raise ModelNotFound(f"{reference!r}: no registered model {name!r} in {tracking_uri}; registered models: {known}")
     if number is not None:
         versions = sorted(int(version.version) for version in client.search_model_versions(f"name='{name}'"))
         if number not in versions:
@@ -234,6 +214,21 @@ def resolve_version(tracking_uri: str, reference: str) -> ModelVersion:
         known = ", ".join(f"@{key} (version {value})" for key, value in sorted(aliases.items())) or "none"
         raise ModelNotFound(f"{reference!r}: model {name!r} has no alias {alias!r}; its aliases: {known}; or name a version, {name}/N")
     return client.get_model_version(name, str(aliases[alias]))
+
+
+def require_model(tracking_uri: str, name: str, reference: str | None = None) -> RegisteredModel:
+    """The registered model `name`, or ModelNotFound naming those there are (`reference`: what the user wrote, if
+    more than the name)."""
+    client = client_for(tracking_uri)
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        models = [model.name for model in client.search_registered_models(max_results=1000)]
+        known = ", ".join(sorted(models)) or "none yet (a `shrinkflow run` that ships registers one)"
+        mentioned = f"{reference!r}: " if reference else ""
+        raise ModelNotFound(f"{mentioned}no registered model {name!r} in {tracking_uri}; registered models: {known}") from None
 
 
 def parse_reference(reference: str) -> tuple[str, str | None, int | None]:
