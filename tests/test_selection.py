@@ -10,6 +10,7 @@ from shrinkflow.core.comparison import paired_test
 from shrinkflow.core.config import SelectConfig
 from shrinkflow.core.selection import Quality, decide_promotion, pareto_front, resolution_warning, select_variant
 from shrinkflow.core.statistics import mcnemar, metric_interval, paired_interval, wilson
+from shrinkflow.core.summary import SummaryRow, compact_rows
 
 POINT = {"confidence": None}
 
@@ -223,3 +224,15 @@ def test_a_test_split_too_small_for_the_budget_is_warned_about() -> None:
 def test_pareto_front() -> None:
     points = {"baseline": (1000, 0.99), "pruned": (300, 0.99), "int8": (80, 0.98), "bad": (400, 0.97), "tiny": (10, 0.5)}
     assert pareto_front(points) == {"pruned", "int8", "tiny"}
+
+
+def test_the_compact_table_keeps_a_screen_the_shipped_variant_first_and_the_baseline_as_reference() -> None:
+    rows = [SummaryRow("baseline", eligible=True, gzip_size_bytes=200_000, quality_delta=0.0)]
+    rows += [SummaryRow(f"v{size}", eligible=True, gzip_size_bytes=size, quality_delta=-0.01) for size in range(1000, 31_000, 1000)]
+    rows += [SummaryRow("missed", gzip_size_bytes=500, quality_delta=-0.2), SummaryRow("broken", status="failed: boom")]
+    rows[5] = SummaryRow(rows[5].variant, selected=True, eligible=True, gzip_size_bytes=rows[5].gzip_size_bytes)
+    shown, left_out = compact_rows(rows, most=5)
+    assert [row.variant for row in shown] == ["v5000", "v1000", "v2000", "v3000", "baseline"]
+    assert left_out == len(rows) - 5
+    everything, none_left = compact_rows(rows, most=len(rows))
+    assert none_left == 0 and [row.variant for row in everything][-2:] == ["missed", "broken"]

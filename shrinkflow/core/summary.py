@@ -120,14 +120,16 @@ DECISIVE_COLUMNS = (
     "variant", "selected", "eligible", "promoted", "version", "status", "accuracy", "rmse", "r2", "ci", "quality_delta",
     "delta_ci", "gzip_size_bytes", "compression_ratio", "latency_ms",
 )
-# The compact table's most rows: the shipped and eligible variants first, then the nearest misses.
+# The compact table's most rows (the baseline's among them): the shipped and eligible variants first, then the
+# nearest misses; so that the default run's whole output fits about a screen.
 COMPACT_ROWS = 12
 
 
 def compact_rows(rows: Sequence[SummaryRow], most: int = COMPACT_ROWS) -> tuple[list[SummaryRow], int]:
     """The rows a glance needs, in order: the shipped variant, the other eligible ones smallest first, then the rest
-    that were measured, closest to the baseline first; failed and not-applicable rows last. At most `most` rows
-    (every eligible one, whatever `most` is); returns them and how many were left out."""
+    that were measured, closest to the baseline first; failed and not-applicable rows last. At most `most` rows,
+    the baseline always among them (last, when it would not be), the reference of every delta; returns them and
+    how many were left out."""
     def order(row: SummaryRow) -> tuple[int, float]:
         if row.selected:
             return 0, 0.0
@@ -138,8 +140,11 @@ def compact_rows(rows: Sequence[SummaryRow], most: int = COMPACT_ROWS) -> tuple[
         return 3, 0.0
 
     ordered = sorted(rows, key=order)
-    keep = max(most, sum(row.eligible or row.selected for row in rows))
-    return ordered[:keep], max(0, len(ordered) - keep)
+    shown = ordered[:most]
+    baseline = next((row for row in ordered[most:] if row.variant == BASELINE), None)
+    if baseline is not None:
+        shown = [*shown[: most - 1], baseline]
+    return shown, len(ordered) - len(shown)
 
 
 def headline(rows: Sequence[SummaryRow], name: str) -> str:
