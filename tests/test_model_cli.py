@@ -147,7 +147,7 @@ def test_bad_names_versions_and_stores_exit_2_with_one_line(
     where = ["--workspace", str(store.root)]
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "mlflow.db").write_text("not a database\n")
-    corrupt = f"the MLflow store at sqlite:///{tmp_path / 'corrupt' / 'mlflow.db'} failed: .*file is not a database"
+    corrupt = f"MLflow store {re.escape(str(tmp_path / 'corrupt' / 'mlflow.db'))}.*file is not a database.*move it aside"
     in_subprocesses = {
         ("models", "nope", *where): "no registered model 'nope' in sqlite:///.*; registered models: .*checked.*single",
         ("rollback", "checked", "--tracking-uri", f"http://127.0.0.1:{free_port()}"): "no MLflow server answers at",
@@ -160,6 +160,7 @@ def test_bad_names_versions_and_stores_exit_2_with_one_line(
         ("models", "checked", "--workspace", str(tmp_path / "corrupt")): corrupt,
         ("promote", "checked", "1", "--reason", "x", "--workspace", str(tmp_path / "corrupt")): corrupt,
         ("rollback", "checked", "--workspace", str(tmp_path / "corrupt")): corrupt,
+        ("serve-model", "checked", "--port", str(free_port()), "--workspace", str(tmp_path / "corrupt")): corrupt,
     }
     started = {
         args: subprocess.Popen(

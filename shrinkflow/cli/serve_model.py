@@ -16,15 +16,16 @@ DEFAULT_PORT = 5001  # MLflow's own default, 5000, is the tracking server's in `
 def serve_model(args: argparse.Namespace) -> int:
     from shrinkflow.cli.models import tracking_store
     from shrinkflow.deployments.processes import port_problem
-    from shrinkflow.tracking import registry, scoring
+    from shrinkflow.tracking import registry, scoring, versions
 
     uri = tracking_store(args.workspace)
     problem = port_problem(args.host, args.port)
     if problem:
         raise UserError(f"--port {args.port}: {args.host}:{args.port} is {problem}; choose another port with --port")
-    version = registry.resolve_version(uri, args.model)
     with tempfile.TemporaryDirectory(prefix="shrinkflow-serve-") as scratch:
-        model_dir = scoring.download_version(uri, version, Path(scratch))
+        with versions.store_errors(uri):
+            version = registry.resolve_version(uri, args.model)
+            model_dir = scoring.download_version(uri, version, Path(scratch))
         url = f"http://{args.host}:{args.port}"
         print(
             f"shrinkflow: serving version {version.version} of {version.name!r} ({version.tags.get('variant', 'variant unknown')}) "
