@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -86,3 +88,14 @@ def pids_alive(pids: list[int]) -> list[int]:
             if psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
                 alive.append(pid)
     return alive
+
+
+def stop_prefect_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a `prefect worker` a test started (its own process group), SIGKILL it if its shutdown outlasts a
+    minute: Prefect's worker, not shrinkflow, is stopped here, and on a loaded machine it can take that long."""
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)

@@ -59,7 +59,8 @@ def test_each_version_description_tells_how_its_variant_was_made_and_names_the_r
     assert "student 1 (2,410 parameters), distilled from baseline's soft targets" in described["student-1"]
     assert "trained from the labels alone, without a teacher" in described["student-1-scratch"]
     assert "baseline" not in described["student-1-scratch"]
-    assert "a copy of student-1 pruned to 80% zero weights" in described["student-1-pruned"]
+    sparsity = f"{steps.prune.target_sparsity:.0%}"
+    assert f"a copy of student-1 pruned to {sparsity} zero weights" in described["student-1-pruned"]
     assert (
         "TFLite file, run in LiteRT; student-1-pruned-clustered fine-tuned with quantization-aware training, keeping its "
         "zeros and clusters" in described["student-1-pruned-clustered-qat"]

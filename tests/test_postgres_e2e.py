@@ -10,7 +10,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from shrinkflow.deployments.serving import WORK_POOL
 from shrinkflow.deployments.stack import RunningStack, StackConfig, start_stack
 from shrinkflow.tracking.registry import CHAMPION_ALIAS
 from shrinkflow.tracking.sweeps import STUDY_TAG
-from tests.conftest import REPO, tiny_digits_config
+from tests.conftest import REPO, stop_prefect_worker, tiny_digits_config
 from tests.test_deployments_e2e import apply_prefect_yaml, cli_env, completed_run, prefect_client
 from tests.test_sweep_faults_e2e import Command
 
@@ -153,8 +152,9 @@ def test_a_sweep_and_a_run_of_another_config_scheduled_at_once_both_complete_on_
     storage = f"{postgres}/optuna"
     searched = yaml.safe_load(tiny_config(tmp_path, "pg_sweep").read_text())
     searched["sweep"] = {"sampler": "random", "trials": 2, "seed": 5, "storage": storage,
-                         "parameters": {"model.hidden_units": {"choice": [[8], [12]]}}}
+                         "parameters": [{"key": "model.hidden_units", "choice": [[8], [12]]}]}  # as the Run form sends it
     other = yaml.safe_load(tiny_config(tmp_path, "pg_run", **{"model.hidden_units": "[12]", "quantize.modes": "[float16]"}).read_text())
+    other.pop("sweep", None)  # the pipeline's form has no sweep section
     due = Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(seconds=3))
     with prefect_client(stack.prefect_api_url) as client:
         flow_runs = [
@@ -173,13 +173,7 @@ def test_a_sweep_and_a_run_of_another_config_scheduled_at_once_both_complete_on_
     try:
         finished = [completed_run(stack.prefect_api_url, run.id, lambda: log_tail(log, 80)) for run in flow_runs]
     finally:
-        # Prefect's worker, not shrinkflow, is stopped here: on a loaded machine its shutdown can outlast a minute.
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=30)
+        stop_prefect_worker(worker)
     assert max(run.start_time for run in finished) < min(run.end_time for run in finished), "they did not run side by side"
 
     [summary] = optuna.get_all_study_summaries(storage)

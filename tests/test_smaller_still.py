@@ -230,7 +230,7 @@ def test_param_bits_take_the_cheapest_encoding_of_the_non_zero_weights() -> None
 @pytest.mark.parametrize(
     ("sets", "expected"),
     [
-        (["distill.students=[{conv_filters: [32, 64]}]"], "distill.students.0 (student-1): not smaller than its teacher"),
+        (["distill.students=[{conv_filters: [32, 64], hidden_units: [128]}]"], "distill.students.0 (student-1): not smaller than its teacher"),
         (["distill.students=[{width: 1.5}]"], "distill.students.0.width"),
         (["distill.students=[{conv_filters: [4]}]"], "conv_filters needs 2 entries"),
         (["cluster.clusters=1"], "cluster.clusters"),

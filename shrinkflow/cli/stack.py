@@ -121,7 +121,9 @@ def _until_stopped(
         while True:
             _warn_scheduler(scheduler, prefect_log)
             code = runner.poll()
-            if code == 0:  # it was stopped on purpose, by `shrinkflow down` from another terminal
+            if code is not None and (code == 0 or _stopped_by_down(runner)):
+                # stopped on purpose, by `shrinkflow down` from another terminal (SIGKILLed if its stop outlasted
+                # the grace period, on a busy machine)
                 print("shrinkflow: the runner was stopped from elsewhere (`shrinkflow down`?)", flush=True)
                 return EXIT_OK
             if code is not None:
@@ -138,6 +140,19 @@ def _until_stopped(
     except KeyboardInterrupt:
         print("", flush=True)
         return EXIT_OK
+
+
+def _stopped_by_down(runner: Spawned, wait: float = 3.0) -> bool:
+    """Whether `shrinkflow down` stopped the runner: it forgets runner.json once the runner is gone (within `wait` s
+    of its exit)."""
+    from shrinkflow.deployments import serving as deploy
+
+    deadline = time.monotonic() + wait
+    while deploy.recorded_runner(deploy.runner_workspace(runner)) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def down(args: argparse.Namespace) -> int:
