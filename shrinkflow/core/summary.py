@@ -48,6 +48,15 @@ class SummaryRow:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    def outcome(self) -> str:
+        """What became of the variant, in a word or two: shipped (as which version, and whether the gate kept the
+        champion), eligible (within the budget, not the smallest), not eligible, failed, or not applicable."""
+        if self.selected:
+            return f"shipped: v{self.version}" + (", champion kept" if self.promoted is False else "")
+        if not self.ok:
+            return self.status.partition(":")[0]
+        return "eligible" if self.eligible else "not eligible"
+
     def display(self) -> dict[str, Any]:
         """The row as table cells: marks as yes/no, each interval in one cell, missing values blank."""
         cells: dict[str, Any] = {}
@@ -63,6 +72,7 @@ class SummaryRow:
                 )
                 continue
             cells[name] = getattr(self, name)
+        cells["outcome"] = self.outcome()
         cells["selected"] = "yes" if self.selected else ""
         cells["eligible"] = "yes" if self.eligible else ""
         cells["promoted"] = "" if self.promoted is None else ("yes" if self.promoted else "no")
@@ -112,13 +122,16 @@ def summary_row(variant: Variant | Failure, baseline: dict[str, float], quality:
 
 
 # The decision columns a table always shows; a metric column blank in every row (rmse in a classification) is left out.
-DECISION_COLUMNS = ("variant", "selected", "promoted", "version", "status")
+DECISION_COLUMNS = ("variant", "outcome", "selected", "promoted", "version", "status")
 # What the terminal, the flow run's log and the Prefect summary artifact show: the decision, the test quality with
 # its 95 % interval, the paired difference from the baseline with its interval, and how small and how fast. The
 # full table (every column) is comparison.md / comparison.csv in the workspace and on the MLflow parent run.
+# What a glance needs, in the order it needs it (the terminal, the Prefect summary artifact at 1,400 px, the MLflow
+# runs view): what became of each variant, its test quality and difference from the baseline, how small and fast,
+# then the intervals, off to the right on a narrow window.
 DECISIVE_COLUMNS = (
-    "variant", "selected", "eligible", "promoted", "version", "status", "accuracy", "rmse", "r2", "ci", "quality_delta",
-    "delta_ci", "gzip_size_bytes", "compression_ratio", "latency_ms",
+    "variant", "outcome", "accuracy", "rmse", "r2", "quality_delta", "gzip_size_bytes", "compression_ratio", "latency_ms",
+    "delta_ci", "ci",
 )
 # The compact table's most rows (the baseline's among them): the shipped and eligible variants first, then the
 # nearest misses; so that the default run's whole output fits about a screen.

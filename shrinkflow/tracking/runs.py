@@ -300,7 +300,7 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
     for row in rows:
         if (child_id := children.get(row.variant)) is not None:
             ratio = [] if row.compression_ratio is None else [Metric("compression_ratio", logged(row.compression_ratio), now, 0)]
-            client.log_batch(child_id, metrics=ratio, tags=[RunTag(OUTCOME_TAG, variant_outcome(row))])
+            client.log_batch(child_id, metrics=ratio, tags=[RunTag(OUTCOME_TAG, row.outcome())])
     parent = client.get_run(run_id)
     links = run_links(
         tracking, client.get_experiment(tracking.experiment_id).name, shipped,
@@ -316,16 +316,6 @@ def log_summary(tracking: TrackingRef, rows: Sequence[SummaryRow]) -> None:
         metrics=[Metric(k, logged(float(v)), now, 0) for k, v in metrics.items() if v is not None],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
-
-
-def variant_outcome(row: SummaryRow) -> str:
-    """What became of a variant: shipped (as which version), eligible (within the budget, not the smallest), not
-    eligible, failed, or not applicable."""
-    if row.selected:
-        return f"shipped: v{row.version}"
-    if not row.ok:
-        return row.status.partition(":")[0]
-    return "eligible" if row.eligible else "not eligible"
 
 
 def run_links(
