@@ -147,7 +147,17 @@ def test_a_sweep_and_a_run_of_another_config_scheduled_at_once_both_complete_on_
     PostgreSQL, two trials) and the pipeline deployment on another config, due at the same moment, executed side
     by side by one process worker; each ships, and each model's registry and runs are whole."""
     apply_prefect_yaml(run_env, "--name", "digits_cnn", "--name", "digits_sweep")
+    from prefect.client.schemas.filters import DeploymentFilter
     from prefect.states import Scheduled
+
+    # Only this test's two runs: the preset's cron would start a run of its own when the test runs near its hour.
+    with prefect_client(stack.prefect_api_url) as client:
+        for name in ("shrinkflow/digits_cnn", "shrinkflow-sweep/digits_sweep"):
+            deployment = client.read_deployment_by_name(name)
+            for schedule in deployment.schedules:
+                client.delete_deployment_schedule(deployment.id, schedule.id)
+            for run in client.read_flow_runs(deployment_filter=DeploymentFilter(id={"any_": [deployment.id]})):
+                client.delete_flow_run(run.id)
 
     storage = f"{postgres}/optuna"
     searched = yaml.safe_load(tiny_config(tmp_path, "pg_sweep").read_text())
