@@ -123,12 +123,10 @@ def summary_row(variant: Variant | Failure, baseline: dict[str, float], quality:
 
 # The decision columns a table always shows; a metric column blank in every row (rmse in a classification) is left out.
 DECISION_COLUMNS = ("variant", "outcome", "selected", "promoted", "version", "status")
-# What the terminal, the flow run's log and the Prefect summary artifact show: the decision, the test quality with
-# its 95 % interval, the paired difference from the baseline with its interval, and how small and how fast. The
-# full table (every column) is comparison.md / comparison.csv in the workspace and on the MLflow parent run.
 # What a glance needs, in the order it needs it (the terminal, the Prefect summary artifact at 1,400 px, the MLflow
 # runs view): what became of each variant, its test quality and difference from the baseline, how small and fast,
-# then the intervals, off to the right on a narrow window.
+# then the intervals, off to the right on a narrow window. Every column is in comparison.md / comparison.csv in the
+# workspace and on the MLflow parent run.
 DECISIVE_COLUMNS = (
     "variant", "outcome", "accuracy", "rmse", "r2", "quality_delta", "gzip_size_bytes", "compression_ratio", "latency_ms",
     "delta_ci", "ci",
